@@ -1,0 +1,155 @@
+//! Every in-database tunable of echovalue, under the `echovalue.` prefix.
+//!
+//! The SQL functions read them with `current_setting('echovalue.x')::int`, so none has a unit
+//! (a unit would make `current_setting` print `10s`). All are `SUSET` or stricter: the proxy's
+//! role must not be able to raise its own limits with `SET`.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::{CStr, CString};
+
+pub static START_CREDITS: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static TOKEN_RATE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static MAX_NAME_CHARS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static MAX_VALUE_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static MAX_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(2_592_000);
+pub static LOGS_DEFAULT_N: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static LOGS_MAX_N: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+pub static INACTIVE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(730);
+pub static MAINTENANCE_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static MAINTENANCE_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// Longest TTL accepted as a setting: ten years, and below 10^9 so a 9-digit check in SQL
+/// can reject longer strings without overflowing `int`.
+const TTL_CEILING: i32 = 315_360_000;
+
+fn int(name: &'static CStr, why: &'static CStr, s: &'static GucSetting<i32>, min: i32, max: i32) {
+    GucRegistry::define_int_guc(
+        name,
+        why,
+        c"",
+        s,
+        min,
+        max,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// Settings read by the SQL functions; safe to define whenever the library loads.
+pub fn init() {
+    // Free credits of a new wallet: enough to try every endpoint (seed 002).
+    int(
+        c"echovalue.start_credits",
+        c"Credits a new wallet starts with.",
+        &START_CREDITS,
+        0,
+        i32::MAX,
+    );
+    // Stops wallet farming for free credits; per client address, enforced in the database.
+    int(
+        c"echovalue.token_rate_seconds",
+        c"Minimum seconds between two token creations from one client address.",
+        &TOKEN_RATE_SECONDS,
+        0,
+        86_400,
+    );
+    // Group and key names are path segments: keep them short.
+    int(
+        c"echovalue.max_name_chars",
+        c"Maximum characters of a key-value group or key name.",
+        &MAX_NAME_CHARS,
+        1,
+        1000,
+    );
+    // The store is for small values, not files.
+    int(
+        c"echovalue.max_value_chars",
+        c"Maximum characters of a stored value.",
+        &MAX_VALUE_CHARS,
+        0,
+        1_000_000,
+    );
+    // Also the TTL when none is given, so nothing lives forever.
+    int(
+        c"echovalue.max_ttl_seconds",
+        c"Maximum and default time-to-live of a key, in seconds.",
+        &MAX_TTL_SECONDS,
+        1,
+        TTL_CEILING,
+    );
+    // A logs request without n returns a few entries, not a costly page.
+    int(
+        c"echovalue.logs_default_n",
+        c"Entries a logs request returns when n is not given.",
+        &LOGS_DEFAULT_N,
+        1,
+        10_000,
+    );
+    // Bounds the work and the body of one logs request.
+    int(
+        c"echovalue.logs_max_n",
+        c"Most entries one logs request returns; larger n is cut to this.",
+        &LOGS_MAX_N,
+        1,
+        10_000,
+    );
+    // Logs are for debugging recent calls; old ones are purged by maintenance.
+    int(
+        c"echovalue.log_retention_days",
+        c"Days a request log entry is kept.",
+        &LOG_RETENTION_DAYS,
+        1,
+        3650,
+    );
+    // Abandoned wallets and their data are deleted (seed 002: two years).
+    int(
+        c"echovalue.inactive_days",
+        c"Days without a request after which a wallet and all its data are deleted.",
+        &INACTIVE_DAYS,
+        1,
+        36_500,
+    );
+    // Keeps each purge transaction short so it never holds many row locks.
+    int(
+        c"echovalue.maintenance_batch",
+        c"Rows purged per table per maintenance transaction.",
+        &MAINTENANCE_BATCH,
+        1,
+        1_000_000,
+    );
+}
+
+/// Settings of the background worker; only definable while preloading.
+pub fn init_worker() {
+    // The worker connects once, at start; one database per cluster holds echovalue.
+    GucRegistry::define_string_guc(
+        c"echovalue.maintenance_database",
+        c"Database the maintenance worker connects to.",
+        c"",
+        &MAINTENANCE_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    // Purges are cheap and bounded, so a minute keeps expired data short-lived.
+    GucRegistry::define_int_guc(
+        c"echovalue.maintenance_interval",
+        c"Seconds between two maintenance runs of the background worker.",
+        c"",
+        &MAINTENANCE_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+/// The database the worker should connect to, as UTF-8.
+pub fn maintenance_database() -> String {
+    MAINTENANCE_DATABASE
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_else(|| "postgres".to_owned())
+}

@@ -1,0 +1,69 @@
+//! `echovalue`: a Postgres extension that holds all state and every rule of the echoValue
+//! service (wallets, tokens, TTL key-value, request logs, pricing, maintenance).
+//!
+//! Layout: the business rules are plpgsql in `src/sql/*.sql`, pulled into the install script
+//! by [`extension_sql_file!`] in dependency order (tables first, grants last). Rust holds only
+//! what SQL cannot do well: the token format with its checksum (`token.rs`), the settings
+//! (`gucs.rs`, registered when the library loads) and the maintenance background worker
+//! (`worker.rs`, registered only when the library is in `shared_preload_libraries`).
+
+use pgrx::prelude::*;
+
+mod gucs;
+mod token;
+mod worker;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// Registers the settings; when preloaded, also the worker and its postmaster-level settings
+/// (Postgres forbids defining those after startup).
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    // SAFETY: a plain global flag set by the postmaster while it loads preload libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        gucs::init_worker();
+        worker::register();
+    }
+}
+
+extension_sql_file!("sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "sql/internals.sql",
+    name = "internals",
+    requires = ["schema"]
+);
+extension_sql_file!(
+    "sql/token.sql",
+    name = "token_api",
+    requires = ["internals"]
+);
+extension_sql_file!("sql/kv.sql", name = "kv_api", requires = ["internals"]);
+extension_sql_file!("sql/logs.sql", name = "logs_api", requires = ["internals"]);
+extension_sql_file!(
+    "sql/recharge.sql",
+    name = "recharge_api",
+    requires = ["internals"]
+);
+extension_sql_file!(
+    "sql/refuse.sql",
+    name = "refuse_api",
+    requires = ["internals"]
+);
+extension_sql_file!(
+    "sql/maintenance.sql",
+    name = "maintenance_api",
+    requires = ["internals"]
+);
+extension_sql_file!("sql/grants.sql", name = "grants", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,29 @@
+-- Privileges, last: PUBLIC gets nothing; echovalue_api may use the schema and execute the
+-- API functions only. It cannot read or write any table or call an internal `_` helper.
+
+do $$
+begin
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_api') then
+        create role echovalue_api nologin;
+    end if;
+end;
+$$;
+
+revoke all on all tables in schema echovalue from public;
+revoke all on all sequences in schema echovalue from public;
+revoke all on all functions in schema echovalue from public;
+revoke all on schema echovalue from public;
+
+grant usage on schema echovalue to echovalue_api;
+grant execute on function
+    echovalue.token_format_ok(text),
+    echovalue.token_new(inet, text, text),
+    echovalue.wallet_get(text, text, text),
+    echovalue.recharge_link(text, text, text, text),
+    echovalue.logs_get(text, text, text, text),
+    echovalue.kv_set(text, text, text, text, text, text, text),
+    echovalue.kv_get(text, text, text, text, text),
+    echovalue.kv_delete(text, text, text, text, text),
+    echovalue.request_refuse(text, text, int, text, text, text),
+    echovalue.maintenance_run()
+to echovalue_api;

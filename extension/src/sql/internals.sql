@@ -1,0 +1,215 @@
+-- Internal helpers shared by the API functions. Names start with `_`; PUBLIC and
+-- echovalue_api cannot execute them (grants.sql). They run inside the security definer API
+-- functions, and every reference is schema-qualified.
+
+-- An integer setting `echovalue.<name>`; calling into the library first guarantees the GUCs
+-- are defined even when the library is not preloaded.
+create function echovalue._setting(p_name text) returns int
+language plpgsql stable as $$
+begin
+    perform echovalue.token_format_ok('');
+    return pg_catalog.current_setting('echovalue.' || p_name)::int;
+end;
+$$;
+
+-- A timestamp as RFC 3339 in UTC with microseconds and `Z`.
+create function echovalue._ts(p_at timestamptz) returns text
+language sql stable as $$
+    select pg_catalog.to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- A text as a JSON string literal (`null` for NULL).
+create function echovalue._json_str(p_text text) returns text
+language sql immutable as $$
+    select coalesce(pg_catalog.to_json(p_text)::text, 'null')
+$$;
+
+-- Builds an outcome row; plain text unless told otherwise.
+create function echovalue._outcome(
+    p_status int, p_body text, p_cost int, p_balance bigint,
+    p_content_type text default 'text/plain; charset=utf-8', p_headers jsonb default null
+) returns echovalue.outcome
+language sql immutable as $$
+    select row(p_status, p_body, p_content_type, p_cost, p_balance, p_headers)::echovalue.outcome
+$$;
+
+-- The 401 outcome: no wallet, so no cost, no balance, no log.
+create function echovalue._unauthorized() returns echovalue.outcome
+language sql immutable as $$
+    select echovalue._outcome(401, 'Unauthorized', null, null)
+$$;
+
+-- The wallet of a live token, or NULL (malformed, unknown or revoked); marks the token used.
+create function echovalue._wallet_resolve(p_token text) returns bigint
+language plpgsql volatile as $$
+declare
+    v_wallet bigint;
+begin
+    if p_token is null or not echovalue.token_format_ok(p_token) then
+        return null;
+    end if;
+    update echovalue.tokens t
+       set last_used = pg_catalog.now()
+     where t.hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'))
+       and t.revoked is null
+    returning t.wallet_id into v_wallet;
+    return v_wallet;
+end;
+$$;
+
+-- Price of an operation in credits; an unknown operation is a caller bug.
+create function echovalue._price(p_operation text) returns int
+language plpgsql stable as $$
+declare
+    v_credits int;
+begin
+    select p.credits into v_credits from echovalue.prices p where p.operation = p_operation;
+    if v_credits is null then
+        raise exception 'echovalue: no price for operation "%"', p_operation
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return v_credits;
+end;
+$$;
+
+-- Takes p_cost credits if the wallet has them, in one statement: the row lock serializes
+-- concurrent requests, so the balance never goes negative. Returns the new balance or NULL.
+create function echovalue._charge(p_wallet bigint, p_cost int) returns bigint
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+begin
+    update echovalue.wallets w
+       set balance = w.balance - p_cost, last_used = pg_catalog.now()
+     where w.id = p_wallet and w.balance >= p_cost
+    returning w.balance into v_balance;
+    return v_balance;
+end;
+$$;
+
+-- Appends one request log entry; it expires after echovalue.log_retention_days.
+create function echovalue._log(
+    p_wallet bigint, p_endpoint text, p_method text, p_path text,
+    p_status int, p_error text, p_cost int, p_balance bigint
+) returns void
+language plpgsql volatile as $$
+begin
+    insert into echovalue.logs
+        (wallet_id, expires_at, method, path, endpoint, status_code, error, cost, balance)
+    values
+        (p_wallet,
+         pg_catalog.now() + pg_catalog.make_interval(days => echovalue._setting('log_retention_days')),
+         p_method, p_path, p_endpoint, p_status, p_error, p_cost, p_balance);
+end;
+$$;
+
+-- The 402 answer for a wallet that cannot pay: nothing charged, logged with cost 0.
+create function echovalue._insufficient(
+    p_wallet bigint, p_endpoint text, p_method text, p_path text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+begin
+    update echovalue.wallets w set last_used = pg_catalog.now()
+     where w.id = p_wallet
+    returning w.balance into v_balance;
+    if v_balance is null then
+        -- the wallet was purged while this request waited for its lock
+        return echovalue._unauthorized();
+    end if;
+    perform echovalue._log(p_wallet, p_endpoint, p_method, p_path,
+                           402, 'Insufficient credits', 0, v_balance);
+    return echovalue._outcome(402, 'Insufficient credits', 0, v_balance);
+end;
+$$;
+
+-- Logs a charged request (its body is the error text when status >= 400) and answers it.
+create function echovalue._finish(
+    p_wallet bigint, p_endpoint text, p_method text, p_path text,
+    p_status int, p_body text, p_cost int, p_balance bigint,
+    p_content_type text default 'text/plain; charset=utf-8'
+) returns echovalue.outcome
+language plpgsql volatile as $$
+begin
+    perform echovalue._log(p_wallet, p_endpoint, p_method, p_path, p_status,
+                           case when p_status >= 400 then p_body end, p_cost, p_balance);
+    return echovalue._outcome(p_status, p_body, p_cost, p_balance, p_content_type);
+end;
+$$;
+
+-- An error on a resolved wallet: charged the operation's price and logged, or 402.
+create function echovalue._fail(
+    p_wallet bigint, p_operation text, p_endpoint text, p_method text, p_path text,
+    p_status int, p_error text, p_units int default 1
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_cost int := echovalue._price(p_operation) * p_units;
+    v_balance bigint := echovalue._charge(p_wallet, v_cost);
+begin
+    if v_balance is null then
+        return echovalue._insufficient(p_wallet, p_endpoint, p_method, p_path);
+    end if;
+    return echovalue._finish(p_wallet, p_endpoint, p_method, p_path,
+                             p_status, p_error, v_cost, v_balance);
+end;
+$$;
+
+-- The log endpoint of a price operation.
+create function echovalue._endpoint_of(p_operation text) returns text
+language sql immutable as $$
+    select case
+        when p_operation like 'kv\_%' then 'kv'
+        when p_operation like 'webhook\_%' then 'webhook'
+        when p_operation = 'email' then 'email'
+        else 'token'
+    end
+$$;
+
+-- Why a group or key name is refused (p_what is 'group' or 'key'), or NULL when it is fine.
+create function echovalue._name_error(p_what text, p_name text) returns text
+language plpgsql stable as $$
+declare
+    v_max int := echovalue._setting('max_name_chars');
+begin
+    if p_name is null or pg_catalog.char_length(p_name) not between 1 and v_max then
+        return pg_catalog.format('Bad Request: %s must be 1 to %s characters', p_what, v_max);
+    end if;
+    if pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]' then
+        return pg_catalog.format('Bad Request: %s must not contain ''/'' or control characters', p_what);
+    end if;
+    if p_what = 'group' and p_name like 'reserved-%' then
+        return 'Bad Request: group must not start with ''reserved-''';
+    end if;
+    if p_what = 'group' and p_name like '%---' then
+        return 'Bad Request: group must not end with ''---''';
+    end if;
+    return null;
+end;
+$$;
+
+-- A ttl parameter in seconds: NULL or '0' mean the maximum; NULL result when invalid.
+-- At most 9 digits are cast, so huge inputs cannot overflow (the maximum is below 10^9).
+create function echovalue._ttl_seconds(p_ttl text) returns int
+language plpgsql stable as $$
+declare
+    v_max int := echovalue._setting('max_ttl_seconds');
+    v_ttl int;
+begin
+    if p_ttl is null then
+        return v_max;
+    end if;
+    if p_ttl !~ '^[0-9]+$' then
+        return null;
+    end if;
+    if pg_catalog.ltrim(p_ttl, '0') = '' then
+        return v_max;
+    end if;
+    if pg_catalog.char_length(pg_catalog.ltrim(p_ttl, '0')) > 9 then
+        return null;
+    end if;
+    v_ttl := p_ttl::int;
+    return case when v_ttl <= v_max then v_ttl end;
+end;
+$$;

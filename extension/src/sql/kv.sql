@@ -1,0 +1,152 @@
+-- Key-value API. Names and values are validated here (the proxy only decodes the path);
+-- a rejected request on a known wallet is charged and logged like any other.
+-- Parameters share names with kv columns, so columns are always alias-qualified.
+
+-- Why a kv_set is refused, or NULL; checks group, key, value, then ttl.
+create function echovalue._kv_set_error(p_grp text, p_key text, p_value text, p_ttl text)
+returns text
+language plpgsql stable as $$
+declare
+    v_max_value int := echovalue._setting('max_value_chars');
+begin
+    if echovalue._name_error('group', p_grp) is not null then
+        return echovalue._name_error('group', p_grp);
+    end if;
+    if echovalue._name_error('key', p_key) is not null then
+        return echovalue._name_error('key', p_key);
+    end if;
+    if p_value is null then
+        return 'Bad Request: value is required';
+    end if;
+    if pg_catalog.char_length(p_value) > v_max_value then
+        return pg_catalog.format('Bad Request: value must be at most %s characters', v_max_value);
+    end if;
+    if echovalue._ttl_seconds(p_ttl) is null then
+        return pg_catalog.format('Bad Request: ttl must be an integer from 1 to %s',
+                                 echovalue._setting('max_ttl_seconds'));
+    end if;
+    return null;
+end;
+$$;
+
+-- POST /kv/{grp}/{key}?ttl=: stores (overwrites) the value with a fresh expiry; body `OK`.
+create function echovalue.kv_set(
+    token text,
+    grp text,
+    key text,
+    value text,
+    ttl text default null,
+    http_method text default 'POST',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(kv_set.token);
+    v_path text := coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key);
+    v_error text;
+    v_cost int;
+    v_balance bigint;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
+    if v_error is not null then
+        return echovalue._fail(v_wallet, 'kv_set', 'kv', kv_set.http_method, v_path, 400, v_error);
+    end if;
+    v_cost := echovalue._price('kv_set');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'kv', kv_set.http_method, v_path);
+    end if;
+    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
+    values (v_wallet, kv_set.grp, kv_set.key, kv_set.value,
+            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
+    on conflict on constraint kv_pkey
+    do update set value = excluded.value, expires_at = excluded.expires_at;
+    return echovalue._finish(v_wallet, 'kv', kv_set.http_method, v_path, 200, 'OK', v_cost, v_balance);
+end;
+$$;
+
+-- GET /kv/{grp}/{key}: the value; 404 `Key Not Found` when missing or expired.
+create function echovalue.kv_get(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(kv_get.token);
+    v_path text := coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key);
+    v_error text;
+    v_cost int;
+    v_balance bigint;
+    v_value text;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
+    if v_error is not null then
+        return echovalue._fail(v_wallet, 'kv_get', 'kv', kv_get.http_method, v_path, 400, v_error);
+    end if;
+    v_cost := echovalue._price('kv_get');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'kv', kv_get.http_method, v_path);
+    end if;
+    select k.value into v_value
+      from echovalue.kv k
+     where k.wallet_id = v_wallet and k.grp = kv_get.grp and k.key = kv_get.key
+       and k.expires_at > pg_catalog.now();
+    if not found then
+        return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 404, 'Key Not Found', v_cost, v_balance);
+    end if;
+    return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 200, v_value, v_cost, v_balance);
+end;
+$$;
+
+-- DELETE /kv/{grp}/{key}: `OK`; 404 `Key Not Found` when missing or already expired.
+create function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(kv_delete.token);
+    v_path text := coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key);
+    v_error text;
+    v_cost int;
+    v_balance bigint;
+    v_live boolean;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_wallet, 'kv_delete', 'kv', kv_delete.http_method, v_path, 400, v_error);
+    end if;
+    v_cost := echovalue._price('kv_delete');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'kv', kv_delete.http_method, v_path);
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_wallet and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at > pg_catalog.now() into v_live;
+    if v_live is not true then
+        return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 404, 'Key Not Found', v_cost, v_balance);
+    end if;
+    return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 200, 'OK', v_cost, v_balance);
+end;
+$$;

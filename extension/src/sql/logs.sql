@@ -1,0 +1,88 @@
+-- Logs API: the wallet's newest request log entries, 1 logs_entry price per entry returned.
+
+-- One log entry as a JSON object; `error` is left out when NULL.
+create function echovalue._log_json(p_log echovalue.logs) returns text
+language sql stable as $$
+    select pg_catalog.format(
+        '{"id":%s,"method":%s,"path":%s,"endpoint":%s,"status_code":%s,%s"timestamp":%s,"expiration":%s,"cost":%s,"balance":%s}',
+        echovalue._json_str(p_log.id::text), echovalue._json_str(p_log.method),
+        echovalue._json_str(p_log.path), echovalue._json_str(p_log.endpoint), p_log.status_code,
+        case when p_log.error is not null
+             then '"error":' || echovalue._json_str(p_log.error) || ',' else '' end,
+        echovalue._json_str(echovalue._ts(p_log.created)),
+        echovalue._json_str(echovalue._ts(p_log.expires_at)), p_log.cost, p_log.balance)
+$$;
+
+-- The n parameter: NULL means echovalue.logs_default_n, above echovalue.logs_max_n is cut;
+-- NULL result when not a positive integer. Long digit strings are cut, never cast.
+create function echovalue._logs_n(p_n text) returns int
+language plpgsql stable as $$
+declare
+    v_max int := echovalue._setting('logs_max_n');
+    v_digits text;
+begin
+    if p_n is null then
+        return least(echovalue._setting('logs_default_n'), v_max);
+    end if;
+    if p_n !~ '^[0-9]+$' then
+        return null;
+    end if;
+    v_digits := pg_catalog.ltrim(p_n, '0');
+    if v_digits = '' then
+        return null;
+    end if;
+    if pg_catalog.char_length(v_digits) > 9 then
+        return v_max;
+    end if;
+    return least(v_digits::int, v_max);
+end;
+$$;
+
+-- GET /token/logs?n=: {"logs":[newest first],"n":K} with K = min(n, entries kept);
+-- 402 when the wallet cannot pay for all K. The request itself is logged after.
+create function echovalue.logs_get(
+    token text,
+    n text default null,
+    http_method text default 'GET',
+    http_path text default '/token/logs'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(logs_get.token);
+    v_n int;
+    v_k int;
+    v_cost int;
+    v_balance bigint;
+    v_entries text;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_n := echovalue._logs_n(logs_get.n);
+    if v_n is null then
+        -- charged as one entry: the smallest logs request
+        return echovalue._fail(v_wallet, 'logs_entry', 'token', logs_get.http_method, logs_get.http_path,
+                               400, 'Bad Request: n must be a positive integer');
+    end if;
+    select pg_catalog.count(*)::int into v_k
+      from (select 1 from echovalue.logs l
+             where l.wallet_id = v_wallet and l.expires_at > pg_catalog.now()
+             limit v_n) as kept;
+    v_cost := echovalue._price('logs_entry') * v_k;
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'token', logs_get.http_method, logs_get.http_path);
+    end if;
+    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
+    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
+      into v_entries
+      from (select * from echovalue.logs l
+             where l.wallet_id = v_wallet and l.expires_at > pg_catalog.now()
+             order by l.id desc
+             limit v_k) as l;
+    return echovalue._finish(v_wallet, 'token', logs_get.http_method, logs_get.http_path, 200,
+                             '{"logs":[' || v_entries || '],"n":' || v_k || '}',
+                             v_cost, v_balance, 'application/json');
+end;
+$$;

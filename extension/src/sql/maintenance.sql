@@ -1,0 +1,62 @@
+-- Maintenance: purges in bounded batches with FOR UPDATE SKIP LOCKED, so it never takes a
+-- table lock and never waits for a request. The background worker calls it repeatedly while
+-- batches come back full; anyone granted may call it too.
+
+-- One batch per table: expired keys, expired logs, stale rate-limit rows, and wallets unused
+-- for echovalue.inactive_days with all their data. Returns the rows deleted per table.
+create function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_kv bigint;
+    v_logs bigint;
+    v_rate bigint;
+    v_wallets bigint;
+    v_wallet_ids bigint[];
+    v_token_ids bigint[];
+begin
+    delete from echovalue.kv k
+     where k.ctid = any (array(
+         select x.ctid from echovalue.kv x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_kv = row_count;
+
+    delete from echovalue.logs l
+     where l.ctid = any (array(
+         select x.ctid from echovalue.logs x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_logs = row_count;
+
+    delete from echovalue.token_rate r
+     where r.ctid = any (array(
+         select x.ctid from echovalue.token_rate x
+          where x.last_at <= pg_catalog.now()
+                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Requests lock their token, then their wallet. Here the wallets are locked first, so a
+    -- token a request already holds is only tried with SKIP LOCKED and its wallet is left for
+    -- a later run: maintenance never waits for a request, so the two cannot deadlock.
+    v_wallet_ids := array(
+        select x.id from echovalue.wallets x
+         where x.last_used < pg_catalog.now()
+               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
+         limit v_batch for update skip locked);
+    v_token_ids := array(
+        select t.id from echovalue.tokens t
+         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    -- tokens, kv and logs of these wallets go by ON DELETE CASCADE
+    delete from echovalue.wallets w
+     where w.id = any (v_wallet_ids)
+       and not exists (select 1 from echovalue.tokens t
+                        where t.wallet_id = w.id and t.id <> all (v_token_ids));
+    get diagnostics v_wallets = row_count;
+
+    return pg_catalog.jsonb_build_object(
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'wallets', v_wallets);
+end;
+$$;

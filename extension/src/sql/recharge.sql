@@ -1,0 +1,51 @@
+-- Recharge API: the operator's payment link for a tier, tagged with the wallet hash.
+
+-- GET /recharge?amount=: the tier's link + client_reference_id=<wallet hash>;
+-- 400 for an amount that is not a tier, 501 when the tier has no link configured.
+create function echovalue.recharge_link(
+    token text,
+    amount text default '1',
+    http_method text default 'GET',
+    http_path text default '/recharge?amount=1'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(recharge_link.token);
+    v_amount text := coalesce(recharge_link.amount, '1');
+    v_found boolean;
+    v_link text;
+    v_hash text;
+    v_cost int;
+    v_balance bigint;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    if v_amount ~ '^[0-9]{1,9}$' then
+        select true, t.link into v_found, v_link
+          from echovalue.recharge_tiers t where t.amount = v_amount::int;
+    end if;
+    if v_found is null then
+        return echovalue._fail(v_wallet, 'recharge_link', 'token', recharge_link.http_method,
+            recharge_link.http_path, 400,
+            'Bad Request: amount must be '
+            || coalesce((select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount)
+                           from echovalue.recharge_tiers t), 'a configured tier'));
+    end if;
+    if v_link is null then
+        return echovalue._fail(v_wallet, 'recharge_link', 'token', recharge_link.http_method,
+                               recharge_link.http_path, 501, 'Not Implemented');
+    end if;
+    v_cost := echovalue._price('recharge_link');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'token', recharge_link.http_method, recharge_link.http_path);
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_wallet;
+    return echovalue._finish(v_wallet, 'token', recharge_link.http_method, recharge_link.http_path, 200,
+        v_link || case when pg_catalog.strpos(v_link, '?') > 0 then '&' else '?' end
+               || 'client_reference_id=' || v_hash,
+        v_cost, v_balance);
+end;
+$$;

@@ -1,0 +1,100 @@
+-- Tables and the outcome type. Every per-wallet table carries wallet_id so the schema can be
+-- sharded by wallet; only SHA-256 hashes of tokens are stored, never a token.
+
+-- One row per credit wallet; balance can never go negative.
+create table echovalue.wallets (
+    id        bigint generated always as identity primary key,
+    balance   bigint not null default 0 check (balance >= 0),
+    created   timestamptz not null default now(),
+    last_used timestamptz not null default now(),
+    hash      text not null unique            -- sha256 hex of the root token, shown to users
+);
+create index wallets_last_used_idx on echovalue.wallets (last_used);
+
+-- Tokens of a wallet: the root token now, labelled tokens with limits later.
+create table echovalue.tokens (
+    id        bigint generated always as identity primary key,
+    wallet_id bigint not null references echovalue.wallets (id) on delete cascade,
+    hash      bytea not null unique,          -- sha256 of the token
+    is_root   boolean not null default false,
+    label     text,
+    created   timestamptz not null default now(),
+    last_used timestamptz,
+    revoked   timestamptz
+);
+create index tokens_wallet_id_idx on echovalue.tokens (wallet_id);
+
+-- Key-value entries; an expired row is never served and is purged by maintenance.
+create table echovalue.kv (
+    wallet_id  bigint not null references echovalue.wallets (id) on delete cascade,
+    grp        text not null,
+    key        text not null,
+    value      text not null,
+    expires_at timestamptz not null,
+    primary key (wallet_id, grp, key)
+);
+create index kv_expires_at_idx on echovalue.kv (expires_at);
+
+-- Request log, newest first per wallet; expires_at = created + retention.
+create table echovalue.logs (
+    id          bigint generated always as identity,
+    wallet_id   bigint not null references echovalue.wallets (id) on delete cascade,
+    created     timestamptz not null default now(),
+    expires_at  timestamptz not null,
+    method      text,
+    path        text,
+    endpoint    text not null,
+    status_code int not null,
+    error       text,
+    cost        int not null,
+    balance     bigint not null,
+    primary key (wallet_id, id)
+);
+create index logs_wallet_newest_idx on echovalue.logs (wallet_id, id desc);
+create index logs_expires_at_idx on echovalue.logs (expires_at);
+
+-- Price list in credits; the operator may change it.
+create table echovalue.prices (
+    operation text primary key,
+    credits   int not null check (credits >= 0)
+);
+insert into echovalue.prices (operation, credits) values
+    ('token_new', 0), ('wallet_get', 1), ('recharge_link', 0),
+    ('kv_set', 1), ('kv_get', 1), ('kv_delete', 1),
+    ('webhook_set', 1), ('webhook_get', 1), ('webhook_delete', 1),
+    ('email', 1), ('logs_entry', 1);
+
+-- Recharge tiers; link is the operator's Stripe Payment Link (none until configured).
+create table echovalue.recharge_tiers (
+    amount         int primary key,
+    link           text,
+    stripe_link_id text,
+    credits        bigint not null check (credits > 0)
+);
+insert into echovalue.recharge_tiers (amount, credits) values (1, 1000000), (3, 3000000);
+
+-- Last token creation per client address (NULL address stored as 0.0.0.0/0).
+create table echovalue.token_rate (
+    client  inet primary key,
+    last_at timestamptz not null
+);
+create index token_rate_last_at_idx on echovalue.token_rate (last_at);
+
+-- What every API function returns; the proxy maps it to HTTP generically.
+create type echovalue.outcome as (
+    status       int,
+    body         text,
+    content_type text,
+    cost         int,
+    balance      bigint,
+    headers      jsonb
+);
+
+-- User data and operator settings survive pg_dump.
+select pg_catalog.pg_extension_config_dump('echovalue.wallets', '');
+select pg_catalog.pg_extension_config_dump('echovalue.wallets_id_seq', '');
+select pg_catalog.pg_extension_config_dump('echovalue.tokens', '');
+select pg_catalog.pg_extension_config_dump('echovalue.tokens_id_seq', '');
+select pg_catalog.pg_extension_config_dump('echovalue.kv', '');
+select pg_catalog.pg_extension_config_dump('echovalue.logs', '');
+select pg_catalog.pg_extension_config_dump('echovalue.logs_id_seq', '');

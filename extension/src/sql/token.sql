@@ -1,0 +1,84 @@
+-- Token and wallet API: create a wallet with its root token, read the wallet.
+
+-- POST /token: a new wallet with echovalue.start_credits and its root token (the body).
+-- At most one per echovalue.token_rate_seconds per client address, across all proxies.
+create function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- unix-socket callers have no address: they share one bucket
+    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_wallet bigint;
+    v_cost int;
+    v_balance bigint;
+begin
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), 'hex'))
+    returning id into v_wallet;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label)
+    values (v_wallet, pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), true, 'root');
+
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost := echovalue._price('token_new');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        v_cost := 0;
+        v_balance := v_start;
+    end if;
+    perform echovalue._log(v_wallet, 'token', http_method, http_path, 200, null, v_cost, v_balance);
+    return echovalue._outcome(200, v_token, v_cost, v_balance);
+end;
+$$;
+
+-- GET /token: {"wallet":<balance after this charge>,"created":"…","hash":"…"}.
+create function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(token);
+    v_cost int;
+    v_balance bigint;
+    v_body text;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_cost := echovalue._price('wallet_get');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'token', http_method, http_path);
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_wallet;
+    return echovalue._finish(v_wallet, 'token', http_method, http_path, 200, v_body,
+                             v_cost, v_balance, 'application/json');
+end;
+$$;

@@ -1,0 +1,240 @@
+//! Every process setting of the proxy, read from flags and `ECHOVALUE_*` environment variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use clap::{ArgAction, Parser};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_DATABASE_URL: &str = "host=/var/run/postgresql user=echovalue_proxy dbname=postgres";
+const DEFAULT_POOL_SIZE: usize = 16;
+const DEFAULT_DB_TIMEOUT_SECS: u64 = 5;
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+// hyper refuses a read buffer below 8 KiB, so this is also the floor we accept.
+const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+const DEFAULT_LOG: &str = "info";
+
+/// Settings of one proxy process. Tests build one with `Config::default()` and override fields.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "echovalue-proxy",
+    version,
+    about = "HTTP front for the echovalue Postgres extension"
+)]
+pub struct Config {
+    /// Address to listen on (used by the binary; `run` takes an already bound listener).
+    #[arg(long, env = "ECHOVALUE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// libpq key=value string or postgres:// URL; the role must be a member of echovalue_api.
+    #[arg(long, env = "ECHOVALUE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "ECHOVALUE_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(usize))]
+    pub pool_size: usize,
+
+    /// Seconds to wait for a pooled connection (or to open one) before answering 503.
+    #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = DEFAULT_DB_TIMEOUT_SECS)]
+    pub db_timeout_secs: u64,
+
+    /// Take the client address from the left-most X-Forwarded-For entry (only behind a trusted proxy).
+    #[arg(long, env = "ECHOVALUE_TRUST_FORWARDED", action = ArgAction::Set,
+          default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded: bool,
+
+    /// Largest request body accepted; above it the answer is 413.
+    #[arg(long, env = "ECHOVALUE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Largest request head (request line + headers) accepted; at least 8192.
+    #[arg(long, env = "ECHOVALUE_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES,
+          value_parser = parse_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Seconds a client may take to send its headers, and then its body, so slow clients cannot pin connections.
+    #[arg(long, env = "ECHOVALUE_READ_TIMEOUT_SECS", default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
+    pub read_timeout_secs: u64,
+
+    /// Seconds in-flight requests may take to finish after a shutdown signal.
+    #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
+
+    /// tracing-subscriber filter, e.g. `info` or `echovalue_proxy=debug`.
+    #[arg(long, env = "ECHOVALUE_LOG", default_value = DEFAULT_LOG)]
+    pub log: String,
+
+    /// Print the effective configuration (password redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn parse_header_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 8192 {
+        return Err("must be at least 8192".into());
+    }
+    Ok(n)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            db_timeout_secs: DEFAULT_DB_TIMEOUT_SECS,
+            trust_forwarded: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            read_timeout_secs: DEFAULT_READ_TIMEOUT_SECS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            log: DEFAULT_LOG.to_owned(),
+            print_config: false,
+        }
+    }
+}
+
+/// `--print-config` output: one `ECHOVALUE_*=value` line per setting, ready for an env file.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "ECHOVALUE_LISTEN={}", self.listen)?;
+        writeln!(
+            f,
+            "ECHOVALUE_DATABASE_URL={}",
+            redact_password(&self.database_url)
+        )?;
+        writeln!(f, "ECHOVALUE_POOL_SIZE={}", self.pool_size)?;
+        writeln!(f, "ECHOVALUE_DB_TIMEOUT_SECS={}", self.db_timeout_secs)?;
+        writeln!(f, "ECHOVALUE_TRUST_FORWARDED={}", self.trust_forwarded)?;
+        writeln!(f, "ECHOVALUE_MAX_BODY_BYTES={}", self.max_body_bytes)?;
+        writeln!(f, "ECHOVALUE_MAX_HEADER_BYTES={}", self.max_header_bytes)?;
+        writeln!(f, "ECHOVALUE_READ_TIMEOUT_SECS={}", self.read_timeout_secs)?;
+        writeln!(
+            f,
+            "ECHOVALUE_SHUTDOWN_GRACE_SECS={}",
+            self.shutdown_grace_secs
+        )?;
+        writeln!(f, "ECHOVALUE_LOG={}", self.log)
+    }
+}
+
+/// Hides the password of a libpq key=value string or a postgres:// URL.
+pub fn redact_password(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[scheme_end + 3 + at..]
+                );
+            }
+        }
+        return redact_query_password(url);
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.trim() == "password" => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn redact_query_password(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query = query
+        .split('&')
+        .map(|p| {
+            if p.starts_with("password=") {
+                "password=***"
+            } else {
+                p
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{base}?{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_clap_defaults() {
+        // Env vars would leak in here; the test environment does not set ECHOVALUE_*.
+        let parsed = Config::try_parse_from(["echovalue-proxy"]).unwrap();
+        assert_eq!(parsed, Config::default());
+        assert_eq!(parsed.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(parsed.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn flags_override() {
+        let c = Config::try_parse_from([
+            "echovalue-proxy",
+            "--listen",
+            "0.0.0.0:9000",
+            "--pool-size",
+            "4",
+            "--trust-forwarded",
+            "--max-body-bytes",
+            "10",
+            "--shutdown-grace-secs",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.pool_size, 4);
+        assert!(c.trust_forwarded);
+        assert_eq!(c.max_body_bytes, 10);
+        assert_eq!(c.shutdown_grace_secs, 1);
+        let c = Config::try_parse_from(["echovalue-proxy", "--trust-forwarded", "false"]).unwrap();
+        assert!(!c.trust_forwarded);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Config::try_parse_from(["x", "--listen", "nope"]).is_err());
+        assert!(Config::try_parse_from(["x", "--max-header-bytes", "100"]).is_err());
+        assert!(Config::try_parse_from(["x", "--pool-size", "-1"]).is_err());
+    }
+
+    #[test]
+    fn print_config_redacts_password() {
+        let c = Config {
+            database_url: "host=/tmp user=u password=s3cret dbname=postgres".into(),
+            ..Config::default()
+        };
+        let printed = c.to_string();
+        assert!(!printed.contains("s3cret"));
+        assert!(printed
+            .contains("ECHOVALUE_DATABASE_URL=host=/tmp user=u password=*** dbname=postgres"));
+        assert!(printed.contains("ECHOVALUE_LISTEN=127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn redacts_url_forms() {
+        assert_eq!(
+            redact_password("postgres://u:p%40ss@db:5432/x?sslmode=disable"),
+            "postgres://u:***@db:5432/x?sslmode=disable"
+        );
+        assert_eq!(redact_password("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact_password("postgresql://db/x?user=u&password=p"),
+            "postgresql://db/x?user=u&password=***"
+        );
+    }
+}

@@ -1,0 +1,453 @@
+//! One request, start to finish: route it, check the token, read the body when the operation
+//! needs one, make the one SQL call, and render the outcome. Business rules stay in SQL.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Body;
+
+use crate::client::client_addr;
+use crate::config::Config;
+use crate::db::{self, Call, DbError};
+use crate::metrics::Metrics;
+use crate::outcome::{self, plain, Reply};
+use crate::routes::{self, Name, Operation, Route};
+use crate::{cors, token};
+
+const VALUE_NOT_UTF8: &str = "Bad Request: value is not UTF-8";
+const NAME_NOT_UTF8: &str = "Bad Request: group and key must be UTF-8 after percent-decoding";
+const TOKEN_FORM: &str = "Bad Request: body must be token=new";
+const LEGACY_FORM: &str = "Bad Request: body must be token=new or token=recharge";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What every request shares.
+pub struct State {
+    pub pool: Pool,
+    pub metrics: Metrics,
+    pub config: Config,
+}
+
+/// The hyper service: never fails, every problem becomes a reply.
+pub async fn handle<B>(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<B>,
+) -> Result<Reply, Infallible>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let method = req.method().clone();
+    let (route, op) = routes::resolve(&method, req.uri().path());
+    let mut reply = if declared_too_large(req.headers(), state.config.max_body_bytes) {
+        outcome::payload_too_large()
+    } else {
+        dispatch(&state, peer, route, op, req).await
+    };
+    cors::decorate(reply.headers_mut());
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe(route.pattern(), &method, reply.status(), elapsed);
+    // The route pattern, not the path: paths carry user keys, and tokens never appear here.
+    tracing::info!(
+        method = %method,
+        route = route.pattern(),
+        status = reply.status().as_u16(),
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    Ok(reply)
+}
+
+async fn dispatch<B>(
+    state: &State,
+    peer: SocketAddr,
+    route: Route,
+    op: Operation,
+    req: Request<B>,
+) -> Reply
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    let token = parts
+        .headers
+        .get("x-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| token::is_well_formed(t));
+    let method = parts.method.as_str();
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let query = parts.uri.query();
+    let ctx = Ctx {
+        state,
+        method,
+        path,
+    };
+
+    match op {
+        Operation::NotFound => outcome::not_found(),
+        Operation::Preflight => cors::preflight(route.allow()),
+        Operation::Healthz => match db::ping(&state.pool).await {
+            Ok(()) => plain(StatusCode::OK, "ok"),
+            Err(e) => failure(e),
+        },
+        Operation::Metrics => match state.metrics.render(&state.pool) {
+            Ok(text) => {
+                let mut r = plain(StatusCode::OK, text);
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                r
+            }
+            Err(_) => outcome::internal_error(),
+        },
+        Operation::MethodNotAllowed => {
+            let refused = outcome::method_not_allowed(route.allow());
+            let mut reply = match route.refuse_operation() {
+                Some(operation) => {
+                    let status = StatusCode::METHOD_NOT_ALLOWED;
+                    ctx.refuse_optional(token, operation, status, "Method Not Allowed", refused)
+                        .await
+                }
+                None => refused,
+            };
+            if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
+                reply
+                    .headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(route.allow()));
+            }
+            reply
+        }
+        Operation::TokenForm | Operation::LegacyForm => {
+            let legacy = op == Operation::LegacyForm;
+            let body = match read_body(body, &state.config).await {
+                Ok(b) => b,
+                Err(reply) => return reply,
+            };
+            let addr = client_addr(peer, &parts.headers, state.config.trust_forwarded);
+            ctx.token_form(&body, legacy, token, addr).await
+        }
+        authed => {
+            let Some(token) = token else {
+                return outcome::unauthorized();
+            };
+            match authed {
+                Operation::WalletGet => ctx.run(&Call::WalletGet { token }).await,
+                Operation::RechargeLink => {
+                    let amount = query_param(query, "amount");
+                    ctx.run(&Call::RechargeLink {
+                        token,
+                        amount: amount.as_deref(),
+                    })
+                    .await
+                }
+                Operation::LogsGet => {
+                    let n = query_param(query, "n");
+                    ctx.run(&Call::LogsGet {
+                        token,
+                        n: n.as_deref(),
+                    })
+                    .await
+                }
+                Operation::KvGet(Name { group, key }) => {
+                    ctx.run(&Call::KvGet {
+                        token,
+                        group: &group,
+                        key: &key,
+                    })
+                    .await
+                }
+                Operation::KvDelete(Name { group, key }) => {
+                    ctx.run(&Call::KvDelete {
+                        token,
+                        group: &group,
+                        key: &key,
+                    })
+                    .await
+                }
+                Operation::KvSet(Name { group, key }) => {
+                    let body = match read_body(body, &state.config).await {
+                        Ok(b) => b,
+                        Err(reply) => return reply,
+                    };
+                    let ttl = query_param(query, "ttl");
+                    match std::str::from_utf8(&body) {
+                        Ok(value) => {
+                            let call = Call::KvSet {
+                                token,
+                                group: &group,
+                                key: &key,
+                                value,
+                                ttl: ttl.as_deref(),
+                            };
+                            ctx.run(&call).await
+                        }
+                        Err(_) => {
+                            ctx.refuse(token, "kv_set", StatusCode::BAD_REQUEST, VALUE_NOT_UTF8)
+                                .await
+                        }
+                    }
+                }
+                Operation::BadName { operation } => {
+                    ctx.refuse(token, operation, StatusCode::BAD_REQUEST, NAME_NOT_UTF8)
+                        .await
+                }
+                // Answered above without a token; listed so a new variant is a compile error.
+                Operation::NotFound
+                | Operation::Preflight
+                | Operation::Healthz
+                | Operation::Metrics
+                | Operation::MethodNotAllowed
+                | Operation::TokenForm
+                | Operation::LegacyForm => outcome::internal_error(),
+            }
+        }
+    }
+}
+
+/// The per-request context of a database call: the method and path that get logged.
+struct Ctx<'a> {
+    state: &'a State,
+    method: &'a str,
+    path: &'a str,
+}
+
+impl Ctx<'_> {
+    async fn run(&self, call: &Call<'_>) -> Reply {
+        match db::call(&self.state.pool, call, self.method, self.path).await {
+            Ok(outcome) => outcome.into_reply(),
+            Err(e) => failure(e),
+        }
+    }
+
+    /// A refusal that needs a wallet (charged and logged like any error of the operation).
+    async fn refuse(&self, token: &str, operation: &str, status: StatusCode, error: &str) -> Reply {
+        let status = i32::from(status.as_u16());
+        self.run(&Call::Refuse {
+            token,
+            operation,
+            status,
+            error,
+        })
+        .await
+    }
+
+    /// A refusal that does not depend on the token: with a well-formed token the wallet is
+    /// charged and logged; without one, or with one the database does not know, the plain
+    /// refusal is the answer (the token was not needed to know the request is wrong).
+    async fn refuse_optional(
+        &self,
+        token: Option<&str>,
+        operation: &str,
+        status: StatusCode,
+        error: &str,
+        plain_reply: Reply,
+    ) -> Reply {
+        let Some(token) = token else {
+            return plain_reply;
+        };
+        let status = i32::from(status.as_u16());
+        let call = Call::Refuse {
+            token,
+            operation,
+            status,
+            error,
+        };
+        match db::call(&self.state.pool, &call, self.method, self.path).await {
+            Ok(o) if o.status == 401 => plain_reply,
+            Ok(o) => o.into_reply(),
+            Err(e) => failure(e),
+        }
+    }
+
+    /// `POST /token` (`token=new`) and the 2023 `POST /` (`token=new` or `token=recharge`).
+    async fn token_form(
+        &self,
+        body: &[u8],
+        legacy: bool,
+        token: Option<&str>,
+        addr: std::net::IpAddr,
+    ) -> Reply {
+        let mut kind = None;
+        let mut amount = None;
+        for (k, v) in form_urlencoded::parse(body) {
+            match k.as_ref() {
+                "token" if kind.is_none() => kind = Some(v.into_owned()),
+                "amount" if amount.is_none() => amount = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        match (kind.as_deref(), legacy) {
+            (Some("new"), _) => self.run(&Call::TokenNew { client_addr: addr }).await,
+            (Some("recharge"), true) => match token {
+                Some(token) => {
+                    self.run(&Call::RechargeLink {
+                        token,
+                        amount: amount.as_deref(),
+                    })
+                    .await
+                }
+                None => outcome::unauthorized(),
+            },
+            _ => {
+                let error = if legacy { LEGACY_FORM } else { TOKEN_FORM };
+                let status = StatusCode::BAD_REQUEST;
+                self.refuse_optional(token, "token_new", status, error, plain(status, error))
+                    .await
+            }
+        }
+    }
+}
+
+/// Reads a whole body within the size limit and the read timeout.
+async fn read_body<B>(body: B, config: &Config) -> Result<Bytes, Reply>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limited = Limited::new(body, config.max_body_bytes);
+    let timeout = Duration::from_secs(config.read_timeout_secs.max(1));
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(outcome::request_timeout()),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(outcome::payload_too_large())
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "request body could not be read");
+            Err(plain(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: unreadable body",
+            ))
+        }
+    }
+}
+
+/// A declared Content-Length above the limit is refused before any work is done.
+fn declared_too_large(headers: &HeaderMap, max: usize) -> bool {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+}
+
+/// The first value of `name` in the query string, decoded; `None` when absent.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// 503 when the database cannot be reached in time, 500 for anything it answered with an
+/// error. The detail goes to the log only.
+fn failure(e: DbError) -> Reply {
+    match e {
+        DbError::Unavailable(detail) => {
+            tracing::warn!(%detail, "database unavailable");
+            outcome::unavailable()
+        }
+        DbError::Internal(detail) => {
+            tracing::error!(%detail, "database error");
+            outcome::internal_error()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param(Some("ttl=5&n=2"), "n").as_deref(), Some("2"));
+        assert_eq!(query_param(Some("n=a%20b"), "n").as_deref(), Some("a b"));
+        assert_eq!(query_param(Some("n="), "n").as_deref(), Some(""));
+        assert_eq!(query_param(Some("n=1&n=2"), "n").as_deref(), Some("1"));
+        assert_eq!(query_param(Some("x=1"), "n"), None);
+        assert_eq!(query_param(None, "n"), None);
+    }
+
+    #[test]
+    fn content_length_check() {
+        let mut h = HeaderMap::new();
+        assert!(!declared_too_large(&h, 10));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("10"));
+        assert!(!declared_too_large(&h, 10));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert!(declared_too_large(&h, 10));
+    }
+
+    #[tokio::test]
+    async fn body_limit_and_bad_requests_without_database() {
+        // These paths are decided before any SQL call, so an unreachable database is fine.
+        let config = Config {
+            database_url: "host=/nonexistent port=1 user=x dbname=x".into(),
+            db_timeout_secs: 1,
+            max_body_bytes: 8,
+            ..Config::default()
+        };
+        let state = Arc::new(State {
+            pool: db::pool(&config).unwrap(),
+            metrics: Metrics::new(),
+            config,
+        });
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let send = |m: &str, p: &str, body: &'static str, token: Option<&str>| {
+            let mut b = Request::builder().method(m).uri(p);
+            if m == "PUT" {
+                b = b.header("content-length", body.len().to_string());
+            }
+            if let Some(t) = token {
+                b = b.header("x-token", t);
+            }
+            let req = b
+                .body(http_body_util::Full::new(Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap();
+            handle(state.clone(), peer, req)
+        };
+        // Declared too large: refused before routing or token checks.
+        let r = send("PUT", "/kv/g/k", "123456789", None).await.unwrap();
+        assert_eq!(r.status(), 413);
+        // Not declared: the limited reader stops at the limit.
+        let r = send("POST", "/token", "token=new&x=1", None).await.unwrap();
+        assert_eq!(r.status(), 413);
+        let r = send("GET", "/kv/g/k", "", None).await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        let r = send("GET", "/kv/g/k", "", Some("ev_tok_sk_live_bad"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = send("POST", "/token", "token=x", None).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let r = send("PUT", "/kv/g/k", "", None).await.unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()["allow"], "GET, POST, DELETE, OPTIONS");
+        let r = send("GET", "/nope", "", None).await.unwrap();
+        assert_eq!(r.status(), 404);
+        let r = send("OPTIONS", "/token", "", None).await.unwrap();
+        assert_eq!(r.status(), 204);
+        let r = send("GET", "/healthz", "", None).await.unwrap();
+        assert_eq!(r.status(), 503);
+        let r = send("GET", "/metrics", "", None).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            text.contains(r#"route="/kv/{group}/{key}",method="PUT",status="405"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! echovalue-proxy: the thin HTTP front of the echovalue Postgres extension. It parses a
+//! request, makes one SQL call to an `echovalue.*` API function (extension/CONTRACT.md) and
+//! renders the returned `echovalue.outcome` row; no business rule lives here.
+//!
+//! Layout, one concern per module: [`config`] (every setting, flags + `ECHOVALUE_*` env),
+//! [`routes`] (the `match (method, path)` table), [`handler`] (one request start to finish),
+//! [`db`] (pool, prepared calls with named arguments), [`outcome`] (the one outcome → response
+//! mapping and the proxy's own error replies), [`token`] (token format check), [`client`]
+//! (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop, graceful stop).
+//!
+//! Stable API for embedding and integration tests:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let config = echovalue_proxy::Config {
+//!     database_url: "host=/tmp/ev port=55433 user=echovalue_proxy dbname=postgres".into(),
+//!     ..echovalue_proxy::Config::default()
+//! };
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(echovalue_proxy::run(listener, config, async {
+//!     let _ = stopped.await;
+//! }));
+//! // ... talk HTTP to `addr` ...
+//! let _ = stop.send(());
+//! server.await??;
+//! # Ok(()) }
+//! ```
+//!
+//! [`run`] returns once the shutdown future resolved and open connections finished (or the
+//! grace period ran out). [`token::is_well_formed`] and [`token::checksum`] are public too, so
+//! tests can build well-formed tokens the database does not know.
+
+pub mod client;
+pub mod config;
+pub mod cors;
+pub mod db;
+pub mod handler;
+pub mod metrics;
+pub mod outcome;
+pub mod routes;
+pub mod server;
+pub mod token;
+
+pub use config::Config;
+pub use server::run;

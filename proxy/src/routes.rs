@@ -1,0 +1,327 @@
+//! The routing table: one `match (method, path)` from a request line to an [`Operation`].
+//!
+//! Current paths (SPEC §2) win over the 2023 ones: a two-segment path whose first segment is a
+//! current top-level name (`/token/logs`, `/kv/x`, `/token/keys`, ...) is never read as a 2023
+//! `/{group}/{key}` path.
+
+use http::Method;
+use percent_encoding::percent_decode_str;
+
+/// A known path pattern; its [`Route::pattern`] is the metrics label (never the raw path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Token,
+    TokenLogs,
+    Recharge,
+    Kv,
+    Root,
+    Logs,
+    LegacyKv,
+    Healthz,
+    Metrics,
+    Unknown,
+}
+
+impl Route {
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Route::Token => "/token",
+            Route::TokenLogs => "/token/logs",
+            Route::Recharge => "/recharge",
+            Route::Kv => "/kv/{group}/{key}",
+            Route::Root => "/",
+            Route::Logs => "/logs",
+            Route::LegacyKv => "/{group}/{key}",
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            Route::Unknown => "unmatched",
+        }
+    }
+
+    /// The methods served on this path, for `Allow` and CORS preflights.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Route::Token | Route::Root => "GET, POST, OPTIONS",
+            Route::Kv | Route::LegacyKv => "GET, POST, DELETE, OPTIONS",
+            Route::TokenLogs | Route::Recharge | Route::Logs => "GET, OPTIONS",
+            Route::Healthz | Route::Metrics => "GET",
+            Route::Unknown => "",
+        }
+    }
+
+    /// The price operation charged when a known wallet calls this path with a wrong method.
+    pub fn refuse_operation(self) -> Option<&'static str> {
+        match self {
+            Route::Kv | Route::LegacyKv => Some("kv_get"),
+            Route::Token | Route::TokenLogs | Route::Root | Route::Logs => Some("wallet_get"),
+            Route::Recharge => Some("recharge_link"),
+            Route::Healthz | Route::Metrics | Route::Unknown => None,
+        }
+    }
+}
+
+/// A key-value address, percent-decoded. The database validates length and characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    pub group: String,
+    pub key: String,
+}
+
+/// What a request asks for, before its body or headers are looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// `POST /token`: the form body must be `token=new`.
+    TokenForm,
+    /// `POST /` (2023): form `token=new` or `token=recharge&amount=`.
+    LegacyForm,
+    WalletGet,
+    RechargeLink,
+    LogsGet,
+    KvSet(Name),
+    KvGet(Name),
+    KvDelete(Name),
+    /// A kv path whose decoded group or key is not UTF-8; charged as `operation`.
+    BadName {
+        operation: &'static str,
+    },
+    Healthz,
+    Metrics,
+    Preflight,
+    MethodNotAllowed,
+    NotFound,
+}
+
+/// Top-level names of current paths; a 2023 `/{group}/{key}` may not start with one of them.
+const CURRENT_TOP_LEVEL: &[&str] = &["token", "kv", "recharge", "webhook", "healthz", "metrics"];
+
+/// Maps a method and a raw (still percent-encoded) path without query to its route and operation.
+pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
+    let route = route_of(path);
+    let op = match (method, route) {
+        (_, Route::Unknown) => Operation::NotFound,
+        (&Method::OPTIONS, Route::Healthz | Route::Metrics) => Operation::MethodNotAllowed,
+        (&Method::OPTIONS, _) => Operation::Preflight,
+
+        (&Method::POST, Route::Token) => Operation::TokenForm,
+        (&Method::GET, Route::Token | Route::Root) => Operation::WalletGet,
+        (&Method::POST, Route::Root) => Operation::LegacyForm,
+        (&Method::GET, Route::Recharge) => Operation::RechargeLink,
+        (&Method::GET, Route::TokenLogs | Route::Logs) => Operation::LogsGet,
+        (&Method::GET, Route::Healthz) => Operation::Healthz,
+        (&Method::GET, Route::Metrics) => Operation::Metrics,
+
+        (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
+        (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
+        (&Method::DELETE, Route::Kv | Route::LegacyKv) => {
+            kv(path, "kv_delete", Operation::KvDelete)
+        }
+
+        _ => Operation::MethodNotAllowed,
+    };
+    (route, op)
+}
+
+fn route_of(path: &str) -> Route {
+    if path == "/" {
+        return Route::Root;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Route::Unknown;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["token"] => Route::Token,
+        ["token", "logs"] => Route::TokenLogs,
+        ["recharge"] => Route::Recharge,
+        ["logs"] => Route::Logs,
+        ["healthz"] => Route::Healthz,
+        ["metrics"] => Route::Metrics,
+        // A trailing slash leaves an empty last segment: `/kv/g/` is not `/kv/g/{key}`.
+        ["kv", _, key] if !key.is_empty() => Route::Kv,
+        [group, key] if !CURRENT_TOP_LEVEL.contains(group) && !key.is_empty() => Route::LegacyKv,
+        _ => Route::Unknown,
+    }
+}
+
+fn kv(path: &str, operation: &'static str, make: fn(Name) -> Operation) -> Operation {
+    let mut segments = path.rsplit('/');
+    let (Some(key), Some(group)) = (segments.next(), segments.next()) else {
+        return Operation::NotFound;
+    };
+    match (decode(group), decode(key)) {
+        (Some(group), Some(key)) => make(Name { group, key }),
+        _ => Operation::BadName { operation },
+    }
+}
+
+fn decode(segment: &str) -> Option<String> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(g: &str, k: &str) -> Name {
+        Name {
+            group: g.into(),
+            key: k.into(),
+        }
+    }
+
+    fn op(m: Method, p: &str) -> Operation {
+        resolve(&m, p).1
+    }
+
+    #[test]
+    fn current_paths() {
+        assert_eq!(
+            resolve(&Method::POST, "/token"),
+            (Route::Token, Operation::TokenForm)
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/token"),
+            (Route::Token, Operation::WalletGet)
+        );
+        assert_eq!(op(Method::GET, "/recharge"), Operation::RechargeLink);
+        assert_eq!(
+            resolve(&Method::GET, "/token/logs"),
+            (Route::TokenLogs, Operation::LogsGet)
+        );
+        assert_eq!(
+            op(Method::POST, "/kv/g/k"),
+            Operation::KvSet(name("g", "k"))
+        );
+        assert_eq!(op(Method::GET, "/kv/g/k"), Operation::KvGet(name("g", "k")));
+        assert_eq!(
+            op(Method::DELETE, "/kv/g/k"),
+            Operation::KvDelete(name("g", "k"))
+        );
+        assert_eq!(op(Method::GET, "/healthz"), Operation::Healthz);
+        assert_eq!(op(Method::GET, "/metrics"), Operation::Metrics);
+    }
+
+    #[test]
+    fn legacy_paths() {
+        assert_eq!(
+            resolve(&Method::POST, "/"),
+            (Route::Root, Operation::LegacyForm)
+        );
+        assert_eq!(op(Method::GET, "/"), Operation::WalletGet);
+        assert_eq!(
+            resolve(&Method::GET, "/logs"),
+            (Route::Logs, Operation::LogsGet)
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/g/k"),
+            (Route::LegacyKv, Operation::KvGet(name("g", "k")))
+        );
+        assert_eq!(op(Method::POST, "/g/k"), Operation::KvSet(name("g", "k")));
+        assert_eq!(
+            op(Method::DELETE, "/g/k"),
+            Operation::KvDelete(name("g", "k"))
+        );
+        // "logs" is not a current top-level name, so /logs/x is a 2023 kv path.
+        assert_eq!(
+            op(Method::GET, "/logs/x"),
+            Operation::KvGet(name("logs", "x"))
+        );
+    }
+
+    #[test]
+    fn current_paths_win_over_legacy_kv() {
+        assert_eq!(resolve(&Method::GET, "/token/logs").0, Route::TokenLogs);
+        assert_eq!(
+            resolve(&Method::POST, "/token/logs").1,
+            Operation::MethodNotAllowed
+        );
+        for p in [
+            "/token/keys",
+            "/kv/x",
+            "/webhook/x",
+            "/recharge/x",
+            "/healthz/x",
+            "/metrics/x",
+        ] {
+            assert_eq!(
+                resolve(&Method::GET, p),
+                (Route::Unknown, Operation::NotFound),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            op(Method::GET, "/kv/my%20group/k%2Fy"),
+            Operation::KvGet(name("my group", "k/y"))
+        );
+        assert_eq!(
+            op(Method::GET, "/kv/%C3%A9/k"),
+            Operation::KvGet(name("é", "k"))
+        );
+        assert_eq!(
+            op(Method::POST, "/kv/%FF/k"),
+            Operation::BadName {
+                operation: "kv_set"
+            }
+        );
+        assert_eq!(
+            op(Method::DELETE, "/a/%C3"),
+            Operation::BadName {
+                operation: "kv_delete"
+            }
+        );
+        // Empty group reaches the database, which owns the 1-to-30 rule.
+        assert_eq!(op(Method::GET, "/kv//k"), Operation::KvGet(name("", "k")));
+    }
+
+    #[test]
+    fn unknown_paths_and_trailing_slashes() {
+        for p in [
+            "/kv/g/k/",
+            "/kv/g/k/x",
+            "/kv/g/",
+            "/kv/g",
+            "/kv",
+            "/token/",
+            "/a/b/c",
+            "/g/",
+            "",
+            "x",
+            "/nope",
+        ] {
+            assert_eq!(op(Method::GET, p), Operation::NotFound, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_methods_and_preflight() {
+        assert_eq!(op(Method::PUT, "/kv/g/k"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::DELETE, "/token"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::POST, "/recharge"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::HEAD, "/"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::POST, "/healthz"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::OPTIONS, "/kv/g/k"), Operation::Preflight);
+        assert_eq!(op(Method::OPTIONS, "/token"), Operation::Preflight);
+        assert_eq!(op(Method::OPTIONS, "/nope"), Operation::NotFound);
+        assert_eq!(Route::Kv.allow(), "GET, POST, DELETE, OPTIONS");
+        assert_eq!(Route::Kv.refuse_operation(), Some("kv_get"));
+        assert_eq!(Route::TokenLogs.refuse_operation(), Some("wallet_get"));
+        assert_eq!(Route::Healthz.refuse_operation(), None);
+    }
+
+    #[test]
+    fn labels_are_patterns() {
+        assert_eq!(
+            resolve(&Method::GET, "/kv/secret/thing").0.pattern(),
+            "/kv/{group}/{key}"
+        );
+        assert_eq!(resolve(&Method::GET, "/a/b").0.pattern(), "/{group}/{key}");
+        assert_eq!(resolve(&Method::GET, "/zzz").0.pattern(), "unmatched");
+    }
+}

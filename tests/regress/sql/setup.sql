@@ -1,0 +1,14 @@
+-- Creates the extension and the proxy's login role the other suites use.
+\set VERBOSITY terse
+create extension if not exists echovalue;
+do $$
+begin
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_proxy') then
+        create role echovalue_proxy login in role echovalue_api;
+    end if;
+end;
+$$;
+select extname, extversion ~ '^\d+\.\d+\.\d+$' as versioned, n.nspname as schema
+  from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+ where extname = 'echovalue';
+select pg_has_role('echovalue_proxy', 'echovalue_api', 'member') as proxy_is_api_member;

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The test command: `bash tests/run.sh` (CI runs it through .ci/run).
+#
+# Installs the extension (dev profile) into the system Postgres 15, starts a throwaway cluster
+# in a temp dir (own socket dir and port; the machine's default cluster is never touched), then
+# runs, continuing past failures so one run shows everything:
+#   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name)
+#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / ECHOVALUE_TEST_PROXY_URL
+#   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
+# The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
+#
+# Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=tests/cluster.sh
+source "$ROOT/tests/cluster.sh"
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TMP=$(mktemp -d /tmp/echovalue-test.XXXXXX)
+chmod 0755 "$TMP"
+PROXY_PID=
+failed_parts=()
+total_passed=0
+total_failed=0
+
+cleanup() {
+    local rc=$?
+    if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
+        kill -TERM "$PROXY_PID" 2>/dev/null || true
+        wait "$PROXY_PID" 2>/dev/null || true
+    fi
+    ev_cluster_stop
+    if [ "${EV_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
+        echo "run.sh: logs kept in $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+    return "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+# --- cluster ---------------------------------------------------------------------------------
+section "install extension (dev profile)"
+ev_install_extension --dev
+
+section "start throwaway cluster"
+PORT=$(ev_free_port "${EV_TEST_PORT:-55439}")
+# A throwaway cluster on loopback: trust is enough and keeps the test URLs password-free.
+EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue
+ev_db_prepare echovalue
+ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/echovalue"
+PROXY_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue"
+
+# --- 1. SQL suites ---------------------------------------------------------------------------
+run_regress() {
+    section "SQL suites (pg_regress)"
+    local tests=() name
+    if [ -f tests/regress/sql/setup.sql ]; then
+        tests+=(setup)
+    fi
+    for f in tests/regress/sql/*.sql; do
+        [ -e "$f" ] || continue
+        name=$(basename "$f" .sql)
+        [ "$name" = setup ] || tests+=("$name")
+    done
+    if [ "${#tests[@]}" -eq 0 ]; then
+        echo "no SQL suites in tests/regress/sql"
+        echo "sql: 0 passed, 0 failed"
+        return 0
+    fi
+    PGOPTIONS='-c client_min_messages=warning' ev_psql postgres -c 'drop database if exists ev_regress' -c 'create database ev_regress'
+    local out=$TMP/regress
+    mkdir -p "$out"
+    local rc=0
+    "$("$EV_PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+        --use-existing --host="$EV_CLUSTER_DIR" --port="$PORT" --user=postgres \
+        --dbname=ev_regress --inputdir=tests/regress --outputdir="$out" \
+        --bindir="$EV_PG_BIN" "${tests[@]}" 2>&1 | tee "$out/pg_regress.log" || rc=$?
+    # pg_regress prints one line per test ("test NAME ... ok|FAILED"; "ok N - NAME" in later
+    # versions); count by test name so a crash that prints nothing still counts as a failure.
+    local passed=0 failed=0
+    for name in "${tests[@]}"; do
+        if grep -Eq "(^|[[:space:]])${name}[[:space:]]+\.\.\. ok|^ok [0-9]+[[:space:]]+-[[:space:]]+${name}([[:space:]]|$)" "$out/pg_regress.log"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+        fi
+    done
+    if [ -s "$out/regression.diffs" ]; then
+        echo "--- regression.diffs ---"
+        cat "$out/regression.diffs"
+    fi
+    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        failed=1
+    fi
+    total_passed=$((total_passed + passed))
+    total_failed=$((total_failed + failed))
+    echo "sql: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
+# --- 2. cargo tests --------------------------------------------------------------------------
+run_cargo_tests() {
+    section "cargo test --workspace"
+    local rc=0
+    ECHOVALUE_TEST_ADMIN_URL=$ADMIN_URL ECHOVALUE_TEST_PROXY_URL=$PROXY_URL \
+        PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
+        cargo test --workspace 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
+    local p f
+    read -r p f < <(awk '/^test result: /{
+        for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i }
+    } END { print p + 0, f + 0 }' "$TMP/cargo-test.log")
+    p=${p:-0} f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1 # a build failure runs no test at all
+    fi
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    [ "$rc" -eq 0 ]
+}
+
+# --- 3. seed snippets against a real proxy ---------------------------------------------------
+run_seeds() {
+    section "seed snippets (Python requests, JavaScript fetch)"
+    local seeds_dir=${EV_SEEDS_DIR:-$ROOT/../shared/seeds}
+    if ! compgen -G "$seeds_dir/002_*.txt" >/dev/null; then
+        echo "seed 002 not found in $seeds_dir"
+        total_failed=$((total_failed + 1))
+        return 1
+    fi
+    # The seed snippets create tokens back to back; the 10 s per-address token rate limit is
+    # tested elsewhere, so this database alone turns it off.
+    ev_db_prepare echovalue_seeds
+    ev_psql echovalue_seeds -c 'alter database echovalue_seeds set echovalue.token_rate_seconds = 0'
+
+    if ! cargo build -p echovalue-proxy >"$TMP/proxy-build.log" 2>&1; then
+        cat "$TMP/proxy-build.log"
+        echo "the proxy does not build"
+        total_failed=$((total_failed + 1))
+        return 1
+    fi
+    local port
+    port=$(ev_free_port 0)
+    ECHOVALUE_LISTEN="127.0.0.1:$port" \
+        ECHOVALUE_DATABASE_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue_seeds" \
+        "$TARGET_DIR/debug/echovalue-proxy" >"$TMP/proxy.log" 2>&1 &
+    PROXY_PID=$!
+
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+        if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+            echo "the proxy exited; its log:"
+            cat "$TMP/proxy.log"
+            total_failed=$((total_failed + 1))
+            return 1
+        fi
+        sleep 0.1
+    done
+
+    local rc=0
+    python3 tests/seeds/run_snippets.py --base-url "http://127.0.0.1:$port" --seeds-dir "$seeds_dir" \
+        2>&1 | tee "$TMP/seeds.log" || rc=$?
+    local p f
+    p=$(sed -nE 's/^seeds: ([0-9]+) passed, ([0-9]+) failed.*/\1/p' "$TMP/seeds.log" | tail -n 1)
+    f=$(sed -nE 's/^seeds: ([0-9]+) passed, ([0-9]+) failed.*/\2/p' "$TMP/seeds.log" | tail -n 1)
+    p=${p:-0} f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+
+    kill -TERM "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=
+    if [ "$rc" -ne 0 ]; then
+        echo "--- proxy log (end) ---"
+        tail -n 40 "$TMP/proxy.log"
+    fi
+    return "$rc"
+}
+
+run_regress || failed_parts+=(sql)
+run_cargo_tests || failed_parts+=(cargo)
+run_seeds || failed_parts+=(seeds)
+
+section "summary"
+if [ "${#failed_parts[@]}" -gt 0 ]; then
+    echo "failed parts: ${failed_parts[*]}"
+    echo "--- postgres log (end) ---"
+    tail -n 40 "$EV_PGLOG" || true
+fi
+summary="total: $total_passed passed, $total_failed failed"
+echo "$summary"
+if [ -n "${EV_SUMMARY_FILE:-}" ]; then
+    echo "$summary" >"$EV_SUMMARY_FILE"
+fi
+[ "${#failed_parts[@]}" -eq 0 ]

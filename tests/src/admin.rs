@@ -1,0 +1,231 @@
+//! The superuser side of the tests: creates wallets through the SQL API and arranges state
+//! (balances, expiries) by writing the extension's tables directly, instead of sleeping.
+//!
+//! Every statement that names a table column lives in this file, so a schema change is
+//! fixed in one place.
+
+use anyhow::{bail, Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+use crate::env;
+use crate::token::{random_client_addr, sha256_hex};
+
+/// A wallet's root token and the hash the API shows for it.
+#[derive(Debug, Clone)]
+pub struct Wallet {
+    pub token: String,
+    pub hash: String,
+}
+
+impl Wallet {
+    pub fn from_token(token: String) -> Self {
+        let hash = sha256_hex(&token);
+        Self { token, hash }
+    }
+
+    /// The token as the `x-token` argument of [`crate::Api`] calls.
+    pub fn t(&self) -> Option<&str> {
+        Some(&self.token)
+    }
+}
+
+/// A superuser connection to the test database.
+pub struct Admin {
+    client: Client,
+}
+
+/// Selects the wallet row of a token hash (`$1`, hex).
+const WALLET_ID: &str = "(select w.id from echovalue.wallets w where w.hash = $1)";
+
+impl Admin {
+    pub async fn connect() -> Result<Self> {
+        Self::connect_to(&env::admin_url()?).await
+    }
+
+    /// Connects with any URL (the security test uses the proxy's role).
+    pub async fn connect_to(url: &str) -> Result<Self> {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .context("cannot connect to the test database")?;
+        tokio::spawn(async move {
+            // The connection ends with the test; its error, if any, surfaces on the next query.
+            let _ = conn.await;
+        });
+        Ok(Self { client })
+    }
+
+    /// The raw client, for statements specific to one test.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A new wallet (100 credits) made through `echovalue.token_new`, each from its own
+    /// random client address so the token rate limit never couples tests.
+    pub async fn new_wallet(&self) -> Result<Wallet> {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let addr = random_client_addr();
+            let row = self
+                .client
+                .query_one(
+                    "select status, body from echovalue.token_new(client_addr => $1::text::inet)",
+                    &[&addr],
+                )
+                .await
+                .context("echovalue.token_new failed")?;
+            let status: i32 = row.get(0);
+            let body: String = row.get(1);
+            if status == 200 {
+                return Ok(Wallet::from_token(body));
+            }
+            // A 429 means a random address collided with a recent one: draw another.
+            last = format!("status {status}: {body}");
+        }
+        bail!("could not create a wallet: {last}")
+    }
+
+    /// A new wallet whose balance is then set to `credits`.
+    pub async fn new_wallet_with(&self, credits: i64) -> Result<Wallet> {
+        let w = self.new_wallet().await?;
+        self.set_balance(&w, credits).await?;
+        Ok(w)
+    }
+
+    pub async fn set_balance(&self, w: &Wallet, credits: i64) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                &format!("update echovalue.wallets set balance = $2 where id = {WALLET_ID}"),
+                &[&w.hash, &credits],
+            )
+            .await?;
+        if n != 1 {
+            bail!("set_balance updated {n} rows");
+        }
+        Ok(())
+    }
+
+    pub async fn balance(&self, w: &Wallet) -> Result<i64> {
+        let row = self
+            .client
+            .query_one(
+                &format!("select balance from echovalue.wallets where id = {WALLET_ID}"),
+                &[&w.hash],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Moves a key's expiry one second into the past, as if its TTL had run out.
+    pub async fn expire_key(&self, w: &Wallet, grp: &str, key: &str) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                &format!(
+                    "update echovalue.kv set expires_at = now() - interval '1 second' \
+                     where wallet_id = {WALLET_ID} and grp = $2 and key = $3"
+                ),
+                &[&w.hash, &grp, &key],
+            )
+            .await?;
+        if n != 1 {
+            bail!("expire_key updated {n} rows");
+        }
+        Ok(())
+    }
+
+    /// Seconds from now until a key expires (None when the row does not exist).
+    pub async fn key_ttl_seconds(&self, w: &Wallet, grp: &str, key: &str) -> Result<Option<f64>> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "select extract(epoch from expires_at - now())::float8 from echovalue.kv \
+                     where wallet_id = {WALLET_ID} and grp = $2 and key = $3"
+                ),
+                &[&w.hash, &grp, &key],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Log rows of a wallet: (all, charged ones).
+    pub async fn log_counts(&self, w: &Wallet) -> Result<(i64, i64)> {
+        let row = self
+            .client
+            .query_one(
+                &format!(
+                    "select count(*), count(*) filter (where cost > 0) from echovalue.logs \
+                     where wallet_id = {WALLET_ID}"
+                ),
+                &[&w.hash],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Opens a transaction holding the wallet row locked, as a slow concurrent charge would;
+    /// [`Admin::commit`] releases it. Returns this session's backend pid.
+    pub async fn lock_wallet(&self, w: &Wallet) -> Result<i32> {
+        self.client.batch_execute("begin").await?;
+        let n = self
+            .client
+            .execute(
+                &format!("select 1 from echovalue.wallets where id = {WALLET_ID} for update"),
+                &[&w.hash],
+            )
+            .await?;
+        if n != 1 {
+            bail!("lock_wallet locked {n} rows");
+        }
+        Ok(self
+            .client
+            .query_one("select pg_backend_pid()", &[])
+            .await?
+            .get(0))
+    }
+
+    pub async fn commit(&self) -> Result<()> {
+        Ok(self.client.batch_execute("commit").await?)
+    }
+
+    /// Number of sessions waiting on a lock held by backend `pid`.
+    pub async fn sessions_blocked_by(&self, pid: i32) -> Result<i64> {
+        Ok(self
+            .client
+            .query_one(
+                "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
+                &[&pid],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Sets (or clears, with `None`) the payment link of a recharge tier.
+    pub async fn set_recharge_link(&self, amount: i32, link: Option<&str>) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                "update echovalue.recharge_tiers set link = $2 where amount = $1",
+                &[&amount, &link],
+            )
+            .await?;
+        if n != 1 {
+            bail!("set_recharge_link updated {n} rows for amount {amount}");
+        }
+        Ok(())
+    }
+
+    /// Calls the SQL `kv_get` as the wallet would: lets a test see what the database holds
+    /// under a decoded name without going through the proxy's decoding.
+    pub async fn sql_kv_get(&self, w: &Wallet, grp: &str, key: &str) -> Result<(i32, String)> {
+        let row = self
+            .client
+            .query_one(
+                "select status, body from echovalue.kv_get(token => $1, grp => $2, key => $3)",
+                &[&w.token, &grp, &key],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+}

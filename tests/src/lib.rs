@@ -1,0 +1,28 @@
+//! Support code for the HTTP integration tests of echovalue.
+//!
+//! The tests talk to a real Postgres that has the extension installed (prepared by
+//! `bash tests/run.sh`, which exports `ECHOVALUE_TEST_ADMIN_URL` and
+//! `ECHOVALUE_TEST_PROXY_URL`) through a real proxy started in-process on a loopback port.
+//! Layout: [`env`] reads those two URLs, [`server`] starts and stops a proxy, [`api`] is a
+//! small HTTP client that keeps status, headers and raw body together, [`admin`] is the
+//! superuser connection the tests use to arrange state (wallets, balances, expiries) without
+//! sleeping or tripping the token rate limit, and [`token`] re-implements the token format
+//! and hash independently of the code under test.
+
+pub mod admin;
+pub mod api;
+pub mod env;
+pub mod server;
+pub mod token;
+
+pub use admin::{Admin, Wallet};
+pub use api::{Api, Reply};
+pub use server::TestProxy;
+
+/// Starts a proxy with default test settings and opens an admin connection: the usual
+/// opening line of a test.
+pub async fn setup() -> anyhow::Result<(TestProxy, Admin)> {
+    let proxy = TestProxy::start().await?;
+    let admin = Admin::connect().await?;
+    Ok((proxy, admin))
+}
