@@ -61,7 +61,8 @@ ev_install_extension --dev
 section "start throwaway cluster"
 PORT=$(ev_free_port "${EV_TEST_PORT:-55439}")
 # A throwaway cluster on loopback: trust is enough and keeps the test URLs password-free.
-EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue
+# 9>&-: the server must not inherit the lock, or it would hold it after this run if left behind.
+EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue 9>&-
 ev_db_prepare echovalue
 ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/echovalue"
 PROXY_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue"
@@ -158,7 +159,7 @@ run_seeds() {
     port=$(ev_free_port 0)
     ECHOVALUE_LISTEN="127.0.0.1:$port" \
         ECHOVALUE_DATABASE_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue_seeds" \
-        "$TARGET_DIR/debug/echovalue-proxy" >"$TMP/proxy.log" 2>&1 &
+        "$TARGET_DIR/debug/echovalue-proxy" >"$TMP/proxy.log" 2>&1 9>&- &
     PROXY_PID=$!
 
     for _ in $(seq 1 100); do

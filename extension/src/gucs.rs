@@ -18,6 +18,10 @@ pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 pub static INACTIVE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(730);
 pub static MAINTENANCE_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static REVOKED_TOKEN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static CALLER_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static LIMIT_REFUSAL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAINTENANCE_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
@@ -120,6 +124,38 @@ pub fn init() {
         1,
         1_000_000,
     );
+    // Each token is a credential to audit; a wallet needs a handful, not thousands.
+    int(
+        c"echovalue.max_tokens",
+        c"Most live (not revoked) tokens a wallet may have, its root token included.",
+        &MAX_TOKENS,
+        1,
+        100_000,
+    );
+    // Revoked tokens stay listed for a while so their owner sees what was revoked and when.
+    int(
+        c"echovalue.revoked_token_days",
+        c"Days a revoked token stays listed before maintenance deletes it.",
+        &REVOKED_TOKEN_DAYS,
+        1,
+        3650,
+    );
+    // Request state, not settings: the API functions set them locally in their transaction
+    // (as the superuser that owns them), so the proxy's role cannot forge them with SET.
+    internal(
+        c"echovalue.caller_token",
+        c"Internal: '<wallet id>:<token id>' of the non-root token resolved by this transaction.",
+        &CALLER_TOKEN,
+    );
+    internal(
+        c"echovalue.limit_refusal",
+        c"Internal: the spending-limit refusal of the last charge, as JSON.",
+        &LIMIT_REFUSAL,
+    );
+}
+
+fn internal(name: &'static CStr, why: &'static CStr, s: &'static GucSetting<Option<CString>>) {
+    GucRegistry::define_string_guc(name, why, c"", s, GucContext::Suset, GucFlags::NO_SHOW_ALL);
 }
 
 /// Settings of the background worker; only definable while preloading.

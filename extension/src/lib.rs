@@ -1,5 +1,6 @@
 //! `echovalue`: a Postgres extension that holds all state and every rule of the echoValue
-//! service (wallets, tokens, TTL key-value, request logs, pricing, maintenance).
+//! service (wallets, tokens with spending limits, TTL key-value, request logs, pricing,
+//! maintenance).
 //!
 //! Layout: the business rules are plpgsql in `src/sql/*.sql`, pulled into the install script
 //! by [`extension_sql_file!`] in dependency order (tables first, grants last). Rust holds only
@@ -39,6 +40,7 @@ extension_sql_file!(
     requires = ["internals"]
 );
 extension_sql_file!("sql/kv.sql", name = "kv_api", requires = ["internals"]);
+extension_sql_file!("sql/keys.sql", name = "keys_api", requires = ["internals"]);
 extension_sql_file!("sql/logs.sql", name = "logs_api", requires = ["internals"]);
 extension_sql_file!(
     "sql/recharge.sql",

@@ -31,6 +31,17 @@ pub enum Call<'a> {
         token: &'a str,
         n: Option<&'a str>,
     },
+    TokenKeyCreate {
+        token: &'a str,
+        spec: &'a str,
+    },
+    TokenKeyList {
+        token: &'a str,
+    },
+    TokenKeyRevoke {
+        token: &'a str,
+        key_id: &'a str,
+    },
     KvSet {
         token: &'a str,
         group: &'a str,
@@ -99,6 +110,18 @@ impl Call<'_> {
             Call::LogsGet { token, n } => (
                 outcome_sql!("logs_get(token => $1, n => $2, http_method => $3, http_path => $4)"),
                 vec![token, n, method, path],
+            ),
+            Call::TokenKeyCreate { token, spec } => (
+                outcome_sql!("token_key_create(token => $1, spec => $2, http_method => $3, http_path => $4)"),
+                vec![token, spec, method, path],
+            ),
+            Call::TokenKeyList { token } => (
+                outcome_sql!("token_key_list(token => $1, http_method => $2, http_path => $3)"),
+                vec![token, method, path],
+            ),
+            Call::TokenKeyRevoke { token, key_id } => (
+                outcome_sql!("token_key_revoke(token => $1, key_id => $2, http_method => $3, http_path => $4)"),
+                vec![token, key_id, method, path],
             ),
             Call::KvSet { token, group, key, value, ttl } => (
                 outcome_sql!("kv_set(token => $1, grp => $2, key => $3, value => $4, ttl => $5, http_method => $6, http_path => $7)"),
@@ -232,6 +255,15 @@ mod tests {
                 token: "t",
                 group: "g",
                 key: "k",
+            },
+            Call::TokenKeyCreate {
+                token: "t",
+                spec: "{}",
+            },
+            Call::TokenKeyList { token: "t" },
+            Call::TokenKeyRevoke {
+                token: "t",
+                key_id: "k",
             },
             Call::Refuse {
                 token: "t",

@@ -25,6 +25,7 @@ const VALUE_NOT_UTF8: &str = "Bad Request: value is not UTF-8";
 const NAME_NOT_UTF8: &str = "Bad Request: group and key must be UTF-8 after percent-decoding";
 const TOKEN_FORM: &str = "Bad Request: body must be token=new";
 const LEGACY_FORM: &str = "Bad Request: body must be token=new or token=recharge";
+const SPEC_NOT_UTF8: &str = "Bad Request: body must be JSON";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What every request shares.
@@ -157,6 +158,26 @@ where
                         n: n.as_deref(),
                     })
                     .await
+                }
+                Operation::TokenKeyList => ctx.run(&Call::TokenKeyList { token }).await,
+                Operation::TokenKeyCreate => {
+                    let body = match read_body(body, &state.config).await {
+                        Ok(b) => b,
+                        Err(reply) => return reply,
+                    };
+                    match std::str::from_utf8(&body) {
+                        Ok(spec) => ctx.run(&Call::TokenKeyCreate { token, spec }).await,
+                        Err(_) => {
+                            let status = StatusCode::BAD_REQUEST;
+                            ctx.refuse(token, "token_key_create", status, SPEC_NOT_UTF8)
+                                .await
+                        }
+                    }
+                }
+                Operation::TokenKeyRevoke(key_id) => {
+                    // An id that is not UTF-8 names no key: the database answers 404 for it.
+                    let key_id = key_id.as_deref().unwrap_or("");
+                    ctx.run(&Call::TokenKeyRevoke { token, key_id }).await
                 }
                 Operation::KvGet(Name { group, key }) => {
                     ctx.run(&Call::KvGet {

@@ -12,6 +12,8 @@ use percent_encoding::percent_decode_str;
 pub enum Route {
     Token,
     TokenLogs,
+    TokenKeys,
+    TokenKey,
     Recharge,
     Kv,
     Root,
@@ -27,6 +29,8 @@ impl Route {
         match self {
             Route::Token => "/token",
             Route::TokenLogs => "/token/logs",
+            Route::TokenKeys => "/token/keys",
+            Route::TokenKey => "/token/keys/{id}",
             Route::Recharge => "/recharge",
             Route::Kv => "/kv/{group}/{key}",
             Route::Root => "/",
@@ -41,7 +45,8 @@ impl Route {
     /// The methods served on this path, for `Allow` and CORS preflights.
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Token | Route::Root => "GET, POST, OPTIONS",
+            Route::Token | Route::Root | Route::TokenKeys => "GET, POST, OPTIONS",
+            Route::TokenKey => "DELETE, OPTIONS",
             Route::Kv | Route::LegacyKv => "GET, POST, DELETE, OPTIONS",
             Route::TokenLogs | Route::Recharge | Route::Logs => "GET, OPTIONS",
             Route::Healthz | Route::Metrics => "GET",
@@ -55,6 +60,8 @@ impl Route {
             Route::Kv | Route::LegacyKv => Some("kv_get"),
             Route::Token | Route::TokenLogs | Route::Root | Route::Logs => Some("wallet_get"),
             Route::Recharge => Some("recharge_link"),
+            Route::TokenKeys => Some("token_key_list"),
+            Route::TokenKey => Some("token_key_revoke"),
             Route::Healthz | Route::Metrics | Route::Unknown => None,
         }
     }
@@ -77,6 +84,11 @@ pub enum Operation {
     WalletGet,
     RechargeLink,
     LogsGet,
+    /// `POST /token/keys`: the JSON body is the new token's spec.
+    TokenKeyCreate,
+    TokenKeyList,
+    /// `DELETE /token/keys/{id}`, the id percent-decoded (`None` when not UTF-8: no such key).
+    TokenKeyRevoke(Option<String>),
     KvSet(Name),
     KvGet(Name),
     KvDelete(Name),
@@ -109,6 +121,11 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::GET, Route::TokenLogs | Route::Logs) => Operation::LogsGet,
         (&Method::GET, Route::Healthz) => Operation::Healthz,
         (&Method::GET, Route::Metrics) => Operation::Metrics,
+        (&Method::POST, Route::TokenKeys) => Operation::TokenKeyCreate,
+        (&Method::GET, Route::TokenKeys) => Operation::TokenKeyList,
+        (&Method::DELETE, Route::TokenKey) => {
+            Operation::TokenKeyRevoke(path.rsplit('/').next().and_then(decode))
+        }
 
         (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
         (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
@@ -132,6 +149,8 @@ fn route_of(path: &str) -> Route {
     match segments.as_slice() {
         ["token"] => Route::Token,
         ["token", "logs"] => Route::TokenLogs,
+        ["token", "keys"] => Route::TokenKeys,
+        ["token", "keys", id] if !id.is_empty() => Route::TokenKey,
         ["recharge"] => Route::Recharge,
         ["logs"] => Route::Logs,
         ["healthz"] => Route::Healthz,
@@ -239,7 +258,7 @@ mod tests {
             Operation::MethodNotAllowed
         );
         for p in [
-            "/token/keys",
+            "/token/x",
             "/kv/x",
             "/webhook/x",
             "/recharge/x",
@@ -252,6 +271,41 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn token_keys() {
+        assert_eq!(
+            resolve(&Method::POST, "/token/keys"),
+            (Route::TokenKeys, Operation::TokenKeyCreate)
+        );
+        assert_eq!(op(Method::GET, "/token/keys"), Operation::TokenKeyList);
+        assert_eq!(
+            resolve(&Method::DELETE, "/token/keys/ab%2Dc"),
+            (
+                Route::TokenKey,
+                Operation::TokenKeyRevoke(Some("ab-c".into()))
+            )
+        );
+        assert_eq!(
+            op(Method::DELETE, "/token/keys/%FF"),
+            Operation::TokenKeyRevoke(None)
+        );
+        assert_eq!(
+            op(Method::DELETE, "/token/keys"),
+            Operation::MethodNotAllowed
+        );
+        assert_eq!(
+            op(Method::GET, "/token/keys/x"),
+            Operation::MethodNotAllowed
+        );
+        assert_eq!(op(Method::DELETE, "/token/keys/"), Operation::NotFound);
+        assert_eq!(op(Method::DELETE, "/token/keys/a/b"), Operation::NotFound);
+        assert_eq!(Route::TokenKey.refuse_operation(), Some("token_key_revoke"));
+        assert_eq!(
+            resolve(&Method::GET, "/token/keys/secret-id").0.pattern(),
+            "/token/keys/{id}"
+        );
     }
 
     #[test]

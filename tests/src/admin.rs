@@ -201,6 +201,36 @@ impl Admin {
             .get(0))
     }
 
+    /// Moves every usage bucket of the wallet's tokens `hours` back in time, as if their
+    /// spending had happened that much earlier (the rolling limit windows, without sleeping).
+    pub async fn age_token_usage(&self, w: &Wallet, hours: i32) -> Result<u64> {
+        Ok(self
+            .client
+            .execute(
+                &format!(
+                    "update echovalue.token_usage set hour = hour - make_interval(hours => $2) \
+                     where wallet_id = {WALLET_ID}"
+                ),
+                &[&w.hash, &hours],
+            )
+            .await?)
+    }
+
+    /// Credits spent by the wallet's non-root tokens, all buckets together.
+    pub async fn token_usage_total(&self, w: &Wallet) -> Result<i64> {
+        Ok(self
+            .client
+            .query_one(
+                &format!(
+                    "select coalesce(sum(credits), 0)::int8 from echovalue.token_usage \
+                     where wallet_id = {WALLET_ID}"
+                ),
+                &[&w.hash],
+            )
+            .await?
+            .get(0))
+    }
+
     /// Sets (or clears, with `None`) the payment link of a recharge tier.
     pub async fn set_recharge_link(&self, amount: i32, link: Option<&str>) -> Result<()> {
         let n = self

@@ -25,5 +25,8 @@ grant execute on function
     echovalue.kv_get(text, text, text, text, text),
     echovalue.kv_delete(text, text, text, text, text),
     echovalue.request_refuse(text, text, int, text, text, text),
+    echovalue.token_key_create(text, text, text, text),
+    echovalue.token_key_list(text, text, text),
+    echovalue.token_key_revoke(text, text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;

@@ -40,10 +40,16 @@ language sql immutable as $$
 $$;
 
 -- The wallet of a live token, or NULL (malformed, unknown or revoked); marks the token used.
+-- It also records, for the rest of the transaction, which non-root token is paying (the
+-- setting echovalue.caller_token, '<wallet>:<token>', or '' for a root token): every charge of
+-- that wallet in this transaction then goes through the token's spending limits (_charge). The
+-- token's row stays locked until commit, so requests with one token are serialized and a
+-- limit cannot be overrun by concurrency.
 create function echovalue._wallet_resolve(p_token text) returns bigint
 language plpgsql volatile as $$
 declare
     v_wallet bigint;
+    v_token bigint;
 begin
     if p_token is null or not echovalue.token_format_ok(p_token) then
         return null;
@@ -52,9 +58,114 @@ begin
        set last_used = pg_catalog.now()
      where t.hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'))
        and t.revoked is null
-    returning t.wallet_id into v_wallet;
+    returning t.wallet_id, case when not t.is_root then t.id end into v_wallet, v_token;
+    perform pg_catalog.set_config('echovalue.caller_token',
+                                  coalesce(v_wallet || ':' || v_token, ''), true);
+    perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
     return v_wallet;
 end;
+$$;
+
+-- The non-root token paying for this transaction's charges of p_wallet, or NULL (root token,
+-- or no token: email, recharge).
+create function echovalue._caller_token(p_wallet bigint) returns bigint
+language sql stable as $$
+    select pg_catalog.split_part(c, ':', 2)::bigint
+      from pg_catalog.current_setting('echovalue.caller_token', true) as c
+     where c like p_wallet || ':%'
+$$;
+
+-- Credits a token spent in the rolling window ending now: whole hourly buckets, counting the
+-- oldest hour in full, so a spend leaves the window between p_window and p_window + 1 hour
+-- after it was made (a limit is never overrun, at worst it frees up to an hour late).
+create function echovalue._token_usage(p_wallet bigint, p_token bigint, p_window interval)
+returns bigint
+language sql stable as $$
+    select coalesce(pg_catalog.sum(u.credits), 0)::bigint
+      from echovalue.token_usage u
+     where u.wallet_id = p_wallet and u.token_id = p_token
+       and u.hour >= pg_catalog.date_trunc('hour', pg_catalog.now() - p_window, 'UTC')
+$$;
+
+-- Whether p_token may spend p_cost more credits under its limits. When not, the 402 body is
+-- kept in echovalue.limit_refusal for _insufficient to answer with.
+create function echovalue._limits_allow(p_wallet bigint, p_token bigint, p_cost int)
+returns boolean
+language plpgsql volatile as $$
+declare
+    v_token echovalue.tokens;
+    v_used bigint;
+    v_refusal text;
+begin
+    select * into v_token from echovalue.tokens t where t.id = p_token;
+    if v_token.limit_per_request is not null and p_cost > v_token.limit_per_request then
+        v_refusal := echovalue._limit_refusal('per_request', 'Per-request limit exceeded',
+                                              0, p_cost, v_token.limit_per_request);
+    end if;
+    if v_refusal is null and v_token.limit_daily is not null then
+        v_used := echovalue._token_usage(p_wallet, p_token, interval '24 hours');
+        if v_used + p_cost > v_token.limit_daily then
+            v_refusal := echovalue._limit_refusal('daily', 'Daily limit exceeded',
+                                                  v_used, p_cost, v_token.limit_daily);
+        end if;
+    end if;
+    if v_refusal is null and v_token.limit_monthly is not null then
+        v_used := echovalue._token_usage(p_wallet, p_token, interval '30 days');
+        if v_used + p_cost > v_token.limit_monthly then
+            v_refusal := echovalue._limit_refusal('monthly', 'Monthly limit exceeded',
+                                                  v_used, p_cost, v_token.limit_monthly);
+        end if;
+    end if;
+    if v_refusal is null then
+        return true;
+    end if;
+    perform pg_catalog.set_config('echovalue.limit_refusal', v_refusal, true);
+    return false;
+end;
+$$;
+
+-- The JSON body of a spending-limit 402 (SPEC section 9).
+create function echovalue._limit_refusal(
+    p_limit text, p_description text, p_current bigint, p_requested bigint, p_max bigint
+) returns text
+language sql immutable as $$
+    select pg_catalog.json_build_object(
+        'error', 'spending_limit_exceeded', 'error_description', p_description,
+        'limit', p_limit, 'current', p_current, 'requested', p_requested, 'max', p_max)::text
+$$;
+
+-- x-limit-daily-remaining / x-limit-monthly-remaining for a paying token with those limits,
+-- so clients need no extra call; NULL for root tokens and tokens without them.
+create function echovalue._limit_headers(p_wallet bigint) returns jsonb
+language plpgsql stable as $$
+declare
+    v_token bigint := echovalue._caller_token(p_wallet);
+    v_daily bigint;
+    v_monthly bigint;
+    v_headers jsonb := '{}';
+begin
+    if v_token is null then
+        return null;
+    end if;
+    select t.limit_daily, t.limit_monthly into v_daily, v_monthly
+      from echovalue.tokens t where t.id = v_token;
+    if v_daily is not null then
+        v_headers := v_headers || pg_catalog.jsonb_build_object('x-limit-daily-remaining',
+            greatest(0, v_daily - echovalue._token_usage(p_wallet, v_token, interval '24 hours'))::text);
+    end if;
+    if v_monthly is not null then
+        v_headers := v_headers || pg_catalog.jsonb_build_object('x-limit-monthly-remaining',
+            greatest(0, v_monthly - echovalue._token_usage(p_wallet, v_token, interval '30 days'))::text);
+    end if;
+    return nullif(v_headers, '{}');
+end;
+$$;
+
+-- What a listing shows of a token: its first 19 and last 4 characters, enough to tell
+-- tokens apart and to match a leaked one, not enough to use it.
+create function echovalue._token_prefix(p_token text) returns text
+language sql immutable strict parallel safe as $$
+    select pg_catalog.left(p_token, 19) || '...' || pg_catalog.right(p_token, 4)
 $$;
 
 -- Price of an operation in credits; an unknown operation is a caller bug.
@@ -72,17 +183,29 @@ begin
 end;
 $$;
 
--- Takes p_cost credits if the wallet has them, in one statement: the row lock serializes
--- concurrent requests, so the balance never goes negative. Returns the new balance or NULL.
+-- Takes p_cost credits if the wallet has them and the paying token's spending limits allow
+-- it, in one statement: the row lock serializes concurrent requests, so the balance never goes
+-- negative. A non-root token's spend is added to its hourly usage bucket in the same
+-- transaction. Returns the new balance, or NULL (see echovalue.limit_refusal for why).
 create function echovalue._charge(p_wallet bigint, p_cost int) returns bigint
 language plpgsql volatile as $$
 declare
+    v_token bigint := echovalue._caller_token(p_wallet);
     v_balance bigint;
 begin
+    if v_token is not null and p_cost > 0
+       and not echovalue._limits_allow(p_wallet, v_token, p_cost) then
+        return null;
+    end if;
     update echovalue.wallets w
        set balance = w.balance - p_cost, last_used = pg_catalog.now()
      where w.id = p_wallet and w.balance >= p_cost
     returning w.balance into v_balance;
+    if v_balance is not null and v_token is not null and p_cost > 0 then
+        insert into echovalue.token_usage as u (wallet_id, token_id, hour, credits)
+        values (p_wallet, v_token, pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC'), p_cost)
+        on conflict (wallet_id, token_id, hour) do update set credits = u.credits + excluded.credits;
+    end if;
     return v_balance;
 end;
 $$;
@@ -103,13 +226,16 @@ begin
 end;
 $$;
 
--- The 402 answer for a wallet that cannot pay: nothing charged, logged with cost 0.
+-- The 402 answer for a request that cannot be paid: nothing charged, logged with cost 0.
+-- Either the wallet lacks the credits (`Insufficient credits`) or the paying token's spending
+-- limit refused the charge (the JSON body _limits_allow left in echovalue.limit_refusal).
 create function echovalue._insufficient(
     p_wallet bigint, p_endpoint text, p_method text, p_path text
 ) returns echovalue.outcome
 language plpgsql volatile as $$
 declare
     v_balance bigint;
+    v_refusal text := nullif(pg_catalog.current_setting('echovalue.limit_refusal', true), '');
 begin
     update echovalue.wallets w set last_used = pg_catalog.now()
      where w.id = p_wallet
@@ -118,9 +244,17 @@ begin
         -- the wallet was purged while this request waited for its lock
         return echovalue._unauthorized();
     end if;
+    if v_refusal is not null then
+        perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
+        perform echovalue._log(p_wallet, p_endpoint, p_method, p_path, 402,
+                               (v_refusal::json) ->> 'error_description', 0, v_balance);
+        return echovalue._outcome(402, v_refusal, 0, v_balance, 'application/json',
+                                  echovalue._limit_headers(p_wallet));
+    end if;
     perform echovalue._log(p_wallet, p_endpoint, p_method, p_path,
                            402, 'Insufficient credits', 0, v_balance);
-    return echovalue._outcome(402, 'Insufficient credits', 0, v_balance);
+    return echovalue._outcome(402, 'Insufficient credits', 0, v_balance,
+                              p_headers => echovalue._limit_headers(p_wallet));
 end;
 $$;
 
@@ -134,7 +268,8 @@ language plpgsql volatile as $$
 begin
     perform echovalue._log(p_wallet, p_endpoint, p_method, p_path, p_status,
                            case when p_status >= 400 then p_body end, p_cost, p_balance);
-    return echovalue._outcome(p_status, p_body, p_cost, p_balance, p_content_type);
+    return echovalue._outcome(p_status, p_body, p_cost, p_balance, p_content_type,
+                              echovalue._limit_headers(p_wallet));
 end;
 $$;
 

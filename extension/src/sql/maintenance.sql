@@ -2,8 +2,9 @@
 -- table lock and never waits for a request. The background worker calls it repeatedly while
 -- batches come back full; anyone granted may call it too.
 
--- One batch per table: expired keys, expired logs, stale rate-limit rows, and wallets unused
--- for echovalue.inactive_days with all their data. Returns the rows deleted per table.
+-- One batch per table: expired keys, expired logs, stale rate-limit rows, token usage buckets
+-- past the longest limit window, tokens revoked echovalue.revoked_token_days ago, and wallets
+-- unused for echovalue.inactive_days with all their data. Returns the rows deleted per table.
 create function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -12,6 +13,8 @@ declare
     v_kv bigint;
     v_logs bigint;
     v_rate bigint;
+    v_usage bigint;
+    v_revoked bigint;
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
@@ -38,6 +41,24 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_rate = row_count;
 
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    delete from echovalue.token_usage u
+     where u.ctid = any (array(
+         select x.ctid from echovalue.token_usage x
+          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
+          limit v_batch for update skip locked));
+    get diagnostics v_usage = row_count;
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE.
+    delete from echovalue.tokens t
+     where t.id = any (array(
+         select x.id from echovalue.tokens x
+          where x.revoked < pg_catalog.now()
+                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+          limit v_batch for update skip locked));
+    get diagnostics v_revoked = row_count;
+
     -- Requests lock their token, then their wallet. Here the wallets are locked first, so a
     -- token a request already holds is only tried with SKIP LOCKED and its wallet is left for
     -- a later run: maintenance never waits for a request, so the two cannot deadlock.
@@ -57,6 +78,7 @@ begin
     get diagnostics v_wallets = row_count;
 
     return pg_catalog.jsonb_build_object(
-        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'wallets', v_wallets);
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
+        'revoked_tokens', v_revoked, 'wallets', v_wallets);
 end;
 $$;

@@ -11,18 +11,41 @@ create table echovalue.wallets (
 );
 create index wallets_last_used_idx on echovalue.wallets (last_used);
 
--- Tokens of a wallet: the root token now, labelled tokens with limits later.
+-- Tokens of a wallet: its root token, and labelled tokens with optional spending limits in
+-- credits (NULL = no limit). public_id is what users see and revoke by; prefix is the token's
+-- first and last characters, so a listing is recognisable without holding the secret.
 create table echovalue.tokens (
-    id        bigint generated always as identity primary key,
-    wallet_id bigint not null references echovalue.wallets (id) on delete cascade,
-    hash      bytea not null unique,          -- sha256 of the token
-    is_root   boolean not null default false,
-    label     text,
-    created   timestamptz not null default now(),
-    last_used timestamptz,
-    revoked   timestamptz
+    id                bigint generated always as identity primary key,
+    wallet_id         bigint not null references echovalue.wallets (id) on delete cascade,
+    hash              bytea not null unique,  -- sha256 of the token
+    is_root           boolean not null default false,
+    label             text,
+    created           timestamptz not null default now(),
+    last_used         timestamptz,
+    revoked           timestamptz,
+    public_id         uuid not null default pg_catalog.gen_random_uuid() unique,
+    prefix            text not null default '',
+    limit_per_request bigint check (limit_per_request >= 0),
+    limit_daily       bigint check (limit_daily >= 0),
+    limit_monthly     bigint check (limit_monthly >= 0),
+    -- a root token is never limited (the API cannot revoke it either; an operator can)
+    check (not is_root or (limit_per_request is null and limit_daily is null
+                           and limit_monthly is null))
 );
 create index tokens_wallet_id_idx on echovalue.tokens (wallet_id);
+create index tokens_revoked_idx on echovalue.tokens (revoked) where revoked is not null;
+
+-- Credits spent per non-root token per hour: the rolling 24-hour and 30-day windows of the
+-- spending limits are sums over at most 25 and 721 of these rows, never a scan of the logs.
+create table echovalue.token_usage (
+    wallet_id bigint not null,
+    token_id  bigint not null references echovalue.tokens (id) on delete cascade,
+    hour      timestamptz not null,           -- the UTC hour of the charges, date_trunc('hour', t, 'UTC')
+    credits   bigint not null check (credits >= 0),
+    primary key (wallet_id, token_id, hour)
+);
+create index token_usage_token_id_idx on echovalue.token_usage (token_id);
+create index token_usage_hour_idx on echovalue.token_usage (hour);
 
 -- Key-value entries; an expired row is never served and is purged by maintenance.
 create table echovalue.kv (
@@ -62,7 +85,8 @@ insert into echovalue.prices (operation, credits) values
     ('token_new', 0), ('wallet_get', 1), ('recharge_link', 0),
     ('kv_set', 1), ('kv_get', 1), ('kv_delete', 1),
     ('webhook_set', 1), ('webhook_get', 1), ('webhook_delete', 1),
-    ('email', 1), ('logs_entry', 1);
+    ('email', 1), ('logs_entry', 1),
+    ('token_key_create', 1), ('token_key_list', 1), ('token_key_revoke', 1);
 
 -- Recharge tiers; link is the operator's Stripe Payment Link (none until configured).
 create table echovalue.recharge_tiers (
@@ -95,6 +119,7 @@ select pg_catalog.pg_extension_config_dump('echovalue.wallets', '');
 select pg_catalog.pg_extension_config_dump('echovalue.wallets_id_seq', '');
 select pg_catalog.pg_extension_config_dump('echovalue.tokens', '');
 select pg_catalog.pg_extension_config_dump('echovalue.tokens_id_seq', '');
+select pg_catalog.pg_extension_config_dump('echovalue.token_usage', '');
 select pg_catalog.pg_extension_config_dump('echovalue.kv', '');
 select pg_catalog.pg_extension_config_dump('echovalue.logs', '');
 select pg_catalog.pg_extension_config_dump('echovalue.logs_id_seq', '');

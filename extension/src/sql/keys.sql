@@ -1,0 +1,265 @@
+-- API tokens of a wallet (SPEC section 9): made, listed and revoked with the wallet's root
+-- token only (any other token gets 403). Each call costs its price (`token_key_create`,
+-- `token_key_list`, `token_key_revoke`) and is logged under endpoint `token`. A new token is
+-- shown once, in the answer that creates it; only its SHA-256 is kept. Spending limits are
+-- enforced by _charge (internals.sql) for every request the token pays for.
+
+-- The limits of a token as a JSON object; NULL members mean "no limit".
+create function echovalue._key_limits_json(p_token echovalue.tokens) returns json
+language sql immutable as $$
+    select pg_catalog.json_build_object(
+        'per_request', p_token.limit_per_request,
+        'daily', p_token.limit_daily,
+        'monthly', p_token.limit_monthly)
+$$;
+
+-- One token as listed: never the token itself, only its recognisable prefix. A root token has
+-- no limits and no usage counters (its spending is the wallet's, see the logs).
+create function echovalue._key_json(p_token echovalue.tokens) returns json
+language sql stable as $$
+    select pg_catalog.json_build_object(
+        'id', p_token.public_id,
+        'label', p_token.label,
+        'prefix', p_token.prefix,
+        'root', p_token.is_root,
+        'limits', echovalue._key_limits_json(p_token),
+        'usage', case when not p_token.is_root then pg_catalog.json_build_object(
+            'daily', echovalue._token_usage(p_token.wallet_id, p_token.id, interval '24 hours'),
+            'monthly', echovalue._token_usage(p_token.wallet_id, p_token.id, interval '30 days')) end,
+        'created', echovalue._ts(p_token.created),
+        'last_used', echovalue._ts(p_token.last_used),
+        'revoked', echovalue._ts(p_token.revoked))
+$$;
+
+-- Why one limit of a token spec is refused, or NULL: absent, null or an integer 0..10^15.
+create function echovalue._key_limit_error(p_name text, p_value jsonb) returns text
+language plpgsql immutable as $$
+begin
+    if p_value is null or pg_catalog.jsonb_typeof(p_value) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(p_value) <> 'number'
+       or p_value::numeric <> pg_catalog.trunc(p_value::numeric)
+       or p_value::numeric not between 0 and 1e15 then
+        return pg_catalog.format(
+            'Bad Request: limits.%s must be null or an integer from 0 to 1000000000000000', p_name);
+    end if;
+    return null;
+end;
+$$;
+
+-- Why a token spec (the JSON body of POST /token/keys) is refused, or NULL. Unknown fields are
+-- refused rather than ignored, so a misspelt limit never silently leaves a token unlimited.
+create function echovalue._key_spec_error(p_spec jsonb) returns text
+language plpgsql immutable as $$
+declare
+    v_field text;
+    v_label jsonb := p_spec -> 'label';
+    v_limits jsonb := p_spec -> 'limits';
+begin
+    if pg_catalog.jsonb_typeof(p_spec) <> 'object' then
+        return 'Bad Request: body must be a JSON object';
+    end if;
+    for v_field in select pg_catalog.jsonb_object_keys(p_spec) loop
+        if v_field not in ('label', 'limits') then
+            return pg_catalog.format('Bad Request: unknown field %s (allowed: label, limits)',
+                                     pg_catalog.to_json(pg_catalog.left(v_field, 40)));
+        end if;
+    end loop;
+    if v_label is not null and pg_catalog.jsonb_typeof(v_label) <> 'null' then
+        if pg_catalog.jsonb_typeof(v_label) <> 'string'
+           or pg_catalog.char_length(v_label #>> '{}') > 100
+           or (v_label #>> '{}') ~ '[\u0001-\u001f\u007f-\u009f]' then
+            return 'Bad Request: label must be a string of at most 100 characters without control characters';
+        end if;
+    end if;
+    if v_limits is null or pg_catalog.jsonb_typeof(v_limits) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(v_limits) <> 'object' then
+        return 'Bad Request: limits must be a JSON object';
+    end if;
+    for v_field in select pg_catalog.jsonb_object_keys(v_limits) loop
+        if v_field not in ('per_request', 'daily', 'monthly') then
+            return pg_catalog.format(
+                'Bad Request: unknown limit %s (allowed: per_request, daily, monthly)',
+                pg_catalog.to_json(pg_catalog.left(v_field, 40)));
+        end if;
+    end loop;
+    return coalesce(echovalue._key_limit_error('per_request', v_limits -> 'per_request'),
+                    echovalue._key_limit_error('daily', v_limits -> 'daily'),
+                    echovalue._key_limit_error('monthly', v_limits -> 'monthly'));
+end;
+$$;
+
+-- The charged 403 for a request that only the wallet's root token may make, or NULL when the
+-- paying token is the root one.
+create function echovalue._root_only(
+    p_wallet bigint, p_operation text, p_method text, p_path text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+begin
+    if echovalue._caller_token(p_wallet) is null then
+        return null;
+    end if;
+    return echovalue._fail(p_wallet, p_operation, 'token', p_method, p_path, 403, 'Forbidden');
+end;
+$$;
+
+-- POST /token/keys: a new token for the caller's wallet, with an optional label and limits.
+-- spec is the request body as sent: {"label":…,"limits":{"per_request":…,"daily":…,
+-- "monthly":…}}, every field optional; '' counts as {}. The answer is the only time the new
+-- token is ever shown.
+create function echovalue.token_key_create(
+    token text,
+    spec text default '{}',
+    http_method text default 'POST',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(token_key_create.token);
+    v_method text := token_key_create.http_method;
+    v_path text := token_key_create.http_path;
+    v_refusal echovalue.outcome;
+    v_spec jsonb;
+    v_error text;
+    v_max int := echovalue._setting('max_tokens');
+    v_cost int;
+    v_balance bigint;
+    v_new text;
+    v_row echovalue.tokens;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_wallet, 'token_key_create', v_method, v_path);
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    begin
+        v_spec := coalesce(nullif(pg_catalog.btrim(token_key_create.spec), ''), '{}')::jsonb;
+    exception when data_exception or program_limit_exceeded then
+        v_error := 'Bad Request: body must be JSON';
+    end;
+    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
+    if v_error is null
+       and (select pg_catalog.count(*) from echovalue.tokens t
+             where t.wallet_id = v_wallet and t.revoked is null) >= v_max then
+        v_error := pg_catalog.format(
+            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
+    end if;
+    if v_error is not null then
+        return echovalue._fail(v_wallet, 'token_key_create', 'token', v_method, v_path, 400, v_error);
+    end if;
+    v_cost := echovalue._price('token_key_create');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
+    end if;
+    v_new := echovalue._token_generate();
+    insert into echovalue.tokens as t
+        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
+    values (v_wallet, pg_catalog.sha256(pg_catalog.convert_to(v_new, 'UTF8')),
+            v_spec ->> 'label', echovalue._token_prefix(v_new),
+            (v_spec #>> '{limits,per_request}')::numeric::bigint,
+            (v_spec #>> '{limits,daily}')::numeric::bigint,
+            (v_spec #>> '{limits,monthly}')::numeric::bigint)
+    returning * into v_row;
+    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200,
+        pg_catalog.json_build_object(
+            'id', v_row.public_id, 'token', v_new, 'label', v_row.label,
+            'limits', echovalue._key_limits_json(v_row), 'created', echovalue._ts(v_row.created))::text,
+        v_cost, v_balance, 'application/json');
+end;
+$$;
+
+-- GET /token/keys: {"keys":[…]} with every token of the wallet, oldest first, revoked ones
+-- until maintenance deletes them (echovalue.revoked_token_days).
+create function echovalue.token_key_list(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(token_key_list.token);
+    v_method text := token_key_list.http_method;
+    v_path text := token_key_list.http_path;
+    v_refusal echovalue.outcome;
+    v_cost int;
+    v_balance bigint;
+    v_body text;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_wallet, 'token_key_list', v_method, v_path);
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_cost := echovalue._price('token_key_list');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
+    end if;
+    select pg_catalog.json_build_object('keys', coalesce(
+               pg_catalog.json_agg(echovalue._key_json(t) order by t.created, t.id), '[]'))::text
+      into v_body
+      from echovalue.tokens t where t.wallet_id = v_wallet;
+    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, v_body,
+                             v_cost, v_balance, 'application/json');
+end;
+$$;
+
+-- DELETE /token/keys/{id}: revokes the token for good; its very next request gets 401 (no
+-- cache: every request looks the token up). Revoking a revoked token is a no-op `OK`; an
+-- unknown id, or one of another wallet, is 404; the root token cannot be revoked (400).
+create function echovalue.token_key_revoke(
+    token text,
+    key_id text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(token_key_revoke.token);
+    v_method text := token_key_revoke.http_method;
+    v_path text := coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id);
+    v_refusal echovalue.outcome;
+    v_cost int;
+    v_balance bigint;
+    v_target echovalue.tokens;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_wallet, 'token_key_revoke', v_method, v_path);
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_cost := echovalue._price('token_key_revoke');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
+    end if;
+    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+        select * into v_target from echovalue.tokens t
+         where t.wallet_id = v_wallet and t.public_id = token_key_revoke.key_id::uuid
+           for update;
+    end if;
+    if v_target.id is null then
+        return echovalue._finish(v_wallet, 'token', v_method, v_path, 404, 'Not Found', v_cost, v_balance);
+    end if;
+    if v_target.is_root then
+        return echovalue._finish(v_wallet, 'token', v_method, v_path, 400,
+                                 'Bad Request: the root token cannot be revoked', v_cost, v_balance);
+    end if;
+    update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
+     where t.id = v_target.id;
+    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, 'OK', v_cost, v_balance);
+end;
+$$;
