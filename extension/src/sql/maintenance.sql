@@ -59,9 +59,10 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_revoked = row_count;
 
-    -- Requests lock their token, then their wallet. Here the wallets are locked first, so a
-    -- token a request already holds is only tried with SKIP LOCKED and its wallet is left for
-    -- a later run: maintenance never waits for a request, so the two cannot deadlock.
+    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
+    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
+    -- its wallet is left for a later run: maintenance never waits for a request, so the two
+    -- cannot deadlock.
     v_wallet_ids := array(
         select x.id from echovalue.wallets x
          where x.last_used < pg_catalog.now()

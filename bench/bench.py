@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Runs the measurements of bench/run.sh against a running proxy and cluster, and prints the table.
+
+Rows, each at client concurrency 1, 16 and 64:
+  1. the proxy over HTTP (wrk): KV get, KV set, balance, spread over 256 wallets;
+  2. pgbench calling the same SQL functions with as many connections as clients;
+  3. pgbench -N, the built-in small write transaction, as the yardstick of this machine;
+  4. KV get through the proxy with one hot token for every client.
+Plus the proxy's resident memory under 256 connections. Ratios: 1/2 per operation (the
+proxy's overhead), 2/3 for a charged KV get (what one API call costs against a small write
+transaction), hot/many (the hot-wallet case).
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONCURRENCY = (1, 16, 64)
+OPERATIONS = ("kv_get", "kv_set", "balance")
+MEMORY_CONNECTIONS = 256
+
+
+def run(cmd, **kw):
+    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def wrk(args, op, tokens_file, clients, seconds):
+    """Requests per second and latency p50/p99 (ms) of one wrk run; every answer must be 200."""
+    out = run([
+        "wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--latency",
+        "-s", os.path.join(HERE, "wrk", "api.lua"), args.url, "--", op, tokens_file,
+    ])
+    if "Non-2xx" in out or "Socket errors" in out:
+        sys.exit(f"bench: wrk saw errors for {op} at {clients}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = wrk_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    return rps, p50, p99
+
+
+def pgbench(args, script_args, clients, seconds, db, user):
+    """Transactions per second and latency p50/p99 (ms) from pgbench's per-transaction log."""
+    workdir = os.path.join(args.work, f"pgbench-{time.monotonic_ns()}")
+    os.makedirs(workdir)
+    out = run([
+        args.pgbench, "-h", args.pg_host, "-p", str(args.pg_port), "-U", user, "-n",
+        "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+        "-l", "--log-prefix", os.path.join(workdir, "tx"), *script_args, db,
+    ])
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if failed and int(failed.group(1)) > 0:
+        sys.exit(f"bench: pgbench had failed transactions:\n{out}")
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    latencies = []
+    for name in os.listdir(workdir):
+        with open(os.path.join(workdir, name)) as f:
+            # client_id transaction_no time(us) script_no time_epoch time_us
+            latencies.extend(int(line.split()[2]) for line in f if line.strip())
+    latencies.sort()
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000.0
+
+    return tps, pct(0.50), pct(0.99)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def memory_under_load(args, seconds):
+    """Largest resident set of the proxy while wrk holds 256 connections on KV get."""
+    peak = [rss_kib(args.proxy_pid)]
+    idle = peak[0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(args.proxy_pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = wrk(args, "kv_get", args.tokens_many, MEMORY_CONNECTIONS, seconds)
+    finally:
+        done.set()
+        sampler.join()
+    return idle, peak[0], result
+
+
+def fmt_row(label, cells):
+    return "| " + label + " | " + " | ".join(cells) + " |"
+
+
+def measure_cells(m):
+    rps, p50, p99 = m
+    return [f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}"]
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        kib = int(f.readline().split()[1])
+        mem = f"{kib / 1024 / 1024:.0f} GiB"
+    pg = run([args_global.pgbench, "--version"]).strip()
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem} RAM, {platform.system()} "
+            f"{platform.release()}, {pg.replace('pgbench ', '')}")
+
+
+def main():
+    global args_global
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--url", required=True)
+    p.add_argument("--proxy-pid", type=int, required=True)
+    p.add_argument("--pg-host", required=True)
+    p.add_argument("--pg-port", type=int, required=True)
+    p.add_argument("--pgbench", required=True)
+    p.add_argument("--tokens-many", required=True)
+    p.add_argument("--tokens-hot", required=True)
+    p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--work", required=True)
+    p.add_argument("--out")
+    args = p.parse_args()
+    args_global = args
+    with open(args.tokens_many) as f:
+        ntokens = sum(1 for line in f if line.strip())
+
+    def say(msg):
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    say("warming up")
+    wrk(args, "kv_get", args.tokens_many, 16, 2)
+    proxy, direct, yardstick, hot = {}, {}, {}, {}
+    for c in CONCURRENCY:
+        for op in OPERATIONS:
+            say(f"proxy {op} c={c}")
+            proxy[op, c] = wrk(args, op, args.tokens_many, c, args.seconds)
+            say(f"pgbench {op} c={c}")
+            script = ["-f", os.path.join(HERE, "pgbench", f"{op}.sql"), "-D", f"ntokens={ntokens}"]
+            direct[op, c] = pgbench(args, script, c, args.seconds, "echovalue", "echovalue_proxy")
+        say(f"pgbench -N c={c}")
+        yardstick[c] = pgbench(args, ["-N"], c, args.seconds, "pgb", "postgres")
+        say(f"proxy kv_get, one hot token, c={c}")
+        hot[c] = wrk(args, "kv_get", args.tokens_hot, c, args.seconds)
+    say(f"proxy memory at {MEMORY_CONNECTIONS} connections")
+    idle_kib, peak_kib, mem_run = memory_under_load(args, args.seconds)
+
+    lines = [
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+        f"{machine()}; {args.seconds} s per cell, clients and server on the same machine.",
+        "",
+        "| row | " + " | ".join(f"c={c} req/s | p50 ms | p99 ms" for c in CONCURRENCY) + " |",
+        "|---|" + "---:|" * (3 * len(CONCURRENCY)),
+    ]
+    for op in OPERATIONS:
+        lines.append(fmt_row(f"1. proxy {op}", [x for c in CONCURRENCY for x in measure_cells(proxy[op, c])]))
+        lines.append(fmt_row(f"2. pgbench {op}", [x for c in CONCURRENCY for x in measure_cells(direct[op, c])]))
+    lines.append(fmt_row("3. pgbench -N", [x for c in CONCURRENCY for x in measure_cells(yardstick[c])]))
+    lines.append(fmt_row("4. proxy kv_get, one hot token", [x for c in CONCURRENCY for x in measure_cells(hot[c])]))
+    lines += [
+        "",
+        "| ratio (target) | " + " | ".join(f"c={c}" for c in CONCURRENCY) + " |",
+        "|---|" + "---:|" * len(CONCURRENCY),
+    ]
+    for op in OPERATIONS:
+        lines.append(fmt_row(f"1÷2 {op} (≥ 0.9)",
+                             [f"{proxy[op, c][0] / direct[op, c][0]:.2f}" for c in CONCURRENCY]))
+    lines.append(fmt_row("2÷3 kv_get vs pgbench -N (≥ 1.0)",
+                         [f"{direct['kv_get', c][0] / yardstick[c][0]:.2f}" for c in CONCURRENCY]))
+    lines.append(fmt_row("hot ÷ many tokens, proxy kv_get (≥ 0.5)",
+                         [f"{hot[c][0] / proxy['kv_get', c][0]:.2f}" for c in CONCURRENCY]))
+    lines += [
+        "",
+        f"Proxy resident memory: {idle_kib / 1024:.1f} MiB before, peak {peak_kib / 1024:.1f} MiB "
+        f"during {MEMORY_CONNECTIONS} connections of KV get ({mem_run[0]:,.0f} req/s, "
+        f"p99 {mem_run[2]:.2f} ms); target < 64 MiB.",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

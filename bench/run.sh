@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The benchmark command: `bash bench/run.sh` (about 5 minutes on 2 cores).
+#
+# Builds release binaries, installs the extension (release) into the system Postgres 15, starts
+# a throwaway cluster and the proxy on loopback, fills them with benchmark wallets, then runs
+# bench/bench.py, which drives wrk (bench/wrk/api.lua) and pgbench (bench/pgbench/*.sql and the
+# built-in -N) and prints the results table. Everything is stopped and removed at the end.
+#
+# Settings (env): BENCH_SECONDS (per measurement, default 8), BENCH_OUT (also write the table
+# to this file), BENCH_POOL (proxy database connections, default 64), BENCH_KEEP_TMP=1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=tests/cluster.sh
+source "$ROOT/tests/cluster.sh"
+
+for tool in wrk "$EV_PG_BIN/pgbench" python3; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "bench: $tool is missing; run bash .ci/setup first" >&2
+        exit 1
+    fi
+done
+
+# The extension goes into the system directories that test runs share (see tests/run.sh).
+exec 9>/tmp/echovalue-install.lock
+if ! flock -n 9; then
+    echo "bench: waiting for /tmp/echovalue-install.lock (a test run is using the extension)" >&2
+    flock 9
+fi
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TMP=$(mktemp -d /tmp/echovalue-bench.XXXXXX)
+chmod 0755 "$TMP"
+PROXY_PID=
+
+cleanup() {
+    local rc=$?
+    if [ -n "$PROXY_PID" ]; then
+        kill -TERM "$PROXY_PID" 2>/dev/null || true
+        wait "$PROXY_PID" 2>/dev/null || true
+    fi
+    ev_cluster_stop
+    if [ "${BENCH_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
+        echo "bench: files kept in $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+    return "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "bench: building (release)"
+ev_install_extension --release >"$TMP/install.log" 2>&1 || {
+    tail -n 40 "$TMP/install.log"
+    exit 1
+}
+cargo build --release -q -p echovalue-proxy
+
+PORT=$(ev_free_port 55600)
+# The cluster's defaults are durable (fsync, synchronous_commit on); 9>&-: see tests/run.sh.
+EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue 9>&- >/dev/null 2>&1
+ev_psql postgres -c "alter system set max_connections = 200" -c "alter system set shared_buffers = '256MB'"
+ev_as_pg "$EV_PG_BIN/pg_ctl" -D "$EV_PGDATA" -m fast -w restart -l "$EV_PGLOG" >/dev/null 9>&-
+ev_db_prepare echovalue 2>/dev/null
+ev_psql postgres -c 'create database pgb'
+
+# 256 wallets with plenty of credits and a value at bench/k each; the first is the hot one.
+ev_psql echovalue <<'SQL'
+set echovalue.token_rate_seconds = 0;
+create schema bench;
+create table bench.tokens (n int primary key, token text not null);
+insert into bench.tokens
+select g - 1, (echovalue.token_new(client_addr => ('10.99.' || g / 256 || '.' || g % 256)::inet)).body
+  from generate_series(1, 256) g;
+update echovalue.wallets set balance = 1000000000000;
+select count(*) from bench.tokens t, echovalue.kv_set(token => t.token, grp => 'bench', key => 'k', value => 'v') o
+ where o.status = 200;
+grant usage on schema bench to echovalue_proxy;
+grant select on bench.tokens to echovalue_proxy;
+SQL
+ev_psql echovalue -tA -c 'select token from bench.tokens order by n' >"$TMP/tokens-many.txt"
+head -n 1 "$TMP/tokens-many.txt" >"$TMP/tokens-hot.txt"
+"$EV_PG_BIN/pgbench" -i -q -s 16 -h "$EV_CLUSTER_DIR" -p "$PORT" -U postgres pgb >"$TMP/pgbench-init.log" 2>&1
+ev_psql echovalue -c 'vacuum analyze' -c 'checkpoint'
+ev_psql pgb -c 'vacuum analyze' -c 'checkpoint'
+
+LISTEN="127.0.0.1:$(ev_free_port 0)"
+ECHOVALUE_LISTEN=$LISTEN ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-64} \
+    ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue" \
+    "$TARGET_DIR/release/echovalue-proxy" >"$TMP/proxy.log" 2>&1 9>&- &
+PROXY_PID=$!
+for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; then break; fi
+    sleep 0.1
+done
+
+python3 bench/bench.py \
+    --url "http://$LISTEN" --proxy-pid "$PROXY_PID" \
+    --pg-host "$EV_CLUSTER_DIR" --pg-port "$PORT" --pgbench "$EV_PG_BIN/pgbench" \
+    --tokens-many "$TMP/tokens-many.txt" --tokens-hot "$TMP/tokens-hot.txt" \
+    --seconds "${BENCH_SECONDS:-8}" --work "$TMP" ${BENCH_OUT:+--out "$BENCH_OUT"}
