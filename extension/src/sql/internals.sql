@@ -53,14 +53,16 @@ declare
     v_token bigint;
     v_root boolean;
     v_last_used timestamptz;
+    v_hash bytea;
 begin
     if p_token is null or not echovalue.token_format_ok(p_token) then
         return null;
     end if;
+    -- hashed once here, not per row if the planner ever scans
+    v_hash := pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
     select t.wallet_id, t.id, t.is_root, t.last_used into v_wallet, v_token, v_root, v_last_used
       from echovalue.tokens t
-     where t.hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'))
-       and t.revoked is null;
+     where t.hash = v_hash and t.revoked is null;
     if v_last_used is null or v_last_used < pg_catalog.now() - interval '1 minute' then
         -- SKIP LOCKED: a concurrent request of this token is already recording its use
         update echovalue.tokens t set last_used = pg_catalog.now()
