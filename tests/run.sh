@@ -4,7 +4,8 @@
 # Installs the extension (dev profile) into the system Postgres 15, starts a throwaway cluster
 # in a temp dir (own socket dir and port; the machine's default cluster is never touched), then
 # runs, continuing past failures so one run shows everything:
-#   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name)
+#   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name),
+#      and the upgrade path from every earlier version kept in sql/
 #   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / ECHOVALUE_TEST_PROXY_URL
 #   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
@@ -115,6 +116,45 @@ run_regress() {
     [ "$failed" -eq 0 ]
 }
 
+# --- 1b. the upgrade path --------------------------------------------------------------------
+# Each earlier version whose install script is kept in sql/ is created, given a wallet and
+# updated with ALTER EXTENSION; its catalog must then equal a fresh install's
+# (tests/upgrade/catalog.sql), and the old wallet must still work.
+run_upgrade() {
+    section "extension upgrade"
+    local ext_dir base version passed=0 failed=0 token
+    ext_dir="$("$EV_PG_CONFIG" --sharedir)/extension"
+    ev_psql postgres -c 'drop database if exists ev_up_fresh' -c 'create database ev_up_fresh'
+    ev_psql ev_up_fresh -c 'create extension echovalue'
+    ev_psql ev_up_fresh -f tests/upgrade/catalog.sql >"$TMP/upgrade-fresh.txt"
+    for base in sql/echovalue--*.sql; do
+        case $base in *--*--*) continue ;; esac # an upgrade script, not an install script
+        [ -e "$base" ] || continue
+        version=${base#sql/echovalue--}
+        version=${version%.sql}
+        # cargo pgrx installs the current version and the upgrade scripts, not old versions.
+        if ev_is_root; then install -m 0644 "$base" "$ext_dir/"; else sudo install -m 0644 "$base" "$ext_dir/"; fi
+        ev_psql postgres -c 'drop database if exists ev_up_old' -c 'create database ev_up_old'
+        ev_psql ev_up_old -c "create extension echovalue version '$version'"
+        token=$(ev_psql ev_up_old -tA -c "select body from echovalue.token_new(client_addr => '192.0.2.1')")
+        ev_psql ev_up_old -c 'alter extension echovalue update'
+        ev_psql ev_up_old -f tests/upgrade/catalog.sql >"$TMP/upgrade-$version.txt"
+        if diff -u "$TMP/upgrade-fresh.txt" "$TMP/upgrade-$version.txt" &&
+            [ "$(ev_psql ev_up_old -tA -v token="$token" \
+                -c "select status from echovalue.kv_set(token => :'token', grp => 'g', key => 'k', value => 'v')")" = 200 ]; then
+            echo "upgrade from $version ... ok"
+            passed=$((passed + 1))
+        else
+            echo "upgrade from $version ... FAILED (the catalog differs from a fresh install, or the old wallet broke)"
+            failed=$((failed + 1))
+        fi
+    done
+    total_passed=$((total_passed + passed))
+    total_failed=$((total_failed + failed))
+    echo "upgrade: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
 # --- 2. cargo tests --------------------------------------------------------------------------
 run_cargo_tests() {
     section "cargo test --workspace"
@@ -195,6 +235,7 @@ run_seeds() {
 }
 
 run_regress || failed_parts+=(sql)
+run_upgrade || failed_parts+=(upgrade)
 run_cargo_tests || failed_parts+=(cargo)
 run_seeds || failed_parts+=(seeds)
 
