@@ -14,6 +14,7 @@ pub enum Route {
     TokenLogs,
     Recharge,
     Kv,
+    Webhook,
     Root,
     Logs,
     LegacyKv,
@@ -29,6 +30,7 @@ impl Route {
             Route::TokenLogs => "/token/logs",
             Route::Recharge => "/recharge",
             Route::Kv => "/kv/{group}/{key}",
+            Route::Webhook => "/webhook",
             Route::Root => "/",
             Route::Logs => "/logs",
             Route::LegacyKv => "/{group}/{key}",
@@ -42,7 +44,7 @@ impl Route {
     pub fn allow(self) -> &'static str {
         match self {
             Route::Token | Route::Root => "GET, POST, OPTIONS",
-            Route::Kv | Route::LegacyKv => "GET, POST, DELETE, OPTIONS",
+            Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
             Route::TokenLogs | Route::Recharge | Route::Logs => "GET, OPTIONS",
             Route::Healthz | Route::Metrics => "GET",
             Route::Unknown => "",
@@ -55,6 +57,7 @@ impl Route {
             Route::Kv | Route::LegacyKv => Some("kv_get"),
             Route::Token | Route::TokenLogs | Route::Root | Route::Logs => Some("wallet_get"),
             Route::Recharge => Some("recharge_link"),
+            Route::Webhook => Some("webhook_get"),
             Route::Healthz | Route::Metrics | Route::Unknown => None,
         }
     }
@@ -80,6 +83,10 @@ pub enum Operation {
     KvSet(Name),
     KvGet(Name),
     KvDelete(Name),
+    /// `POST /webhook`: the JSON body is validated in SQL.
+    WebhookSet,
+    WebhookGet,
+    WebhookDelete,
     /// A kv path whose decoded group or key is not UTF-8; charged as `operation`.
     BadName {
         operation: &'static str,
@@ -109,6 +116,9 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::GET, Route::TokenLogs | Route::Logs) => Operation::LogsGet,
         (&Method::GET, Route::Healthz) => Operation::Healthz,
         (&Method::GET, Route::Metrics) => Operation::Metrics,
+        (&Method::POST, Route::Webhook) => Operation::WebhookSet,
+        (&Method::GET, Route::Webhook) => Operation::WebhookGet,
+        (&Method::DELETE, Route::Webhook) => Operation::WebhookDelete,
 
         (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
         (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
@@ -133,6 +143,7 @@ fn route_of(path: &str) -> Route {
         ["token"] => Route::Token,
         ["token", "logs"] => Route::TokenLogs,
         ["recharge"] => Route::Recharge,
+        ["webhook"] => Route::Webhook,
         ["logs"] => Route::Logs,
         ["healthz"] => Route::Healthz,
         ["metrics"] => Route::Metrics,
@@ -202,6 +213,15 @@ mod tests {
         );
         assert_eq!(op(Method::GET, "/healthz"), Operation::Healthz);
         assert_eq!(op(Method::GET, "/metrics"), Operation::Metrics);
+        assert_eq!(
+            resolve(&Method::POST, "/webhook"),
+            (Route::Webhook, Operation::WebhookSet)
+        );
+        assert_eq!(op(Method::GET, "/webhook"), Operation::WebhookGet);
+        assert_eq!(op(Method::DELETE, "/webhook"), Operation::WebhookDelete);
+        assert_eq!(op(Method::PUT, "/webhook"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::GET, "/webhook/"), Operation::NotFound);
+        assert_eq!(Route::Webhook.refuse_operation(), Some("webhook_get"));
     }
 
     #[test]

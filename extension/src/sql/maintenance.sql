@@ -2,8 +2,9 @@
 -- table lock and never waits for a request. The background worker calls it repeatedly while
 -- batches come back full; anyone granted may call it too.
 
--- One batch per table: expired keys, expired logs, stale rate-limit rows, and wallets unused
--- for echovalue.inactive_days with all their data. Returns the rows deleted per table.
+-- One batch per table: expired keys, expired logs, stale rate-limit rows, attachments older
+-- than echovalue.attachment_retention_hours, and wallets unused for echovalue.inactive_days
+-- with all their data. Returns the rows deleted per table.
 create function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -12,6 +13,7 @@ declare
     v_kv bigint;
     v_logs bigint;
     v_rate bigint;
+    v_attachments bigint;
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
@@ -38,6 +40,14 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_rate = row_count;
 
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
     -- Requests lock their token, then their wallet. Here the wallets are locked first, so a
     -- token a request already holds is only tried with SKIP LOCKED and its wallet is left for
     -- a later run: maintenance never waits for a request, so the two cannot deadlock.
@@ -57,6 +67,7 @@ begin
     get diagnostics v_wallets = row_count;
 
     return pg_catalog.jsonb_build_object(
-        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'wallets', v_wallets);
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'attachments', v_attachments,
+        'wallets', v_wallets);
 end;
 $$;
