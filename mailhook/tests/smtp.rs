@@ -574,3 +574,46 @@ async fn idle_sessions_time_out_and_a_dead_database_means_451() -> Result<()> {
     assert!(r.starts_with("451 4.3.0"), "{r}");
     Ok(())
 }
+
+#[tokio::test]
+async fn session_and_command_limits_then_graceful_shutdown() -> Result<()> {
+    let mut hook = Mailhook::start_with(&[
+        ("ECHOVALUE_SMTP_MAX_SESSIONS", "2"),
+        ("ECHOVALUE_SMTP_MAX_COMMANDS", "3"),
+        ("ECHOVALUE_SHUTDOWN_GRACE_SECS", "5"),
+    ])
+    .await?;
+    let mut a = Raw::connect(&hook).await?;
+    let mut b = Raw::connect(&hook).await?;
+    // A third concurrent session is turned away.
+    let (rd, _wr) = TcpStream::connect(hook.addr).await?.into_split();
+    let mut third = String::new();
+    BufReader::new(rd).read_line(&mut third).await?;
+    assert!(third.starts_with("421 4.3.2"), "{third}");
+
+    for _ in 0..3 {
+        assert_eq!(code(&a.cmd("NOOP").await?), "250");
+    }
+    let r = a.cmd("NOOP").await?;
+    assert!(r.starts_with("421 4.7.0"), "{r}");
+
+    // SIGTERM: open sessions are told 421 at once, and the process exits 0.
+    assert_eq!(code(&b.cmd("NOOP").await?), "250");
+    let pid = hook.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+    assert!(status.success());
+    let r = b.reply().await?;
+    assert!(r.starts_with("421 4.3.2"), "{r}");
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(s) = hook.child.try_wait()? {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("the mailhook did not exit after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    Ok(())
+}
