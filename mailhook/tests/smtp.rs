@@ -502,6 +502,37 @@ async fn protocol_edges_over_raw_tcp() -> Result<()> {
     Ok(())
 }
 
+/// One whole SMTP conversation in one write per phase; the reply to the end of DATA.
+async fn send_one(addr: SocketAddr, i: usize, to: String) -> Result<String> {
+    let (rd, mut wr) = TcpStream::connect(addr).await?.into_split();
+    let mut rd = BufReader::new(rd);
+    wr.write_all(
+        format!("EHLO c{i}\r\nMAIL FROM:<s{i}@example.com>\r\nRCPT TO:<{to}>\r\nDATA\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    // greeting, EHLO (multi-line), MAIL, RCPT, then 354 (or a refusal of RCPT and DATA)
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if rd.read_line(&mut line).await? == 0 {
+            bail!("closed early: {seen}");
+        }
+        if line.starts_with("354 ") {
+            break;
+        }
+        if line.starts_with("554 ") || line.starts_with("503 ") {
+            return Ok(seen);
+        }
+        seen.push_str(&line);
+    }
+    wr.write_all(format!("Subject: n{i}\r\n\r\nbody {i}\r\n.\r\nQUIT\r\n").as_bytes())
+        .await?;
+    let mut line = String::new();
+    rd.read_line(&mut line).await?;
+    Ok(line)
+}
+
 #[tokio::test]
 async fn many_concurrent_sessions_each_store_once() -> Result<()> {
     let admin = Admin::connect().await?;
@@ -509,35 +540,9 @@ async fn many_concurrent_sessions_each_store_once() -> Result<()> {
     let (w, email) = wallet_with_webhook(&admin).await?;
     let before = admin.balance(&w).await?;
     const SESSIONS: usize = 50;
-    let mut tasks = Vec::new();
-    for i in 0..SESSIONS {
-        let (addr, email) = (hook.addr, email.clone());
-        tasks.push(tokio::spawn(async move {
-            let (rd, mut wr) = TcpStream::connect(addr).await?.into_split();
-            let mut rd = BufReader::new(rd);
-            wr.write_all(
-                format!(
-                    "EHLO c{i}\r\nMAIL FROM:<s{i}@example.com>\r\nRCPT TO:<{email}>\r\nDATA\r\n"
-                )
-                .as_bytes(),
-            )
-            .await?;
-            let mut seen = String::new();
-            // greeting, EHLO (multi-line), MAIL, RCPT, DATA
-            while !seen.contains("\r\n354 ") && !seen.starts_with("354 ") {
-                let mut line = String::new();
-                if rd.read_line(&mut line).await? == 0 {
-                    bail!("closed early: {seen}");
-                }
-                seen.push_str(&line);
-            }
-            wr.write_all(format!("Subject: n{i}\r\n\r\nbody {i}\r\n.\r\nQUIT\r\n").as_bytes())
-                .await?;
-            let mut line = String::new();
-            rd.read_line(&mut line).await?;
-            anyhow::Ok(line)
-        }));
-    }
+    let tasks: Vec<_> = (0..SESSIONS)
+        .map(|i| tokio::spawn(send_one(hook.addr, i, email.clone())))
+        .collect();
     for t in tasks {
         let line = t.await??;
         assert!(line.starts_with("250 2.0.0 queued"), "{line}");
@@ -549,6 +554,32 @@ async fn many_concurrent_sessions_each_store_once() -> Result<()> {
     subjects.sort();
     subjects.dedup();
     assert_eq!(subjects.len(), SESSIONS);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_mail_never_overspends_a_wallet() -> Result<()> {
+    let admin = Admin::connect().await?;
+    let hook = Mailhook::start().await?;
+    let (w, email) = wallet_with_webhook(&admin).await?;
+    admin.set_balance(&w, 10).await?;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| tokio::spawn(send_one(hook.addr, i, email.clone())))
+        .collect();
+    let (mut stored, mut deferred) = (0, 0);
+    for t in tasks {
+        let reply = t.await??;
+        if reply.starts_with("250 ") {
+            stored += 1;
+        } else if reply.contains("452 4.2.2") {
+            deferred += 1;
+        } else {
+            bail!("unexpected reply {reply:?}");
+        }
+    }
+    assert_eq!((stored, deferred), (10, 30));
+    assert_eq!(admin.messages(&w).await?.len(), 10);
+    assert_eq!(admin.balance(&w).await?, 0);
     Ok(())
 }
 
