@@ -336,7 +336,8 @@ declare
     v_mailbox echovalue.mailboxes;
     v_hash text;
     v_hook echovalue.webhooks;
-    v_body json;
+    v_email text;
+    v_body text;
 begin
     if v_wallet is null then
         return echovalue._unauthorized();
@@ -347,23 +348,20 @@ begin
         return echovalue._insufficient(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path);
     end if;
     v_mailbox := echovalue._mailbox_ensure(v_wallet);
-    select w.hash into v_hash from echovalue.wallets w where w.id = v_wallet;
+    v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
+    select echovalue._json_str(w.hash) into v_hash from echovalue.wallets w where w.id = v_wallet;
     select * into v_hook from echovalue.webhooks h where h.wallet_id = v_wallet;
     if found then
-        v_body := pg_catalog.json_build_object(
-            'webhook', v_hook.url,
-            'headers', coalesce((select pg_catalog.json_object_agg(e.key, '<redacted>' order by e.key)
-                                   from pg_catalog.jsonb_each(v_hook.headers) e), '{}'::json),
-            'email', echovalue._mailbox_address(v_mailbox.mailbox),
-            'hash', v_hash,
-            'secret', v_mailbox.secret);
+        v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s}',
+            echovalue._json_str(v_hook.url),
+            (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
+               from pg_catalog.jsonb_object_keys(v_hook.headers) e(key)),
+            v_email, v_hash, echovalue._json_str(v_mailbox.secret));
     else
-        v_body := pg_catalog.json_build_object(
-            'email', echovalue._mailbox_address(v_mailbox.mailbox),
-            'hash', v_hash);
+        v_body := pg_catalog.format('{"email":%s,"hash":%s}', v_email, v_hash);
     end if;
     return echovalue._finish(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path,
-                             200, v_body::text, v_cost, v_balance, 'application/json');
+                             200, v_body, v_cost, v_balance, 'application/json');
 end;
 $$;
 
