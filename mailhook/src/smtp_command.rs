@@ -317,6 +317,56 @@ mod tests {
     }
 
     #[test]
+    fn random_lines_never_panic() {
+        // A tiny deterministic fuzzer: lines glued from protocol fragments and odd bytes.
+        const PIECES: &[&[u8]] = &[
+            b"MAIL",
+            b"RCPT",
+            b"EHLO",
+            b"DATA",
+            b"FROM:",
+            b"TO:",
+            b"<",
+            b">",
+            b"@",
+            b":",
+            b",",
+            b" ",
+            b"=",
+            b"SIZE",
+            b"BODY",
+            b"8BITMIME",
+            b"a",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\x00",
+            b"\r",
+            b"\n",
+            b"\t",
+            b"99999999999999999999999",
+            b"-1",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50_000 {
+            let len = (next() % 12) as usize;
+            let mut line = Vec::new();
+            for _ in 0..len {
+                line.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            match parse(&line) {
+                Ok(_) => {}
+                Err(r) => assert!((500..=555).contains(&r.code), "{line:?} -> {r:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn replies() {
         assert_eq!(Reply::new(250, "2.0.0 ok").to_wire(), "250 2.0.0 ok\r\n");
         let multi = Reply {
