@@ -6,7 +6,8 @@
 # runs, continuing past failures so one run shows everything:
 #   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name),
 #      and the upgrade path from every earlier version kept in sql/
-#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / ECHOVALUE_TEST_PROXY_URL
+#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL (the
+#      SMTP tests run the real mailhook binary with swaks and Python smtplib)
 #   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
@@ -67,6 +68,7 @@ EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue 9>&-
 ev_db_prepare echovalue
 ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/echovalue"
 PROXY_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue"
+MAILHOOK_URL="postgresql://echovalue_mailhook@127.0.0.1:$PORT/echovalue"
 
 # --- 1. SQL suites ---------------------------------------------------------------------------
 run_regress() {
@@ -160,6 +162,7 @@ run_cargo_tests() {
     section "cargo test --workspace"
     local rc=0
     ECHOVALUE_TEST_ADMIN_URL=$ADMIN_URL ECHOVALUE_TEST_PROXY_URL=$PROXY_URL \
+        ECHOVALUE_TEST_MAILHOOK_URL=$MAILHOOK_URL \
         PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
         cargo test --workspace 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
     local p f

@@ -22,6 +22,13 @@ pub static MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static REVOKED_TOKEN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static CALLER_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static LIMIT_REFUSAL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WEBHOOK_MAX_URL_CHARS: GucSetting<i32> = GucSetting::<i32>::new(2048);
+pub static WEBHOOK_MAX_HEADERS: GucSetting<i32> = GucSetting::<i32>::new(20);
+pub static WEBHOOK_MAX_HEADER_VALUE_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static WEBHOOK_ALLOW_INSECURE: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static MAIL_DOMAIN: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"localhost"));
+pub static ATTACHMENT_RETENTION_HOURS: GucSetting<i32> = GucSetting::<i32>::new(48);
 pub static MAINTENANCE_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
@@ -152,10 +159,69 @@ pub fn init() {
         c"Internal: the spending-limit refusal of the last charge, as JSON.",
         &LIMIT_REFUSAL,
     );
+    webhook_and_mail();
 }
 
 fn internal(name: &'static CStr, why: &'static CStr, s: &'static GucSetting<Option<CString>>) {
     GucRegistry::define_string_guc(name, why, c"", s, GucContext::Suset, GucFlags::NO_SHOW_ALL);
+}
+
+/// Settings of Mail2Webhook: webhook configuration bounds, the inbound mail domain and the
+/// attachment retention.
+fn webhook_and_mail() {
+    // Browsers and servers commonly cap URLs near 2 KiB; longer ones are abuse, not webhooks.
+    int(
+        c"echovalue.webhook_max_url_chars",
+        c"Maximum characters of a webhook URL.",
+        &WEBHOOK_MAX_URL_CHARS,
+        16,
+        65_536,
+    );
+    // Custom headers are for an auth header or two; each one is sent with every delivery.
+    int(
+        c"echovalue.webhook_max_headers",
+        c"Maximum number of custom headers of a webhook.",
+        &WEBHOOK_MAX_HEADERS,
+        0,
+        100,
+    );
+    // Bounds what every delivery carries; a bearer token or API key fits easily.
+    int(
+        c"echovalue.webhook_max_header_value_chars",
+        c"Maximum characters of one custom webhook header value.",
+        &WEBHOOK_MAX_HEADER_VALUE_CHARS,
+        1,
+        8192,
+    );
+    // Off in production: webhooks must be HTTPS on a public address. Test set-ups turn it on
+    // to deliver to a receiver on this machine; superuser-only so no API caller can flip it.
+    GucRegistry::define_bool_guc(
+        c"echovalue.webhook_allow_insecure",
+        c"Allow plain http and loopback webhook URLs (local testing only).",
+        c"",
+        &WEBHOOK_ALLOW_INSECURE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // The domain of every wallet's inbound address (<mailbox>@<domain>); RCPT checks compare
+    // against it, so it must be the domain whose MX points at the mailhook.
+    GucRegistry::define_string_guc(
+        c"echovalue.mail_domain",
+        c"Domain of the inbound Mail2Webhook addresses.",
+        c"",
+        &MAIL_DOMAIN,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // Attachments are downloaded by the webhook receiver soon after delivery; keeping them
+    // longer than the retry window only costs space.
+    int(
+        c"echovalue.attachment_retention_hours",
+        c"Hours a received attachment is kept before maintenance purges it.",
+        &ATTACHMENT_RETENTION_HOURS,
+        1,
+        87_600,
+    );
 }
 
 /// Settings of the background worker; only definable while preloading.

@@ -4,13 +4,15 @@
 //!
 //! Layout: the business rules are plpgsql in `src/sql/*.sql`, pulled into the install script
 //! by [`extension_sql_file!`] in dependency order (tables first, grants last). Rust holds only
-//! what SQL cannot do well: the token format with its checksum (`token.rs`), the settings
+//! what SQL cannot do well: the token format with its checksum (`token.rs`), random bytes for
+//! secrets (`random.rs`), the settings
 //! (`gucs.rs`, registered when the library loads) and the maintenance background worker
 //! (`worker.rs`, registered only when the library is in `shared_preload_libraries`).
 
 use pgrx::prelude::*;
 
 mod gucs;
+mod random;
 mod token;
 mod worker;
 
@@ -53,9 +55,19 @@ extension_sql_file!(
     requires = ["internals"]
 );
 extension_sql_file!(
+    "sql/webhook.sql",
+    name = "webhook_api",
+    requires = ["internals"]
+);
+extension_sql_file!(
+    "sql/mail.sql",
+    name = "mail_api",
+    requires = ["webhook_api"]
+);
+extension_sql_file!(
     "sql/maintenance.sql",
     name = "maintenance_api",
-    requires = ["internals"]
+    requires = ["internals", "mail_api"]
 );
 extension_sql_file!("sql/grants.sql", name = "grants", finalize);
 

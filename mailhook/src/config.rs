@@ -1,12 +1,14 @@
 //! Process settings of the mailhook, read from flags and `ECHOVALUE_*` environment variables.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 
-/// Settings of the mailhook worker. Only the database URL exists yet; the SMTP and delivery
-/// settings arrive with the Mail2Webhook work.
-#[derive(Debug, Parser)]
+/// Settings of the mailhook worker: the database and the SMTP receiver. Delivery settings
+/// arrive with the delivery work.
+#[derive(Debug, Clone, Parser)]
 #[command(name = "echovalue-mailhook", version, about)]
 pub struct Config {
     /// libpq connection string or URL of the echovalue database.
@@ -17,6 +19,46 @@ pub struct Config {
         hide_env_values = true
     )]
     pub database_url: String,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "ECHOVALUE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+
+    /// Seconds to wait for a database connection before answering 451.
+    #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_timeout_secs: u64,
+
+    /// Address the SMTP receiver listens on.
+    #[arg(long, env = "ECHOVALUE_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
+    pub smtp_listen: SocketAddr,
+
+    /// Host name in the SMTP greeting and EHLO reply.
+    #[arg(long, env = "ECHOVALUE_SMTP_HOSTNAME", default_value = "localhost")]
+    pub smtp_hostname: String,
+
+    /// Largest message accepted (bytes of DATA after dot-unstuffing); above it, 552.
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub smtp_max_bytes: usize,
+
+    /// Longest line of message text accepted (bytes, CRLF included); a longer one fails the message with 552.
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_LINE_BYTES", default_value_t = 64 * 1024)]
+    pub smtp_max_line_bytes: usize,
+
+    /// Commands one session may send before it is closed with 421.
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_COMMANDS", default_value_t = 1000)]
+    pub smtp_max_commands: usize,
+
+    /// Sessions served at once; more connections get 421 and are closed.
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_SESSIONS", default_value_t = 1000)]
+    pub smtp_max_sessions: usize,
+
+    /// Seconds the client has to send each command or line of message text (RFC 5321 suggests 300).
+    #[arg(long, env = "ECHOVALUE_SMTP_TIMEOUT_SECS", default_value_t = 300)]
+    pub smtp_timeout_secs: u64,
+
+    /// On SIGTERM, seconds open sessions may take to finish before the process exits.
+    #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
 
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
@@ -30,7 +72,39 @@ impl fmt::Display for Config {
             f,
             "ECHOVALUE_DATABASE_URL={}",
             redact_password(&self.database_url)
+        )?;
+        writeln!(f, "ECHOVALUE_DB_POOL_SIZE={}", self.db_pool_size)?;
+        writeln!(f, "ECHOVALUE_DB_TIMEOUT_SECS={}", self.db_timeout_secs)?;
+        writeln!(f, "ECHOVALUE_SMTP_LISTEN={}", self.smtp_listen)?;
+        writeln!(f, "ECHOVALUE_SMTP_HOSTNAME={}", self.smtp_hostname)?;
+        writeln!(f, "ECHOVALUE_SMTP_MAX_BYTES={}", self.smtp_max_bytes)?;
+        writeln!(
+            f,
+            "ECHOVALUE_SMTP_MAX_LINE_BYTES={}",
+            self.smtp_max_line_bytes
+        )?;
+        writeln!(f, "ECHOVALUE_SMTP_MAX_COMMANDS={}", self.smtp_max_commands)?;
+        writeln!(f, "ECHOVALUE_SMTP_MAX_SESSIONS={}", self.smtp_max_sessions)?;
+        writeln!(f, "ECHOVALUE_SMTP_TIMEOUT_SECS={}", self.smtp_timeout_secs)?;
+        writeln!(
+            f,
+            "ECHOVALUE_SHUTDOWN_GRACE_SECS={}",
+            self.shutdown_grace_secs
         )
+    }
+}
+
+impl Config {
+    /// The SMTP receiver's limits, with zero values raised to the smallest that work.
+    pub fn smtp_limits(&self) -> crate::smtp::Limits {
+        crate::smtp::Limits {
+            hostname: self.smtp_hostname.clone(),
+            max_bytes: self.smtp_max_bytes.max(1),
+            max_line_bytes: self.smtp_max_line_bytes.max(80),
+            max_commands: self.smtp_max_commands.max(1),
+            max_sessions: self.smtp_max_sessions.max(1),
+            timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
+        }
     }
 }
 

@@ -1,18 +1,24 @@
-//! `echovalue-mailhook`: the Mail2Webhook worker, a placeholder for now.
+//! `echovalue-mailhook`: the Mail2Webhook worker.
 //!
-//! Email reception (SMTP), webhook delivery and recharge processing are not implemented yet
-//! (a later issue). Until then this binary exists so the service layout, `.ci/serve` and
-//! deployments already have their final shape: it reads its configuration (`config.rs`:
-//! flags and env, `--print-config`), logs that email is not available, and waits for
-//! SIGTERM or SIGINT, then exits 0.
+//! Now: the SMTP receiver. `smtp_command.rs` is the pure command parser, `smtp.rs` the
+//! sessions, `message.rs` turns raw mail into the payload fields with mail-parser, `store.rs`
+//! makes the two SQL calls (recipient check, receive), `config.rs` holds every setting.
+//! Webhook delivery is not built yet: received mail waits in the delivery queue in Postgres.
+//! SIGTERM or SIGINT stops accepting, lets open sessions finish (bounded), and exits 0.
 
 mod config;
+mod message;
+mod smtp;
+mod smtp_command;
+mod store;
+
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     if config.print_config {
@@ -25,15 +31,26 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    tracing::warn!(
-        "email (Mail2Webhook) is not implemented yet; this worker only waits for a stop signal"
-    );
+    let store = store::Store::new(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_secs(config.db_timeout_secs.max(1)),
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.smtp_listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "smtp receiver listening");
+    tracing::warn!("webhook delivery is not implemented yet; received mail stays queued");
 
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, exiting"),
-        _ = int.recv() => tracing::info!("SIGINT received, exiting"),
-    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+        }
+        let _ = stop.send(true);
+    });
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    smtp::serve(listener, config.smtp_limits(), store, stopped, grace).await;
     Ok(())
 }

@@ -59,6 +59,16 @@ pub enum Call<'a> {
         group: &'a str,
         key: &'a str,
     },
+    WebhookSet {
+        token: &'a str,
+        body: &'a str,
+    },
+    WebhookGet {
+        token: &'a str,
+    },
+    WebhookDelete {
+        token: &'a str,
+    },
     /// A request the proxy refused itself after seeing a well-formed token.
     Refuse {
         token: &'a str,
@@ -134,6 +144,18 @@ impl Call<'_> {
             Call::KvDelete { token, group, key } => (
                 outcome_sql!("kv_delete(token => $1, grp => $2, key => $3, http_method => $4, http_path => $5)"),
                 vec![token, group, key, method, path],
+            ),
+            Call::WebhookSet { token, body } => (
+                outcome_sql!("webhook_set(token => $1, body => $2, http_method => $3, http_path => $4)"),
+                vec![token, body, method, path],
+            ),
+            Call::WebhookGet { token } => (
+                outcome_sql!("webhook_get(token => $1, http_method => $2, http_path => $3)"),
+                vec![token, method, path],
+            ),
+            Call::WebhookDelete { token } => (
+                outcome_sql!("webhook_delete(token => $1, http_method => $2, http_path => $3)"),
+                vec![token, method, path],
             ),
             Call::Refuse { token, operation, status, error } => (
                 outcome_sql!("request_refuse(token => $1, operation => $2, status => $3, error => $4, http_method => $5, http_path => $6)"),
@@ -265,6 +287,12 @@ mod tests {
                 token: "t",
                 key_id: "k",
             },
+            Call::WebhookSet {
+                token: "t",
+                body: "{}",
+            },
+            Call::WebhookGet { token: "t" },
+            Call::WebhookDelete { token: "t" },
             Call::Refuse {
                 token: "t",
                 operation: "kv_get",

@@ -22,6 +22,7 @@ use crate::routes::{self, Name, Operation, Route};
 use crate::{cors, token};
 
 const VALUE_NOT_UTF8: &str = "Bad Request: value is not UTF-8";
+const BODY_NOT_UTF8: &str = "Bad Request: body must be a JSON object";
 const NAME_NOT_UTF8: &str = "Bad Request: group and key must be UTF-8 after percent-decoding";
 const TOKEN_FORM: &str = "Bad Request: body must be token=new";
 const LEGACY_FORM: &str = "Bad Request: body must be token=new or token=recharge";
@@ -214,6 +215,26 @@ where
                         }
                         Err(_) => {
                             ctx.refuse(token, "kv_set", StatusCode::BAD_REQUEST, VALUE_NOT_UTF8)
+                                .await
+                        }
+                    }
+                }
+                Operation::WebhookGet => ctx.run(&Call::WebhookGet { token }).await,
+                Operation::WebhookDelete => ctx.run(&Call::WebhookDelete { token }).await,
+                Operation::WebhookSet => {
+                    let body = match read_body(body, &state.config).await {
+                        Ok(b) => b,
+                        Err(reply) => return reply,
+                    };
+                    // JSON is UTF-8 (RFC 8259), and a raw NUL is neither JSON nor storable
+                    // text, so both get the bad-JSON error without reaching SQL as text.
+                    match std::str::from_utf8(&body)
+                        .ok()
+                        .filter(|b| !b.contains('\0'))
+                    {
+                        Some(body) => ctx.run(&Call::WebhookSet { token, body }).await,
+                        None => {
+                            ctx.refuse(token, "webhook_set", StatusCode::BAD_REQUEST, BODY_NOT_UTF8)
                                 .await
                         }
                     }

@@ -16,6 +16,7 @@ pub enum Route {
     TokenKey,
     Recharge,
     Kv,
+    Webhook,
     Root,
     Logs,
     LegacyKv,
@@ -33,6 +34,7 @@ impl Route {
             Route::TokenKey => "/token/keys/{id}",
             Route::Recharge => "/recharge",
             Route::Kv => "/kv/{group}/{key}",
+            Route::Webhook => "/webhook",
             Route::Root => "/",
             Route::Logs => "/logs",
             Route::LegacyKv => "/{group}/{key}",
@@ -47,7 +49,7 @@ impl Route {
         match self {
             Route::Token | Route::Root | Route::TokenKeys => "GET, POST, OPTIONS",
             Route::TokenKey => "DELETE, OPTIONS",
-            Route::Kv | Route::LegacyKv => "GET, POST, DELETE, OPTIONS",
+            Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
             Route::TokenLogs | Route::Recharge | Route::Logs => "GET, OPTIONS",
             Route::Healthz | Route::Metrics => "GET",
             Route::Unknown => "",
@@ -62,6 +64,7 @@ impl Route {
             Route::Recharge => Some("recharge_link"),
             Route::TokenKeys => Some("token_key_list"),
             Route::TokenKey => Some("token_key_revoke"),
+            Route::Webhook => Some("webhook_get"),
             Route::Healthz | Route::Metrics | Route::Unknown => None,
         }
     }
@@ -92,6 +95,10 @@ pub enum Operation {
     KvSet(Name),
     KvGet(Name),
     KvDelete(Name),
+    /// `POST /webhook`: the JSON body is validated in SQL.
+    WebhookSet,
+    WebhookGet,
+    WebhookDelete,
     /// A kv path whose decoded group or key is not UTF-8; charged as `operation`.
     BadName {
         operation: &'static str,
@@ -126,6 +133,9 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::DELETE, Route::TokenKey) => {
             Operation::TokenKeyRevoke(path.rsplit('/').next().and_then(decode))
         }
+        (&Method::POST, Route::Webhook) => Operation::WebhookSet,
+        (&Method::GET, Route::Webhook) => Operation::WebhookGet,
+        (&Method::DELETE, Route::Webhook) => Operation::WebhookDelete,
 
         (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
         (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
@@ -152,6 +162,7 @@ fn route_of(path: &str) -> Route {
         ["token", "keys"] => Route::TokenKeys,
         ["token", "keys", id] if !id.is_empty() => Route::TokenKey,
         ["recharge"] => Route::Recharge,
+        ["webhook"] => Route::Webhook,
         ["logs"] => Route::Logs,
         ["healthz"] => Route::Healthz,
         ["metrics"] => Route::Metrics,
@@ -221,6 +232,15 @@ mod tests {
         );
         assert_eq!(op(Method::GET, "/healthz"), Operation::Healthz);
         assert_eq!(op(Method::GET, "/metrics"), Operation::Metrics);
+        assert_eq!(
+            resolve(&Method::POST, "/webhook"),
+            (Route::Webhook, Operation::WebhookSet)
+        );
+        assert_eq!(op(Method::GET, "/webhook"), Operation::WebhookGet);
+        assert_eq!(op(Method::DELETE, "/webhook"), Operation::WebhookDelete);
+        assert_eq!(op(Method::PUT, "/webhook"), Operation::MethodNotAllowed);
+        assert_eq!(op(Method::GET, "/webhook/"), Operation::NotFound);
+        assert_eq!(Route::Webhook.refuse_operation(), Some("webhook_get"));
     }
 
     #[test]

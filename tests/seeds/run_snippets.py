@@ -285,7 +285,48 @@ def check_headers(run: Run, ctx: dict) -> str | None:
     return None
 
 
+def webhook_fields(data, ctx: dict) -> str | None:
+    """GET /webhook after the seed's configure call: redacted headers, address, hash, secret."""
+    if not isinstance(data, dict):
+        return f"got {data!r}, not an object"
+    if data.get("webhook") != "https://yourdomain.com/webhook":
+        return f"webhook {data.get('webhook')!r}, expected the configured URL"
+    if data.get("headers") != {"Authorization": "<redacted>"}:
+        return f"headers {data.get('headers')!r}, expected the values redacted"
+    email = str(data.get("email", ""))
+    if not re.match(r"^[0-9a-z]+@[0-9a-z.-]+$", email) or ctx["token"] in email:
+        return f"email {email!r} is not an opaque mailbox address"
+    if data.get("hash") != hashlib.sha256(ctx["token"].encode()).hexdigest():
+        return "hash is not the SHA-256 of the token"
+    if not str(data.get("secret", "")).startswith("whsec_"):
+        return f"secret {str(data.get('secret'))[:10]!r}… is not a whsec_ signing secret"
+    return None
+
+
+def check_webhook_py(run: Run, ctx: dict) -> str | None:
+    try:
+        data = ast.literal_eval(run.stdout.strip())
+    except (ValueError, SyntaxError):
+        return f"printed {run.stdout.strip()[:200]!r}, not a dict"
+    return webhook_fields(data, ctx)
+
+
+def check_webhook_js(run: Run, ctx: dict) -> str | None:
+    out = run.stdout
+    fields = {
+        k: re.search(p, out)
+        for k, p in (("webhook", r"webhook: '([^']+)'"), ("auth", r"Authorization: '([^']+)'"),
+                     ("email", r"email: '([^']+)'"), ("hash", r"hash: '([^']+)'"), ("secret", r"secret: '([^']+)'"))
+    }
+    if not all(fields.values()):
+        return f"printed {out.strip()[:300]!r}, missing webhook/headers/email/hash/secret"
+    data = {k: v.group(1) for k, v in fields.items()}
+    data["headers"] = {"Authorization": data.pop("auth")}
+    return webhook_fields(data, ctx)
+
+
 KV = "https://api.echovalue.dev/kv/default/mykey"
+HOOK = "https://api.echovalue.dev/webhook"
 
 
 def cases() -> list[Case]:
@@ -310,6 +351,13 @@ def cases() -> list[Case]:
                  "params={'n': 5}" if py else "token/logs?n=5", [200], check_logs_py if py else check_logs_js),
             Case(f"002 {lang} response headers (deleted key)", "002", "Response Headers", lang,
                  "headers.get('x-cost')" if py else "headers.get('x-cost')", [404], check_headers),
+            Case(f"002 {lang} webhook configure", "002", "Mail2Webhook Service", lang,
+                 f"{tm}post('{HOOK}'" if py else "JSON.stringify({", [200], check_empty),
+            Case(f"002 {lang} webhook get", "002", "Mail2Webhook Service", lang,
+                 "print(response.json())" if py else ".then(data => console.log(data))", [200],
+                 check_webhook_py if py else check_webhook_js),
+            Case(f"002 {lang} webhook delete", "002", "Mail2Webhook Service", lang,
+                 f"{tm}delete('{HOOK}'" if py else "method: 'DELETE'", [200], check_empty),
             Case(f"001 {lang} generate token", "001", "Token Management", lang,
                  "data={'token': 'new'}" if py else "body: 'token=new'", [200], check_token, makes_token=True),
             Case(f"001 {lang} wallet balance", "001", "Token Management", lang,

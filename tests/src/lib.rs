@@ -15,7 +15,7 @@ pub mod env;
 pub mod server;
 pub mod token;
 
-pub use admin::{Admin, Wallet};
+pub use admin::{Admin, StoredAttachment, StoredMessage, Wallet};
 pub use api::{Api, Reply};
 pub use server::TestProxy;
 

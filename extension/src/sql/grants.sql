@@ -1,10 +1,15 @@
 -- Privileges, last: PUBLIC gets nothing; echovalue_api may use the schema and execute the
 -- API functions only. It cannot read or write any table or call an internal `_` helper.
+-- echovalue_worker (the mailhook's roles are its members) may execute only the worker
+-- functions.
 
 do $$
 begin
     if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_api') then
         create role echovalue_api nologin;
+    end if;
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_worker') then
+        create role echovalue_worker nologin;
     end if;
 end;
 $$;
@@ -28,5 +33,15 @@ grant execute on function
     echovalue.token_key_create(text, text, text, text),
     echovalue.token_key_list(text, text, text),
     echovalue.token_key_revoke(text, text, text, text),
+    echovalue.webhook_set(text, text, text, text),
+    echovalue.webhook_get(text, text, text),
+    echovalue.webhook_delete(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
+
+grant usage on schema echovalue to echovalue_worker;
+grant execute on function
+    echovalue.mail_rcpt_check(text),
+    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
+    echovalue.address_classify(inet)
+to echovalue_worker;

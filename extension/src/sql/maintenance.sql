@@ -3,8 +3,9 @@
 -- batches come back full; anyone granted may call it too.
 
 -- One batch per table: expired keys, expired logs, stale rate-limit rows, token usage buckets
--- past the longest limit window, tokens revoked echovalue.revoked_token_days ago, and wallets
--- unused for echovalue.inactive_days with all their data. Returns the rows deleted per table.
+-- past the longest limit window, tokens revoked echovalue.revoked_token_days ago, attachments
+-- older than echovalue.attachment_retention_hours, and wallets unused for
+-- echovalue.inactive_days with all their data. Returns the rows deleted per table.
 create function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -15,6 +16,7 @@ declare
     v_rate bigint;
     v_usage bigint;
     v_revoked bigint;
+    v_attachments bigint;
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
@@ -59,6 +61,14 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_revoked = row_count;
 
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
     -- A request may lock its token (recording last_used), then its wallet. Here the wallets
     -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
     -- its wallet is left for a later run: maintenance never waits for a request, so the two
@@ -80,6 +90,6 @@ begin
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'wallets', v_wallets);
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'wallets', v_wallets);
 end;
 $$;

@@ -1,0 +1,198 @@
+-- Receiving mail (Mail2Webhook, SPEC §7): the mailhook's two calls. `mail_rcpt_check` answers
+-- RCPT TO; `mail_receive` stores one parsed message for one recipient, with its attachments,
+-- charges it, logs it and queues its delivery, all in the caller's one transaction, then
+-- NOTIFYs `echovalue_mail` so a dispatcher wakes. The delivery queue is the truth; the
+-- notification is only a wake-up.
+
+-- An SMTP reply: code and text (enhanced status code first), sent to the client as given.
+create type echovalue.smtp_reply as (
+    code    int,
+    message text
+);
+
+-- One received message, as the webhook payload (seed 002) will carry it.
+create table echovalue.messages (
+    id          bigint generated always as identity,
+    wallet_id   bigint not null references echovalue.wallets (id) on delete cascade,
+    received_at timestamptz not null default now(),
+    external_id text,                         -- the Message-ID header, without <>
+    from_email  text,
+    from_name   text,
+    subject     text,
+    text_body   text,
+    html_body   text,
+    headers     jsonb not null default '{}'::jsonb,
+    size_bytes  int not null check (size_bytes >= 0),
+    primary key (wallet_id, id)
+);
+create unique index messages_id_idx on echovalue.messages (id);
+
+-- Attachments of a message; maintenance purges them after echovalue.attachment_retention_hours.
+create table echovalue.attachments (
+    id           bigint generated always as identity,
+    wallet_id    bigint not null,
+    message_id   bigint not null,
+    position     int not null,
+    filename     text,
+    content_type text not null,
+    size         int not null check (size >= 0),
+    content      bytea not null,
+    created      timestamptz not null default now(),
+    primary key (wallet_id, id),
+    foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade
+);
+create index attachments_message_idx on echovalue.attachments (wallet_id, message_id);
+create index attachments_created_idx on echovalue.attachments (created);
+
+-- The delivery queue: one row per message, claimed by dispatchers when due.
+create table echovalue.deliveries (
+    id              bigint generated always as identity,
+    wallet_id       bigint not null,
+    message_id      bigint not null,
+    state           text not null default 'pending' check (state in ('pending', 'delivered', 'failed')),
+    attempts        int not null default 0,
+    next_attempt_at timestamptz not null default now(),
+    created         timestamptz not null default now(),
+    last_status     int,
+    last_error      text,
+    primary key (wallet_id, id),
+    foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade
+);
+create unique index deliveries_id_idx on echovalue.deliveries (id);
+create index deliveries_due_idx on echovalue.deliveries (next_attempt_at) where state = 'pending';
+
+select pg_catalog.pg_extension_config_dump('echovalue.messages', '');
+select pg_catalog.pg_extension_config_dump('echovalue.messages_id_seq', '');
+select pg_catalog.pg_extension_config_dump('echovalue.attachments', '');
+select pg_catalog.pg_extension_config_dump('echovalue.attachments_id_seq', '');
+select pg_catalog.pg_extension_config_dump('echovalue.deliveries', '');
+select pg_catalog.pg_extension_config_dump('echovalue.deliveries_id_seq', '');
+
+-- The wallet an envelope recipient names, or the SMTP refusal. A recipient is
+-- <mailbox>@<mail domain> or <token>@<mail domain>, compared ignoring case (mailbox ids and
+-- tokens are lowercase); the wallet must have a webhook.
+create function echovalue._mail_route(
+    p_recipient text, out o_wallet bigint, out o_code int, out o_message text
+)
+language plpgsql volatile as $$
+declare
+    v_addr text := pg_catalog.lower(p_recipient);
+    v_local text := pg_catalog.substring(v_addr, '^(.+)@[^@]+$');
+    v_domain text := pg_catalog.rtrim(pg_catalog.substring(v_addr, '@([^@]+)$'), '.');
+begin
+    if v_local is null or pg_catalog.char_length(v_addr) > 254 then
+        o_code := 550;
+        o_message := '5.1.3 bad recipient address';
+        return;
+    end if;
+    if v_domain <> pg_catalog.lower(echovalue._setting_text('mail_domain')) then
+        o_code := 550;
+        o_message := '5.7.1 relaying denied: not a domain of this service';
+        return;
+    end if;
+    if echovalue.token_format_ok(v_local) then
+        o_wallet := echovalue._wallet_resolve(v_local);
+    else
+        select m.wallet_id into o_wallet from echovalue.mailboxes m where m.mailbox = v_local;
+    end if;
+    if o_wallet is null then
+        o_code := 550;
+        o_message := '5.1.1 no such mailbox';
+    elsif not exists (select 1 from echovalue.webhooks h where h.wallet_id = o_wallet) then
+        o_wallet := null;
+        o_code := 550;
+        o_message := '5.1.1 mailbox has no webhook configured';
+    end if;
+end;
+$$;
+
+-- RCPT TO: 250 when the recipient's wallet has a webhook and can pay for one email; 550 for
+-- an unknown mailbox, another domain or no webhook; 452 (try later) when it cannot pay.
+-- Nothing is charged or logged here.
+create function echovalue.mail_rcpt_check(recipient text) returns echovalue.smtp_reply
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_route record;
+begin
+    select * into v_route from echovalue._mail_route(mail_rcpt_check.recipient);
+    if v_route.o_code is not null then
+        return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
+    end if;
+    if not exists (select 1 from echovalue.wallets w
+                    where w.id = v_route.o_wallet and w.balance >= echovalue._price('email')) then
+        return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
+    end if;
+    return row(250, '2.1.5 recipient ok')::echovalue.smtp_reply;
+end;
+$$;
+
+-- After DATA, for one recipient: charges `email`, stores the message and its attachments,
+-- queues its delivery, logs it (`endpoint` email, method SMTP, path = the mailbox address,
+-- never a token) and NOTIFYs echovalue_mail with the delivery id. 250 only when all of it is
+-- done; the routing refusals of mail_rcpt_check otherwise, and 452 (nothing stored, logged
+-- as a 402) when the wallet ran out of credits since RCPT.
+create function echovalue.mail_receive(
+    recipient text,
+    message_id text,
+    from_email text,
+    from_name text,
+    subject text,
+    text_body text,
+    html_body text,
+    headers jsonb,
+    size_bytes int,
+    attachment_filenames text[] default '{}',
+    attachment_content_types text[] default '{}',
+    attachment_contents bytea[] default '{}'
+) returns echovalue.smtp_reply
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_route record;
+    v_path text;
+    v_cost int;
+    v_balance bigint;
+    v_message bigint;
+    v_delivery bigint;
+    v_n int := coalesce(pg_catalog.cardinality(mail_receive.attachment_contents), 0);
+begin
+    if coalesce(pg_catalog.cardinality(mail_receive.attachment_filenames), 0) <> v_n
+       or coalesce(pg_catalog.cardinality(mail_receive.attachment_content_types), 0) <> v_n
+       or pg_catalog.array_position(mail_receive.attachment_contents, null) is not null then
+        raise exception 'echovalue: mail_receive needs one filename, content type and content per attachment'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    select * into v_route from echovalue._mail_route(mail_receive.recipient);
+    if v_route.o_code is not null then
+        return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
+    end if;
+    v_path := echovalue._mailbox_address((echovalue._mailbox_ensure(v_route.o_wallet)).mailbox);
+    v_cost := echovalue._price('email');
+    v_balance := echovalue._charge(v_route.o_wallet, v_cost);
+    if v_balance is null then
+        perform echovalue._insufficient(v_route.o_wallet, 'email', 'SMTP', v_path);
+        return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
+    end if;
+
+    insert into echovalue.messages as m
+        (wallet_id, external_id, from_email, from_name, subject, text_body, html_body, headers, size_bytes)
+    values
+        (v_route.o_wallet, mail_receive.message_id, mail_receive.from_email, mail_receive.from_name,
+         mail_receive.subject, mail_receive.text_body, mail_receive.html_body,
+         coalesce(mail_receive.headers, '{}'::jsonb), mail_receive.size_bytes)
+    returning m.id into v_message;
+    insert into echovalue.attachments
+        (wallet_id, message_id, position, filename, content_type, size, content)
+    select v_route.o_wallet, v_message, a.pos, a.filename,
+           coalesce(a.content_type, 'application/octet-stream'), pg_catalog.octet_length(a.content), a.content
+      from unnest(mail_receive.attachment_filenames, mail_receive.attachment_content_types,
+                  mail_receive.attachment_contents) with ordinality as a(filename, content_type, content, pos);
+    insert into echovalue.deliveries as d (wallet_id, message_id)
+    values (v_route.o_wallet, v_message)
+    returning d.id into v_delivery;
+    perform echovalue._log(v_route.o_wallet, 'email', 'SMTP', v_path, 200, null, v_cost, v_balance);
+    perform pg_catalog.pg_notify('echovalue_mail', v_delivery::text);
+    return row(250, '2.0.0 queued as ' || v_message)::echovalue.smtp_reply;
+end;
+$$;

@@ -1,0 +1,397 @@
+-- Webhook configuration API (Mail2Webhook, SPEC §2 and §7): each wallet's mailbox (an opaque
+-- inbound address and a signing secret) and its one webhook. The URL rules live here once,
+-- as SQL on `inet`, so delivery checks resolved addresses with the same classification.
+
+-- One row per wallet that has used Mail2Webhook, made on first need (webhook_set,
+-- webhook_get), so wallets created before this existed get one the same way.
+create table echovalue.mailboxes (
+    wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
+    mailbox   text not null unique,           -- local part of <mailbox>@<mail domain>, lowercase
+    secret    text not null,                  -- Standard Webhooks signing secret, whsec_…
+    created   timestamptz not null default now()
+);
+
+-- The wallet's webhook; headers are sent with every delivery.
+create table echovalue.webhooks (
+    wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
+    url       text not null,
+    headers   jsonb not null default '{}'::jsonb,
+    updated   timestamptz not null default now()
+);
+
+select pg_catalog.pg_extension_config_dump('echovalue.mailboxes', '');
+select pg_catalog.pg_extension_config_dump('echovalue.webhooks', '');
+
+-- A text setting `echovalue.<name>` (see _setting for why the library is called first).
+create function echovalue._setting_text(p_name text) returns text
+language plpgsql stable as $$
+begin
+    perform echovalue.token_format_ok('');
+    return pg_catalog.current_setting('echovalue.' || p_name);
+end;
+$$;
+
+-- What kind of address this is: 'public', or why it is not ('loopback', 'private', …).
+-- The most specific listed network wins; an IPv6 address outside 2000::/3 is 'reserved'.
+create function echovalue.address_classify(addr inet) returns text
+language sql immutable strict parallel safe as $$
+    select n.class
+      from (values
+        (inet '0.0.0.0/0', 'public'),
+        ('0.0.0.0/8', 'unspecified'),
+        ('10.0.0.0/8', 'private'),
+        ('100.64.0.0/10', 'CGNAT'),
+        ('127.0.0.0/8', 'loopback'),
+        ('169.254.0.0/16', 'link-local'),
+        ('172.16.0.0/12', 'private'),
+        ('192.0.0.0/24', 'reserved'),
+        ('192.0.2.0/24', 'documentation'),
+        ('192.88.99.0/24', 'reserved'),
+        ('192.168.0.0/16', 'private'),
+        ('198.18.0.0/15', 'benchmarking'),
+        ('198.51.100.0/24', 'documentation'),
+        ('203.0.113.0/24', 'documentation'),
+        ('224.0.0.0/4', 'multicast'),
+        ('240.0.0.0/4', 'reserved'),
+        ('255.255.255.255/32', 'broadcast'),
+        ('::/0', 'reserved'),
+        ('2000::/3', 'public'),
+        ('::/128', 'unspecified'),
+        ('::1/128', 'loopback'),
+        ('::ffff:0:0/96', 'IPv4-mapped'),
+        ('64:ff9b::/96', 'NAT64'),
+        ('64:ff9b:1::/48', 'NAT64'),
+        ('100::/64', 'discard-only'),
+        ('2001::/32', 'Teredo'),
+        ('2001:2::/48', 'benchmarking'),
+        ('2001:10::/28', 'reserved'),
+        ('2001:20::/28', 'reserved'),
+        ('2001:db8::/32', 'documentation'),
+        ('2002::/16', '6to4'),
+        ('3fff::/20', 'documentation'),
+        ('5f00::/16', 'reserved'),
+        ('fc00::/7', 'unique-local'),
+        ('fe80::/10', 'link-local'),
+        ('fec0::/10', 'site-local'),
+        ('ff00::/8', 'multicast')
+      ) as n(net, class)
+     where n.net >>= pg_catalog.set_masklen(addr, case pg_catalog.family(addr) when 4 then 32 else 128 end)
+     order by pg_catalog.masklen(n.net) desc
+     limit 1
+$$;
+
+-- Why a webhook URL is refused, or NULL. HTTPS with a public host only; with
+-- echovalue.webhook_allow_insecure also http and loopback. No DNS lookup: a name is judged
+-- by its form, an address literal by address_classify (delivery re-checks what names resolve to).
+create function echovalue._webhook_url_error(p_url text) returns text
+language plpgsql stable as $$
+declare
+    v_max int := echovalue._setting('webhook_max_url_chars');
+    v_insecure boolean := echovalue._setting_text('webhook_allow_insecure')::boolean;
+    v_octet constant text := '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+    v_m text[];
+    v_scheme text;
+    v_host text;
+    v_port text;
+    v_addr inet;
+    v_class text;
+begin
+    if p_url is null or p_url = '' then
+        return 'Bad Request: url is required';
+    end if;
+    if pg_catalog.char_length(p_url) > v_max then
+        return pg_catalog.format('Bad Request: url must be at most %s characters', v_max);
+    end if;
+    -- URL parsers read a backslash as a slash; refusing it keeps one reading of the host
+    if p_url ~ '[^\x21-\x7e]' or pg_catalog.strpos(p_url, '\') > 0 then
+        return 'Bad Request: url must be printable ASCII without spaces or backslashes';
+    end if;
+    v_m := pg_catalog.regexp_match(p_url, '^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)');
+    if v_m is null then
+        return 'Bad Request: url must be an absolute https:// URL';
+    end if;
+    v_scheme := pg_catalog.lower(v_m[1]);
+    if v_scheme <> 'https' and not (v_scheme = 'http' and v_insecure) then
+        return 'Bad Request: url must use https';
+    end if;
+    if pg_catalog.strpos(v_m[2], '@') > 0 then
+        return 'Bad Request: url must not contain credentials';
+    end if;
+    v_m := pg_catalog.regexp_match(v_m[2], '^(\[[^]]*\]|[^:\[\]]*)(:([0-9]*))?$');
+    if v_m is null then
+        return 'Bad Request: url host or port is malformed';
+    end if;
+    v_host := pg_catalog.regexp_replace(pg_catalog.lower(v_m[1]), '\.$', '');
+    v_port := v_m[3];
+    if v_port <> '' and (pg_catalog.char_length(v_port) > 5 or v_port::int not between 1 and 65535) then
+        return 'Bad Request: url port must be 1 to 65535';
+    end if;
+    if v_host = '' then
+        return 'Bad Request: url must have a host';
+    end if;
+
+    if v_host like '[%' then
+        -- an IPv6 literal; a zone id or a prefix length does not name one host
+        if v_host !~ '^\[[0-9a-f:.]+\]$' then
+            return 'Bad Request: url host is not a valid IPv6 address';
+        end if;
+        begin
+            v_addr := pg_catalog.substr(v_host, 2, pg_catalog.char_length(v_host) - 2)::inet;
+        exception when invalid_text_representation then
+            return 'Bad Request: url host is not a valid IPv6 address';
+        end;
+    elsif v_host ~ '(^|\.)(0x[0-9a-f]*|[0-9]+)$' then
+        -- URL parsers read a numeric last label as IPv4 (127.1, 0x7f.1, 2130706433):
+        -- only the canonical dotted quad is accepted, and judged as an address
+        if v_host !~ ('^' || v_octet || '(\.' || v_octet || '){3}$') then
+            return 'Bad Request: url host is not a canonical IPv4 address';
+        end if;
+        v_addr := v_host::inet;
+    else
+        if pg_catalog.char_length(v_host) > 253
+           or v_host !~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' then
+            return 'Bad Request: url host is not a valid domain name (use punycode for IDNs)';
+        end if;
+        if v_host = 'localhost' or v_host like '%.localhost' then
+            v_class := 'loopback';
+        elsif pg_catalog.strpos(v_host, '.') = 0
+              or v_host ~ '\.(local|localdomain|internal|lan|home\.arpa|test|invalid|example|onion|alt)$' then
+            return 'Bad Request: url host must be a public domain name';
+        else
+            return null;
+        end if;
+    end if;
+
+    v_class := coalesce(v_class, echovalue.address_classify(v_addr));
+    if v_class = 'public' or (v_class = 'loopback' and v_insecure) then
+        return null;
+    end if;
+    return pg_catalog.format('Bad Request: url host is not a public address (%s)', v_class);
+end;
+$$;
+
+-- Why custom webhook headers are refused, or NULL: an object of at most
+-- echovalue.webhook_max_headers string values, names are HTTP tokens, unique ignoring case,
+-- and none that the delivery itself sets (framing, hop-by-hop, content type, signature).
+create function echovalue._webhook_headers_error(p_headers jsonb) returns text
+language plpgsql stable as $$
+declare
+    v_max int := echovalue._setting('webhook_max_headers');
+    v_max_value int := echovalue._setting('webhook_max_header_value_chars');
+    v_name text;
+    v_value jsonb;
+begin
+    if p_headers is null or pg_catalog.jsonb_typeof(p_headers) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(p_headers) <> 'object' then
+        return 'Bad Request: headers must be an object of strings';
+    end if;
+    if (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(p_headers)) > v_max then
+        return pg_catalog.format('Bad Request: at most %s headers', v_max);
+    end if;
+    for v_name, v_value in select e.key, e.value from pg_catalog.jsonb_each(p_headers) e order by e.key loop
+        if v_name !~ '^[-!#$%&''*+.^_`|~0-9A-Za-z]{1,64}$' then
+            return 'Bad Request: header names must be HTTP tokens of 1 to 64 characters';
+        end if;
+        if pg_catalog.lower(v_name) in ('connection', 'keep-alive', 'proxy-authenticate',
+                'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding',
+                'upgrade', 'host', 'content-length', 'content-type', 'content-encoding', 'expect')
+           or pg_catalog.lower(v_name) like 'webhook-%' then
+            return pg_catalog.format('Bad Request: header %s is set by the service', v_name);
+        end if;
+        if pg_catalog.jsonb_typeof(v_value) <> 'string' then
+            return pg_catalog.format('Bad Request: header %s must be a string', v_name);
+        end if;
+        if pg_catalog.char_length(v_value #>> '{}') > v_max_value then
+            return pg_catalog.format('Bad Request: header %s must be at most %s characters', v_name, v_max_value);
+        end if;
+        if (v_value #>> '{}') ~ '[^\x20-\x7e\t]' then
+            return pg_catalog.format('Bad Request: header %s must be printable ASCII', v_name);
+        end if;
+    end loop;
+    if (select pg_catalog.count(distinct pg_catalog.lower(k)) from pg_catalog.jsonb_object_keys(p_headers) k)
+       <> (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(p_headers)) then
+        return 'Bad Request: header names must be unique ignoring case';
+    end if;
+    return null;
+end;
+$$;
+
+-- The wallet's mailbox row, made now if it has none (random id and secret, never derived
+-- from the token). Concurrent first calls settle on one row.
+create function echovalue._mailbox_ensure(p_wallet bigint) returns echovalue.mailboxes
+language plpgsql volatile as $$
+declare
+    v_row echovalue.mailboxes;
+begin
+    select * into v_row from echovalue.mailboxes m where m.wallet_id = p_wallet;
+    if found then
+        return v_row;
+    end if;
+    insert into echovalue.mailboxes (wallet_id, mailbox, secret)
+    values (p_wallet,
+            pg_catalog.encode(echovalue._random_bytes(12), 'hex'),
+            'whsec_' || pg_catalog.encode(echovalue._random_bytes(32), 'base64'))
+    on conflict (wallet_id) do nothing;
+    select * into strict v_row from echovalue.mailboxes m where m.wallet_id = p_wallet;
+    return v_row;
+end;
+$$;
+
+-- The inbound address of a mailbox: <mailbox>@<echovalue.mail_domain>.
+create function echovalue._mailbox_address(p_mailbox text) returns text
+language sql stable as $$
+    select p_mailbox || '@' || pg_catalog.lower(echovalue._setting_text('mail_domain'))
+$$;
+
+-- Why a POST /webhook body is refused, or NULL; p_config gets the parsed object.
+create function echovalue._webhook_body_error(p_body text, out p_error text, out p_config jsonb)
+language plpgsql stable as $$
+declare
+    v_unknown text;
+begin
+    begin
+        p_config := p_body::jsonb;
+    exception when data_exception or statement_too_complex then
+        p_error := 'Bad Request: body must be a JSON object';
+        return;
+    end;
+    if p_config is null or pg_catalog.jsonb_typeof(p_config) <> 'object' then
+        p_error := 'Bad Request: body must be a JSON object';
+        return;
+    end if;
+    select k into v_unknown from pg_catalog.jsonb_object_keys(p_config) k
+     where k not in ('url', 'headers') order by k limit 1;
+    if v_unknown is not null then
+        p_error := pg_catalog.format('Bad Request: unknown field %s (expected url, headers)',
+                                     pg_catalog.left(v_unknown, 64));
+        return;
+    end if;
+    if not p_config ? 'url' or pg_catalog.jsonb_typeof(p_config -> 'url') = 'null' then
+        p_error := 'Bad Request: url is required';
+    elsif pg_catalog.jsonb_typeof(p_config -> 'url') <> 'string' then
+        p_error := 'Bad Request: url must be a string';
+    else
+        p_error := coalesce(echovalue._webhook_url_error(p_config ->> 'url'),
+                            echovalue._webhook_headers_error(p_config -> 'headers'));
+    end if;
+end;
+$$;
+
+-- POST /webhook {"url":…,"headers":{…}}: creates or replaces the wallet's webhook; `OK`.
+create function echovalue.webhook_set(
+    token text,
+    body text,
+    http_method text default 'POST',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(webhook_set.token);
+    v_error text;
+    v_config jsonb;
+    v_cost int;
+    v_balance bigint;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    select e.p_error, e.p_config into v_error, v_config from echovalue._webhook_body_error(webhook_set.body) e;
+    if v_error is not null then
+        return echovalue._fail(v_wallet, 'webhook_set', 'webhook', webhook_set.http_method,
+                               webhook_set.http_path, 400, v_error);
+    end if;
+    v_cost := echovalue._price('webhook_set');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'webhook', webhook_set.http_method, webhook_set.http_path);
+    end if;
+    perform echovalue._mailbox_ensure(v_wallet);
+    insert into echovalue.webhooks as h (wallet_id, url, headers)
+    values (v_wallet, v_config ->> 'url',
+            case when pg_catalog.jsonb_typeof(v_config -> 'headers') = 'object'
+                 then v_config -> 'headers' else '{}'::jsonb end)
+    on conflict (wallet_id)
+    do update set url = excluded.url, headers = excluded.headers, updated = pg_catalog.now();
+    return echovalue._finish(v_wallet, 'webhook', webhook_set.http_method, webhook_set.http_path,
+                             200, 'OK', v_cost, v_balance);
+end;
+$$;
+
+-- GET /webhook: {"webhook":url,"headers":{name:"<redacted>"},"email":…,"hash":…};
+-- without a webhook only email and hash.
+create function echovalue.webhook_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(webhook_get.token);
+    v_cost int;
+    v_balance bigint;
+    v_mailbox echovalue.mailboxes;
+    v_hash text;
+    v_hook echovalue.webhooks;
+    v_email text;
+    v_body text;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_cost := echovalue._price('webhook_get');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path);
+    end if;
+    v_mailbox := echovalue._mailbox_ensure(v_wallet);
+    v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
+    select echovalue._json_str(w.hash) into v_hash from echovalue.wallets w where w.id = v_wallet;
+    select * into v_hook from echovalue.webhooks h where h.wallet_id = v_wallet;
+    if found then
+        v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s}',
+            echovalue._json_str(v_hook.url),
+            (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
+               from pg_catalog.jsonb_object_keys(v_hook.headers) e(key)),
+            v_email, v_hash, echovalue._json_str(v_mailbox.secret));
+    else
+        v_body := pg_catalog.format('{"email":%s,"hash":%s}', v_email, v_hash);
+    end if;
+    return echovalue._finish(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path,
+                             200, v_body, v_cost, v_balance, 'application/json');
+end;
+$$;
+
+-- DELETE /webhook: `OK`; 404 `Webhook Not Found` when the wallet has none.
+create function echovalue.webhook_delete(
+    token text,
+    http_method text default 'DELETE',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint := echovalue._wallet_resolve(webhook_delete.token);
+    v_cost int;
+    v_balance bigint;
+begin
+    if v_wallet is null then
+        return echovalue._unauthorized();
+    end if;
+    v_cost := echovalue._price('webhook_delete');
+    v_balance := echovalue._charge(v_wallet, v_cost);
+    if v_balance is null then
+        return echovalue._insufficient(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path);
+    end if;
+    delete from echovalue.webhooks h where h.wallet_id = v_wallet;
+    if not found then
+        return echovalue._finish(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path,
+                                 404, 'Webhook Not Found', v_cost, v_balance);
+    end if;
+    return echovalue._finish(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path,
+                             200, 'OK', v_cost, v_balance);
+end;
+$$;
