@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Settings of the mailhook worker: the database and the SMTP receiver. Delivery settings
-/// arrive with the delivery work.
+/// Settings of the mailhook worker: the database, the SMTP receiver and webhook delivery.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "echovalue-mailhook", version, about)]
 pub struct Config {
@@ -60,6 +59,31 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Webhook deliveries in flight at once; 0 runs the SMTP receiver only (no dispatcher).
+    #[arg(long, env = "ECHOVALUE_DELIVERY_CONCURRENCY", default_value_t = 32)]
+    pub delivery_concurrency: usize,
+
+    /// Most deliveries claimed with one query.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_BATCH", default_value_t = 50)]
+    pub delivery_batch: usize,
+
+    /// Seconds between scans of the queue when no notification arrives.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_POLL_SECS", default_value_t = 5)]
+    pub delivery_poll_secs: u64,
+
+    /// Seconds one webhook POST may take, connecting included.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_TIMEOUT_SECS", default_value_t = 10)]
+    pub delivery_timeout_secs: u64,
+
+    /// Seconds a claimed delivery stays leased to this process; after that another dispatcher
+    /// may send it again. Raised to the timeout plus 20 s when lower.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    pub delivery_lease_secs: u64,
+
+    /// Deliver to plain http and loopback URLs too (local testing only; never in production).
+    #[arg(long, env = "ECHOVALUE_DELIVERY_ALLOW_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub delivery_allow_insecure: bool,
+
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -90,6 +114,32 @@ impl fmt::Display for Config {
             f,
             "ECHOVALUE_SHUTDOWN_GRACE_SECS={}",
             self.shutdown_grace_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_CONCURRENCY={}",
+            self.delivery_concurrency
+        )?;
+        writeln!(f, "ECHOVALUE_DELIVERY_BATCH={}", self.delivery_batch)?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_POLL_SECS={}",
+            self.delivery_poll_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_TIMEOUT_SECS={}",
+            self.delivery_timeout_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_LEASE_SECS={}",
+            self.delivery_lease_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_ALLOW_INSECURE={}",
+            self.delivery_allow_insecure
         )
     }
 }
@@ -105,6 +155,28 @@ impl Config {
             max_sessions: self.smtp_max_sessions.max(1),
             timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
         }
+    }
+}
+
+impl Config {
+    /// The dispatcher's settings, or None when delivery is off; zero values raised to the
+    /// smallest that work, the lease kept above the timeout.
+    pub fn delivery(&self) -> Option<crate::delivery::dispatch::Settings> {
+        if self.delivery_concurrency == 0 {
+            return None;
+        }
+        let timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
+        Some(crate::delivery::dispatch::Settings {
+            concurrency: self.delivery_concurrency,
+            batch: self.delivery_batch.max(1),
+            poll: Duration::from_secs(self.delivery_poll_secs.max(1)),
+            timeout,
+            lease: Duration::from_secs(self.delivery_lease_secs)
+                .max(timeout + Duration::from_secs(20)),
+            allow_insecure: self.delivery_allow_insecure,
+            grace: Duration::from_secs(self.shutdown_grace_secs)
+                .min(timeout + Duration::from_secs(1)),
+        })
     }
 }
 

@@ -1,17 +1,19 @@
 //! `echovalue-mailhook`: the Mail2Webhook worker.
 //!
-//! Now: the SMTP receiver. `smtp_command.rs` is the pure command parser, `smtp.rs` the
-//! sessions, `message.rs` turns raw mail into the payload fields with mail-parser, `store.rs`
-//! makes the two SQL calls (recipient check, receive), `config.rs` holds every setting.
-//! Webhook delivery is not built yet: received mail waits in the delivery queue in Postgres.
-//! SIGTERM or SIGINT stops accepting, lets open sessions finish (bounded), and exits 0.
+//! The SMTP receiver: `smtp_command.rs` is the pure command parser, `smtp.rs` the sessions,
+//! `message.rs` turns raw mail into the payload fields with mail-parser, `store.rs` makes the
+//! two SQL calls (recipient check, receive). The webhook dispatcher: `delivery/`. `config.rs`
+//! holds every setting. SIGTERM or SIGINT stops accepting and claiming, lets open sessions and
+//! in-flight deliveries finish (bounded), and exits 0.
 
 mod config;
+mod delivery;
 mod message;
 mod smtp;
 mod smtp_command;
 mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -38,9 +40,34 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let listener = tokio::net::TcpListener::bind(config.smtp_listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "smtp receiver listening");
-    tracing::warn!("webhook delivery is not implemented yet; received mail stays queued");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let dispatcher = match config.delivery() {
+        Some(settings) => {
+            let pool = store::pool(
+                &config.database_url,
+                settings.concurrency.min(16),
+                Duration::from_secs(config.db_timeout_secs.max(1)),
+            )?;
+            let wake = Arc::new(tokio::sync::Notify::new());
+            tokio::spawn(delivery::listen::run(
+                config.database_url.clone(),
+                "echovalue_mail",
+                wake.clone(),
+                stopped.clone(),
+            ));
+            Some(tokio::spawn(delivery::dispatch::run(
+                settings,
+                pool,
+                wake,
+                stopped.clone(),
+            )))
+        }
+        None => {
+            tracing::warn!("ECHOVALUE_DELIVERY_CONCURRENCY=0: received mail stays queued");
+            None
+        }
+    };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -52,5 +79,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     smtp::serve(listener, config.smtp_limits(), store, stopped, grace).await;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.await??;
+    }
     Ok(())
 }

@@ -129,6 +129,14 @@ where
             }
             reply
         }
+        Operation::AttachmentGet(id) => {
+            let expires = query_param(query, "expires");
+            let sig = query_param(query, "sig");
+            match db::attachment(&state.pool, &id, expires.as_deref(), sig.as_deref()).await {
+                Ok(download) => download.into_reply(),
+                Err(e) => failure(e),
+            }
+        }
         Operation::TokenForm | Operation::LegacyForm => {
             let legacy = op == Operation::LegacyForm;
             let body = match read_body(body, &state.config).await {
@@ -249,6 +257,7 @@ where
                 | Operation::Healthz
                 | Operation::Metrics
                 | Operation::MethodNotAllowed
+                | Operation::AttachmentGet(_)
                 | Operation::TokenForm
                 | Operation::LegacyForm => outcome::internal_error(),
             }

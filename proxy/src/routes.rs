@@ -17,6 +17,7 @@ pub enum Route {
     Recharge,
     Kv,
     Webhook,
+    Attachment,
     Root,
     Logs,
     LegacyKv,
@@ -35,6 +36,7 @@ impl Route {
             Route::Recharge => "/recharge",
             Route::Kv => "/kv/{group}/{key}",
             Route::Webhook => "/webhook",
+            Route::Attachment => "/attachments/{id}",
             Route::Root => "/",
             Route::Logs => "/logs",
             Route::LegacyKv => "/{group}/{key}",
@@ -50,7 +52,7 @@ impl Route {
             Route::Token | Route::Root | Route::TokenKeys => "GET, POST, OPTIONS",
             Route::TokenKey => "DELETE, OPTIONS",
             Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
-            Route::TokenLogs | Route::Recharge | Route::Logs => "GET, OPTIONS",
+            Route::TokenLogs | Route::Recharge | Route::Logs | Route::Attachment => "GET, OPTIONS",
             Route::Healthz | Route::Metrics => "GET",
             Route::Unknown => "",
         }
@@ -65,7 +67,8 @@ impl Route {
             Route::TokenKeys => Some("token_key_list"),
             Route::TokenKey => Some("token_key_revoke"),
             Route::Webhook => Some("webhook_get"),
-            Route::Healthz | Route::Metrics | Route::Unknown => None,
+            // the signed URL is the credential; no token, nothing to charge
+            Route::Attachment | Route::Healthz | Route::Metrics | Route::Unknown => None,
         }
     }
 }
@@ -99,6 +102,8 @@ pub enum Operation {
     WebhookSet,
     WebhookGet,
     WebhookDelete,
+    /// `GET /attachments/{id}?expires=…&sig=…`, the raw id segment (checked in SQL).
+    AttachmentGet(String),
     /// A kv path whose decoded group or key is not UTF-8; charged as `operation`.
     BadName {
         operation: &'static str,
@@ -111,7 +116,15 @@ pub enum Operation {
 }
 
 /// Top-level names of current paths; a 2023 `/{group}/{key}` may not start with one of them.
-const CURRENT_TOP_LEVEL: &[&str] = &["token", "kv", "recharge", "webhook", "healthz", "metrics"];
+const CURRENT_TOP_LEVEL: &[&str] = &[
+    "token",
+    "kv",
+    "recharge",
+    "webhook",
+    "attachments",
+    "healthz",
+    "metrics",
+];
 
 /// Maps a method and a raw (still percent-encoded) path without query to its route and operation.
 pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
@@ -136,6 +149,9 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::POST, Route::Webhook) => Operation::WebhookSet,
         (&Method::GET, Route::Webhook) => Operation::WebhookGet,
         (&Method::DELETE, Route::Webhook) => Operation::WebhookDelete,
+        (&Method::GET, Route::Attachment) => {
+            Operation::AttachmentGet(path.rsplit('/').next().unwrap_or("").to_owned())
+        }
 
         (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
         (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
@@ -163,6 +179,7 @@ fn route_of(path: &str) -> Route {
         ["token", "keys", id] if !id.is_empty() => Route::TokenKey,
         ["recharge"] => Route::Recharge,
         ["webhook"] => Route::Webhook,
+        ["attachments", id] if !id.is_empty() => Route::Attachment,
         ["logs"] => Route::Logs,
         ["healthz"] => Route::Healthz,
         ["metrics"] => Route::Metrics,
