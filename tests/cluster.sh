@@ -5,7 +5,7 @@
 #
 #   ev_install_extension [--dev|--release]  build + install the extension (dev by default)
 #   ev_cluster_start DIR PORT [APP_DB]  initdb DIR/data once, (re)write its settings, start it
-#   ev_db_prepare [DB]                  database, extension, proxy login role (idempotent)
+#   ev_db_prepare [DB]                  database, extension, proxy and mailhook login roles (idempotent)
 #   ev_cluster_stop                     stop the cluster started by ev_cluster_start
 #   ev_psql [DB] [psql args...]         psql as the superuser over the cluster's socket
 #
@@ -167,6 +167,9 @@ do $$
 begin
     if not exists (select from pg_roles where rolname = 'echovalue_proxy') then
         create role echovalue_proxy login in role echovalue_api;
+    end if;
+    if not exists (select from pg_roles where rolname = 'echovalue_mailhook') then
+        create role echovalue_mailhook login in role echovalue_worker;
     end if;
 end
 $$;

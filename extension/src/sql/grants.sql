@@ -1,10 +1,14 @@
--- Privileges, last: PUBLIC gets nothing; echovalue_api may use the schema and execute the
--- API functions only. It cannot read or write any table or call an internal `_` helper.
+-- Privileges, last: PUBLIC gets nothing; echovalue_api (the proxy) may use the schema and
+-- execute the API functions only; echovalue_worker (the mailhook) only the worker functions.
+-- Neither can read or write any table or call an internal `_` helper.
 
 do $$
 begin
     if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_api') then
         create role echovalue_api nologin;
+    end if;
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_worker') then
+        create role echovalue_worker nologin;
     end if;
 end;
 $$;
@@ -25,5 +29,11 @@ grant execute on function
     echovalue.kv_get(text, text, text, text, text),
     echovalue.kv_delete(text, text, text, text, text),
     echovalue.request_refuse(text, text, int, text, text, text),
+    echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
+
+grant usage on schema echovalue to echovalue_worker;
+grant execute on function
+    echovalue.stripe_event_apply()
+to echovalue_worker;
