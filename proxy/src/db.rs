@@ -48,6 +48,10 @@ pub enum Call<'a> {
         group: &'a str,
         key: &'a str,
     },
+    /// A Stripe webhook body whose signature the proxy verified.
+    StripeEventRecord {
+        payload: &'a str,
+    },
     /// A request the proxy refused itself after seeing a well-formed token.
     Refuse {
         token: &'a str,
@@ -111,6 +115,10 @@ impl Call<'_> {
             Call::KvDelete { token, group, key } => (
                 outcome_sql!("kv_delete(token => $1, grp => $2, key => $3, http_method => $4, http_path => $5)"),
                 vec![token, group, key, method, path],
+            ),
+            Call::StripeEventRecord { payload } => (
+                outcome_sql!("stripe_event_record(payload => $1, http_method => $2, http_path => $3)"),
+                vec![payload, method, path],
             ),
             Call::Refuse { token, operation, status, error } => (
                 outcome_sql!("request_refuse(token => $1, operation => $2, status => $3, error => $4, http_method => $5, http_path => $6)"),
@@ -239,6 +247,7 @@ mod tests {
                 status: 405,
                 error: "e",
             },
+            Call::StripeEventRecord { payload: "{}" },
         ] {
             let (sql, params) = call.statement(&m, &p);
             let placeholders = sql.matches('$').count();
