@@ -5,7 +5,8 @@
 # in a temp dir (own socket dir and port; the machine's default cluster is never touched), then
 # runs, continuing past failures so one run shows everything:
 #   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name)
-#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / ECHOVALUE_TEST_PROXY_URL
+#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL and
+#      ECHOVALUE_TEST_MAILHOOK_BIN (the built worker binary)
 #   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
@@ -65,6 +66,7 @@ EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue
 ev_db_prepare echovalue
 ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/echovalue"
 PROXY_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue"
+MAILHOOK_URL="postgresql://echovalue_mailhook@127.0.0.1:$PORT/echovalue"
 
 # --- 1. SQL suites ---------------------------------------------------------------------------
 run_regress() {
@@ -118,7 +120,12 @@ run_regress() {
 run_cargo_tests() {
     section "cargo test --workspace"
     local rc=0
+    # The worker-crash test runs the real mailhook binary (cargo test builds only test harnesses
+    # of other packages' binaries); a build failure shows up as a failing test run below.
+    cargo build -p echovalue-mailhook 2>&1 | tail -n 3 || true
     ECHOVALUE_TEST_ADMIN_URL=$ADMIN_URL ECHOVALUE_TEST_PROXY_URL=$PROXY_URL \
+        ECHOVALUE_TEST_MAILHOOK_URL=$MAILHOOK_URL \
+        ECHOVALUE_TEST_MAILHOOK_BIN=$TARGET_DIR/debug/echovalue-mailhook \
         PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
         cargo test --workspace 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
     local p f
