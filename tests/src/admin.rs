@@ -327,6 +327,18 @@ impl Admin {
             .get(0))
     }
 
+    /// Records a Stripe event through SQL, as the proxy does after verifying it; its status.
+    pub async fn stripe_record(&self, payload: &str) -> Result<i32> {
+        Ok(self
+            .client
+            .query_one(
+                "select status from echovalue.stripe_event_record(payload => $1)",
+                &[&payload],
+            )
+            .await?
+            .get(0))
+    }
+
     /// Log entries of a wallet on endpoint `recharge`: (count, sum of cost).
     pub async fn recharge_logs(&self, w: &Wallet) -> Result<(i64, i64)> {
         let row = self

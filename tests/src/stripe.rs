@@ -83,6 +83,21 @@ pub fn session_event(s: &Session<'_>) -> String {
     .to_string()
 }
 
+/// A new `checkout.session.completed`, paid, for a wallet hash and a payment link: its event
+/// id and body.
+pub fn paid_session_event(wallet_hash: &str, payment_link: &str) -> (String, String) {
+    let event_id = unique("evt");
+    let body = session_event(&Session {
+        event_id: &event_id,
+        event_type: "checkout.session.completed",
+        session_id: &unique("cs"),
+        client_reference_id: Some(wallet_hash),
+        payment_link,
+        payment_status: "paid",
+    });
+    (event_id, body)
+}
+
 /// POSTs a body to the webhook path with the given `Stripe-Signature` (none when `None`).
 pub async fn deliver(
     api: &Api,

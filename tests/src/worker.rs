@@ -16,12 +16,18 @@ pub struct TestWorker {
 impl TestWorker {
     /// A worker that polls every second, so a test never waits long for a missed wake-up.
     pub fn start() -> Result<Self> {
-        let config = Config {
+        Self::start_with(|_| {})
+    }
+
+    /// A worker with the test settings changed by `tweak`.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Result<Self> {
+        let mut config = Config {
             database_url: env::mailhook_url()?,
             poll_secs: 1,
             reconnect_max_secs: 1,
             ..Config::default()
         };
+        tweak(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(echovalue_mailhook::run(config, async move {
             let _ = stopped.await;

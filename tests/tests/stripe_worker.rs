@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use echovalue_proxy::config::Secret;
-use echovalue_tests::stripe::{deliver_signed, session_event, unique, Session, TEST_SECRET};
+use echovalue_tests::stripe::{deliver_signed, paid_session_event, TEST_SECRET};
 use echovalue_tests::{env, Admin, TestProxy};
 
 const EVENTS: usize = 10;
@@ -84,15 +84,7 @@ async fn worker_killed_mid_batch_then_restarted_credits_exactly_once() -> Result
     let mut bodies = Vec::new();
     for _ in 0..EVENTS {
         let w = admin.new_wallet().await?;
-        let evt = unique("evt");
-        let body = session_event(&Session {
-            event_id: &evt,
-            event_type: "checkout.session.completed",
-            session_id: &unique("cs"),
-            client_reference_id: Some(&w.hash),
-            payment_link: &tier.link_id,
-            payment_status: "paid",
-        });
+        let (evt, body) = paid_session_event(&w.hash, &tier.link_id);
         let r = deliver_signed(proxy.api(), &body).await?;
         assert_eq!(r.status, 200, "{:?}", r.text());
         wallets.push(w);
