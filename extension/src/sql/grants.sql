@@ -1,7 +1,6 @@
--- Privileges, last: PUBLIC gets nothing; echovalue_api may use the schema and execute the
--- API functions only. It cannot read or write any table or call an internal `_` helper.
--- echovalue_worker (the mailhook's roles are its members) may execute only the worker
--- functions.
+-- Privileges, last: PUBLIC gets nothing; echovalue_api (the proxy) may use the schema and
+-- execute the API functions only; echovalue_worker (the mailhook) only the worker functions.
+-- Neither can read or write any table or call an internal `_` helper.
 
 do $$
 begin
@@ -36,6 +35,7 @@ grant execute on function
     echovalue.webhook_set(text, text, text, text),
     echovalue.webhook_get(text, text, text),
     echovalue.webhook_delete(text, text, text),
+    echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
 
@@ -43,5 +43,6 @@ grant usage on schema echovalue to echovalue_worker;
 grant execute on function
     echovalue.mail_rcpt_check(text),
     echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
-    echovalue.address_classify(inet)
+    echovalue.address_classify(inet),
+    echovalue.stripe_event_apply()
 to echovalue_worker;
