@@ -42,11 +42,11 @@ def wrk_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(args, op, tokens_file, clients, seconds):
+def wrk(args, op, tokens_file, clients, seconds, url=None):
     """Requests per second and latency p50/p99 (ms) of one wrk run; every answer must be 200."""
     out = run([
         "wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--latency",
-        "-s", os.path.join(HERE, "wrk", "api.lua"), args.url, "--", op, tokens_file,
+        "-s", os.path.join(HERE, "wrk", "api.lua"), url or args.url, "--", op, tokens_file,
     ])
     if "Non-2xx" in out or "Socket errors" in out:
         sys.exit(f"bench: wrk saw errors for {op} at {clients}:\n{out}")
@@ -143,6 +143,7 @@ def main():
     global args_global
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--url", required=True)
+    p.add_argument("--url-async", required=True, help="the proxy with synchronous_commit off")
     p.add_argument("--proxy-pid", type=int, required=True)
     p.add_argument("--pg-host", required=True)
     p.add_argument("--pg-port", type=int, required=True)
@@ -162,7 +163,7 @@ def main():
 
     say("warming up")
     wrk(args, "kv_get", args.tokens_many, 16, 2)
-    proxy, direct, yardstick, hot = {}, {}, {}, {}
+    proxy, direct, yardstick, hot, hot_async = {}, {}, {}, {}, {}
     for c in CONCURRENCY:
         for op in OPERATIONS:
             say(f"proxy {op} c={c}")
@@ -174,6 +175,8 @@ def main():
         yardstick[c] = pgbench(args, ["-N"], c, args.seconds, "pgb", "postgres")
         say(f"proxy kv_get, one hot token, c={c}")
         hot[c] = wrk(args, "kv_get", args.tokens_hot, c, args.seconds)
+        say(f"proxy kv_get, one hot token, synchronous_commit off, c={c}")
+        hot_async[c] = wrk(args, "kv_get", args.tokens_hot, c, args.seconds, args.url_async)
     say(f"proxy memory at {MEMORY_CONNECTIONS} connections")
     idle_kib, peak_kib, mem_run = memory_under_load(args, args.seconds)
 
@@ -189,6 +192,8 @@ def main():
         lines.append(fmt_row(f"2. pgbench {op}", [x for c in CONCURRENCY for x in measure_cells(direct[op, c])]))
     lines.append(fmt_row("3. pgbench -N", [x for c in CONCURRENCY for x in measure_cells(yardstick[c])]))
     lines.append(fmt_row("4. proxy kv_get, one hot token", [x for c in CONCURRENCY for x in measure_cells(hot[c])]))
+    lines.append(fmt_row("(4 with synchronous_commit off: not a default, durability traded)",
+                         [x for c in CONCURRENCY for x in measure_cells(hot_async[c])]))
     lines += [
         "",
         "| ratio (target) | " + " | ".join(f"c={c}" for c in CONCURRENCY) + " |",

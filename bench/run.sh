@@ -33,14 +33,15 @@ fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TMP=$(mktemp -d /tmp/echovalue-bench.XXXXXX)
 chmod 0755 "$TMP"
-PROXY_PID=
+PROXY_PIDS=()
 
 cleanup() {
     local rc=$?
-    if [ -n "$PROXY_PID" ]; then
-        kill -TERM "$PROXY_PID" 2>/dev/null || true
-        wait "$PROXY_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "${PROXY_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     ev_cluster_stop
     if [ "${BENCH_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
         echo "bench: files kept in $TMP" >&2
@@ -87,18 +88,31 @@ head -n 1 "$TMP/tokens-many.txt" >"$TMP/tokens-hot.txt"
 ev_psql echovalue -c 'vacuum analyze' -c 'checkpoint'
 ev_psql pgb -c 'vacuum analyze' -c 'checkpoint'
 
+# start_proxy LISTEN EXTRA_CONNINFO LOG: a release proxy in the background; its pid in PROXY_PIDS
+start_proxy() {
+    ECHOVALUE_LISTEN=$1 ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-64} \
+        ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue $2" \
+        "$TARGET_DIR/release/echovalue-proxy" >"$3" 2>&1 9>&- &
+    PROXY_PIDS+=($!)
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "bench: the proxy on $1 did not start; its log:" >&2
+    cat "$3" >&2
+    return 1
+}
 LISTEN="127.0.0.1:$(ev_free_port 0)"
-ECHOVALUE_LISTEN=$LISTEN ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-64} \
-    ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue" \
-    "$TARGET_DIR/release/echovalue-proxy" >"$TMP/proxy.log" 2>&1 9>&- &
-PROXY_PID=$!
-for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; then break; fi
-    sleep 0.1
-done
+start_proxy "$LISTEN" "" "$TMP/proxy.log"
+PROXY_PID=${PROXY_PIDS[0]}
+# The same proxy with synchronous_commit off for its sessions: trades durability for speed
+# (the last moments of acknowledged requests can be lost in a crash), never a default; it is
+# measured for the hot-token row only, to show what the commit's flush costs there.
+LISTEN_ASYNC="127.0.0.1:$(ev_free_port 0)"
+start_proxy "$LISTEN_ASYNC" "options='-c synchronous_commit=off'" "$TMP/proxy-async.log"
 
 python3 bench/bench.py \
-    --url "http://$LISTEN" --proxy-pid "$PROXY_PID" \
+    --url "http://$LISTEN" --url-async "http://$LISTEN_ASYNC" --proxy-pid "$PROXY_PID" \
     --pg-host "$EV_CLUSTER_DIR" --pg-port "$PORT" --pgbench "$EV_PG_BIN/pgbench" \
     --tokens-many "$TMP/tokens-many.txt" --tokens-hot "$TMP/tokens-hot.txt" \
     --seconds "${BENCH_SECONDS:-8}" --work "$TMP" ${BENCH_OUT:+--out "$BENCH_OUT"}

@@ -6,8 +6,9 @@
 # runs, continuing past failures so one run shows everything:
 #   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name),
 #      and the upgrade path from every earlier version kept in sql/
-#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL (the
-#      SMTP tests run the real mailhook binary with swaks and Python smtplib)
+#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL and
+#      ECHOVALUE_TEST_MAILHOOK_BIN (the built worker binary; the SMTP tests run it with swaks
+#      and Python smtplib)
 #   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
@@ -161,8 +162,12 @@ run_upgrade() {
 run_cargo_tests() {
     section "cargo test --workspace"
     local rc=0
+    # The worker-crash test runs the real mailhook binary (cargo test builds only test harnesses
+    # of other packages' binaries); a build failure shows up as a failing test run below.
+    cargo build -p echovalue-mailhook 2>&1 | tail -n 3 || true
     ECHOVALUE_TEST_ADMIN_URL=$ADMIN_URL ECHOVALUE_TEST_PROXY_URL=$PROXY_URL \
         ECHOVALUE_TEST_MAILHOOK_URL=$MAILHOOK_URL \
+        ECHOVALUE_TEST_MAILHOOK_BIN=$TARGET_DIR/debug/echovalue-mailhook \
         PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
         cargo test --workspace 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
     local p f

@@ -1,6 +1,6 @@
 //! `echovalue`: a Postgres extension that holds all state and every rule of the echoValue
 //! service (wallets, tokens with spending limits, TTL key-value, request logs, pricing,
-//! maintenance).
+//! Mail2Webhook, Stripe recharges, maintenance).
 //!
 //! Layout: the business rules are plpgsql in `src/sql/*.sql`, pulled into the install script
 //! by [`extension_sql_file!`] in dependency order (tables first, grants last). Rust holds only
@@ -47,6 +47,11 @@ extension_sql_file!("sql/logs.sql", name = "logs_api", requires = ["internals"])
 extension_sql_file!(
     "sql/recharge.sql",
     name = "recharge_api",
+    requires = ["internals"]
+);
+extension_sql_file!(
+    "sql/stripe.sql",
+    name = "stripe_api",
     requires = ["internals"]
 );
 extension_sql_file!(

@@ -6,25 +6,45 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Settings of the mailhook worker: the database, the SMTP receiver and webhook delivery.
-#[derive(Debug, Clone, Parser)]
+const DEFAULT_DATABASE_URL: &str =
+    "host=/var/run/postgresql user=echovalue_mailhook dbname=postgres";
+const DEFAULT_DB_POOL_SIZE: usize = 16;
+const DEFAULT_DB_TIMEOUT_SECS: u64 = 5;
+const DEFAULT_SMTP_PORT: u16 = 2525;
+const DEFAULT_SMTP_HOSTNAME: &str = "localhost";
+const DEFAULT_SMTP_MAX_BYTES: usize = 10 * 1024 * 1024;
+const DEFAULT_SMTP_MAX_LINE_BYTES: usize = 64 * 1024;
+const DEFAULT_SMTP_MAX_COMMANDS: usize = 1000;
+const DEFAULT_SMTP_MAX_SESSIONS: usize = 1000;
+// RFC 5321 suggests 300 s per command.
+const DEFAULT_SMTP_TIMEOUT_SECS: u64 = 300;
+const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+const DEFAULT_POLL_SECS: u64 = 30;
+const DEFAULT_RECONNECT_MAX_SECS: u64 = 30;
+const DEFAULT_LOG: &str = "info";
+const DEFAULT_DELIVERY_CONCURRENCY: usize = 32;
+const DEFAULT_DELIVERY_BATCH: usize = 50;
+// SPEC §7: a webhook POST gets 10 s.
+const DEFAULT_DELIVERY_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_DELIVERY_LEASE_SECS: u64 = 60;
+
+/// Settings of the mailhook worker: the database, the SMTP receiver and the LISTEN-driven
+/// workers. Tests build one with `Config::default()` and override fields.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(name = "echovalue-mailhook", version, about)]
 pub struct Config {
-    /// libpq connection string or URL of the echovalue database.
-    #[arg(
-        long,
-        env = "ECHOVALUE_DATABASE_URL",
-        default_value = "",
-        hide_env_values = true
-    )]
+    /// libpq connection string or URL of the echovalue database; the role must be a member of
+    /// echovalue_worker.
+    #[arg(long, env = "ECHOVALUE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
+          hide_env_values = true)]
     pub database_url: String,
 
     /// Maximum number of pooled database connections.
-    #[arg(long, env = "ECHOVALUE_DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "ECHOVALUE_DB_POOL_SIZE", default_value_t = DEFAULT_DB_POOL_SIZE)]
     pub db_pool_size: usize,
 
     /// Seconds to wait for a database connection before answering 451.
-    #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = 5)]
+    #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = DEFAULT_DB_TIMEOUT_SECS)]
     pub db_timeout_secs: u64,
 
     /// Address the SMTP receiver listens on.
@@ -32,52 +52,63 @@ pub struct Config {
     pub smtp_listen: SocketAddr,
 
     /// Host name in the SMTP greeting and EHLO reply.
-    #[arg(long, env = "ECHOVALUE_SMTP_HOSTNAME", default_value = "localhost")]
+    #[arg(long, env = "ECHOVALUE_SMTP_HOSTNAME", default_value = DEFAULT_SMTP_HOSTNAME)]
     pub smtp_hostname: String,
 
     /// Largest message accepted (bytes of DATA after dot-unstuffing); above it, 552.
-    #[arg(long, env = "ECHOVALUE_SMTP_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_BYTES", default_value_t = DEFAULT_SMTP_MAX_BYTES)]
     pub smtp_max_bytes: usize,
 
     /// Longest line of message text accepted (bytes, CRLF included); a longer one fails the message with 552.
-    #[arg(long, env = "ECHOVALUE_SMTP_MAX_LINE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_LINE_BYTES", default_value_t = DEFAULT_SMTP_MAX_LINE_BYTES)]
     pub smtp_max_line_bytes: usize,
 
     /// Commands one session may send before it is closed with 421.
-    #[arg(long, env = "ECHOVALUE_SMTP_MAX_COMMANDS", default_value_t = 1000)]
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_COMMANDS", default_value_t = DEFAULT_SMTP_MAX_COMMANDS)]
     pub smtp_max_commands: usize,
 
     /// Sessions served at once; more connections get 421 and are closed.
-    #[arg(long, env = "ECHOVALUE_SMTP_MAX_SESSIONS", default_value_t = 1000)]
+    #[arg(long, env = "ECHOVALUE_SMTP_MAX_SESSIONS", default_value_t = DEFAULT_SMTP_MAX_SESSIONS)]
     pub smtp_max_sessions: usize,
 
     /// Seconds the client has to send each command or line of message text (RFC 5321 suggests 300).
-    #[arg(long, env = "ECHOVALUE_SMTP_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "ECHOVALUE_SMTP_TIMEOUT_SECS", default_value_t = DEFAULT_SMTP_TIMEOUT_SECS)]
     pub smtp_timeout_secs: u64,
 
     /// On SIGTERM, seconds open sessions may take to finish before the process exits.
-    #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds between two scans for pending work even without a NOTIFY (a missed wake-up is
+    /// caught up by then).
+    #[arg(long, env = "ECHOVALUE_MAILHOOK_POLL_SECS", default_value_t = DEFAULT_POLL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub poll_secs: u64,
+
+    /// Longest wait between two attempts to reconnect the LISTEN connection.
+    #[arg(long, env = "ECHOVALUE_MAILHOOK_RECONNECT_MAX_SECS", default_value_t = DEFAULT_RECONNECT_MAX_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub reconnect_max_secs: u64,
+
+    /// tracing-subscriber filter, e.g. `info` or `echovalue_mailhook=debug`.
+    #[arg(long, env = "ECHOVALUE_LOG", default_value = DEFAULT_LOG)]
+    pub log: String,
+
     /// Webhook deliveries in flight at once; 0 runs the SMTP receiver only (no dispatcher).
-    #[arg(long, env = "ECHOVALUE_DELIVERY_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "ECHOVALUE_DELIVERY_CONCURRENCY", default_value_t = DEFAULT_DELIVERY_CONCURRENCY)]
     pub delivery_concurrency: usize,
 
     /// Most deliveries claimed with one query.
-    #[arg(long, env = "ECHOVALUE_DELIVERY_BATCH", default_value_t = 50)]
+    #[arg(long, env = "ECHOVALUE_DELIVERY_BATCH", default_value_t = DEFAULT_DELIVERY_BATCH)]
     pub delivery_batch: usize,
 
-    /// Seconds between scans of the queue when no notification arrives.
-    #[arg(long, env = "ECHOVALUE_DELIVERY_POLL_SECS", default_value_t = 5)]
-    pub delivery_poll_secs: u64,
-
     /// Seconds one webhook POST may take, connecting included.
-    #[arg(long, env = "ECHOVALUE_DELIVERY_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "ECHOVALUE_DELIVERY_TIMEOUT_SECS", default_value_t = DEFAULT_DELIVERY_TIMEOUT_SECS)]
     pub delivery_timeout_secs: u64,
 
     /// Seconds a claimed delivery stays leased to this process; after that another dispatcher
     /// may send it again. Raised to the timeout plus 20 s when lower.
-    #[arg(long, env = "ECHOVALUE_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    #[arg(long, env = "ECHOVALUE_DELIVERY_LEASE_SECS", default_value_t = DEFAULT_DELIVERY_LEASE_SECS)]
     pub delivery_lease_secs: u64,
 
     /// Deliver to plain http and loopback URLs too (local testing only; never in production).
@@ -87,6 +118,43 @@ pub struct Config {
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+impl Config {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_secs.max(1))
+    }
+
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_secs(self.reconnect_max_secs.max(1))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            db_pool_size: DEFAULT_DB_POOL_SIZE,
+            db_timeout_secs: DEFAULT_DB_TIMEOUT_SECS,
+            smtp_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_SMTP_PORT)),
+            smtp_hostname: DEFAULT_SMTP_HOSTNAME.to_owned(),
+            smtp_max_bytes: DEFAULT_SMTP_MAX_BYTES,
+            smtp_max_line_bytes: DEFAULT_SMTP_MAX_LINE_BYTES,
+            smtp_max_commands: DEFAULT_SMTP_MAX_COMMANDS,
+            smtp_max_sessions: DEFAULT_SMTP_MAX_SESSIONS,
+            smtp_timeout_secs: DEFAULT_SMTP_TIMEOUT_SECS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            poll_secs: DEFAULT_POLL_SECS,
+            reconnect_max_secs: DEFAULT_RECONNECT_MAX_SECS,
+            log: DEFAULT_LOG.to_owned(),
+            delivery_concurrency: DEFAULT_DELIVERY_CONCURRENCY,
+            delivery_batch: DEFAULT_DELIVERY_BATCH,
+            delivery_timeout_secs: DEFAULT_DELIVERY_TIMEOUT_SECS,
+            delivery_lease_secs: DEFAULT_DELIVERY_LEASE_SECS,
+            delivery_allow_insecure: false,
+            print_config: false,
+        }
+    }
 }
 
 /// `--print-config` output: one `ECHOVALUE_*=value` line per setting, ready for an env file.
@@ -115,17 +183,19 @@ impl fmt::Display for Config {
             "ECHOVALUE_SHUTDOWN_GRACE_SECS={}",
             self.shutdown_grace_secs
         )?;
+        writeln!(f, "ECHOVALUE_MAILHOOK_POLL_SECS={}", self.poll_secs)?;
+        writeln!(
+            f,
+            "ECHOVALUE_MAILHOOK_RECONNECT_MAX_SECS={}",
+            self.reconnect_max_secs
+        )?;
+        writeln!(f, "ECHOVALUE_LOG={}", self.log)?;
         writeln!(
             f,
             "ECHOVALUE_DELIVERY_CONCURRENCY={}",
             self.delivery_concurrency
         )?;
         writeln!(f, "ECHOVALUE_DELIVERY_BATCH={}", self.delivery_batch)?;
-        writeln!(
-            f,
-            "ECHOVALUE_DELIVERY_POLL_SECS={}",
-            self.delivery_poll_secs
-        )?;
         writeln!(
             f,
             "ECHOVALUE_DELIVERY_TIMEOUT_SECS={}",
@@ -169,7 +239,7 @@ impl Config {
         Some(crate::delivery::dispatch::Settings {
             concurrency: self.delivery_concurrency,
             batch: self.delivery_batch.max(1),
-            poll: Duration::from_secs(self.delivery_poll_secs.max(1)),
+            poll: self.poll_interval(),
             timeout,
             lease: Duration::from_secs(self.delivery_lease_secs)
                 .max(timeout + Duration::from_secs(20)),
@@ -203,7 +273,37 @@ fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_password;
+    use super::{redact_password, Config};
+    use clap::Parser;
+
+    #[test]
+    fn defaults_match_clap_defaults() {
+        // The test environment does not set ECHOVALUE_*.
+        let parsed = Config::try_parse_from(["echovalue-mailhook"]).unwrap();
+        assert_eq!(parsed, Config::default());
+        assert_eq!(parsed.poll_secs, 30);
+    }
+
+    #[test]
+    fn flags_override_and_ranges_hold() {
+        let c =
+            Config::try_parse_from(["x", "--poll-secs", "2", "--reconnect-max-secs", "5"]).unwrap();
+        assert_eq!(c.poll_interval().as_secs(), 2);
+        assert_eq!(c.reconnect_max().as_secs(), 5);
+        assert!(Config::try_parse_from(["x", "--poll-secs", "0"]).is_err());
+        assert!(Config::try_parse_from(["x", "--reconnect-max-secs", "-1"]).is_err());
+    }
+
+    #[test]
+    fn print_config_hides_the_password() {
+        let c = Config {
+            database_url: "host=/tmp user=echovalue_mailhook password=s3cret".into(),
+            ..Config::default()
+        };
+        let printed = c.to_string();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("ECHOVALUE_MAILHOOK_POLL_SECS=30"));
+    }
 
     #[test]
     fn hides_url_password() {

@@ -33,21 +33,23 @@ impl Mailhook {
         cmd.env("ECHOVALUE_DATABASE_URL", database_url)
             .env("ECHOVALUE_SMTP_LISTEN", "127.0.0.1:0")
             .env("ECHOVALUE_SMTP_HOSTNAME", "mx.test")
-            .env("RUST_LOG", "info")
+            // receiving only: these tests check the queued delivery, not its sending
+            .env("ECHOVALUE_DELIVERY_CONCURRENCY", "0")
+            .env("ECHOVALUE_LOG", "info")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().context("cannot start echovalue-mailhook")?;
-        let stdout = child.stdout.take().context("no stdout")?;
+        let log = child.stderr.take().context("no stderr")?;
         // The bound address is in the "listening" log line; the rest of the log is drained
         // so the pipe never fills.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            for line in StdBufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in StdBufReader::new(log).lines().map_while(Result::ok) {
                 if line.contains("listening") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line);

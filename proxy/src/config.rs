@@ -15,6 +15,7 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 const DEFAULT_LOG: &str = "info";
+const DEFAULT_STRIPE_WEBHOOK_PATH: &str = "/stripe/webhook";
 
 /// Settings of one proxy process. Tests build one with `Config::default()` and override fields.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
@@ -63,6 +64,15 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
+    /// Path of the Stripe webhook endpoint (point the Stripe dashboard at https://<host><path>).
+    #[arg(long, env = "ECHOVALUE_STRIPE_WEBHOOK_PATH", default_value = DEFAULT_STRIPE_WEBHOOK_PATH,
+          value_parser = parse_webhook_path)]
+    pub stripe_webhook_path: String,
+
+    /// Signing secret of the Stripe webhook endpoint (`whsec_…`); unset, the endpoint answers 503.
+    #[arg(long, env = "ECHOVALUE_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<Secret>,
+
     /// tracing-subscriber filter, e.g. `info` or `echovalue_proxy=debug`.
     #[arg(long, env = "ECHOVALUE_LOG", default_value = DEFAULT_LOG)]
     pub log: String,
@@ -70,6 +80,46 @@ pub struct Config {
     /// Print the effective configuration (password redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// A secret setting: its `Debug` never shows the value, so logging a `Config` cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// A webhook path is an absolute path without query, so it can be compared with the request's.
+fn parse_webhook_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s.contains(['?', '#']) || s.chars().any(char::is_whitespace) {
+        return Err("must be an absolute path like /stripe/webhook, without query".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_header_bytes(s: &str) -> Result<usize, String> {
@@ -92,6 +142,8 @@ impl Default for Config {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             read_timeout_secs: DEFAULT_READ_TIMEOUT_SECS,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            stripe_webhook_path: DEFAULT_STRIPE_WEBHOOK_PATH.to_owned(),
+            stripe_webhook_secret: None,
             log: DEFAULT_LOG.to_owned(),
             print_config: false,
         }
@@ -117,6 +169,21 @@ impl fmt::Display for Config {
             f,
             "ECHOVALUE_SHUTDOWN_GRACE_SECS={}",
             self.shutdown_grace_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_STRIPE_WEBHOOK_PATH={}",
+            self.stripe_webhook_path
+        )?;
+        // Whether it is set, never what it is.
+        writeln!(
+            f,
+            "ECHOVALUE_STRIPE_WEBHOOK_SECRET={}",
+            if self.stripe_webhook_secret.is_some() {
+                "***"
+            } else {
+                ""
+            }
         )?;
         writeln!(f, "ECHOVALUE_LOG={}", self.log)
     }
@@ -223,6 +290,38 @@ mod tests {
         assert!(printed
             .contains("ECHOVALUE_DATABASE_URL=host=/tmp user=u password=*** dbname=postgres"));
         assert!(printed.contains("ECHOVALUE_LISTEN=127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn stripe_settings() {
+        let c = Config::try_parse_from([
+            "x",
+            "--stripe-webhook-secret",
+            "whsec_s3cret",
+            "--stripe-webhook-path",
+            "/hooks/stripe",
+        ])
+        .unwrap();
+        assert_eq!(c.stripe_webhook_path, "/hooks/stripe");
+        assert_eq!(
+            c.stripe_webhook_secret.as_ref().map(Secret::expose),
+            Some("whsec_s3cret")
+        );
+        let printed = c.to_string();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("ECHOVALUE_STRIPE_WEBHOOK_SECRET=***"));
+        assert!(printed.contains("ECHOVALUE_STRIPE_WEBHOOK_PATH=/hooks/stripe"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(Config::default()
+            .to_string()
+            .contains("ECHOVALUE_STRIPE_WEBHOOK_SECRET=\n"));
+        for bad in ["stripe", "/a?b", "/a b"] {
+            assert!(
+                Config::try_parse_from(["x", "--stripe-webhook-path", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Config::try_parse_from(["x", "--stripe-webhook-secret", ""]).is_err());
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub enum Call<'a> {
     WebhookDelete {
         token: &'a str,
     },
+    /// A Stripe webhook body whose signature the proxy verified.
+    StripeEventRecord {
+        payload: &'a str,
+    },
     /// A request the proxy refused itself after seeing a well-formed token.
     Refuse {
         token: &'a str,
@@ -156,6 +160,10 @@ impl Call<'_> {
             Call::WebhookDelete { token } => (
                 outcome_sql!("webhook_delete(token => $1, http_method => $2, http_path => $3)"),
                 vec![token, method, path],
+            ),
+            Call::StripeEventRecord { payload } => (
+                outcome_sql!("stripe_event_record(payload => $1, http_method => $2, http_path => $3)"),
+                vec![payload, method, path],
             ),
             Call::Refuse { token, operation, status, error } => (
                 outcome_sql!("request_refuse(token => $1, operation => $2, status => $3, error => $4, http_method => $5, http_path => $6)"),
@@ -318,6 +326,7 @@ mod tests {
                 status: 405,
                 error: "e",
             },
+            Call::StripeEventRecord { payload: "{}" },
         ] {
             let (sql, params) = call.statement(&m, &p);
             let placeholders = sql.matches('$').count();

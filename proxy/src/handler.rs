@@ -19,7 +19,7 @@ use crate::db::{self, Call, DbError};
 use crate::metrics::Metrics;
 use crate::outcome::{self, plain, Reply};
 use crate::routes::{self, Name, Operation, Route};
-use crate::{cors, token};
+use crate::{cors, stripe, token};
 
 const VALUE_NOT_UTF8: &str = "Bad Request: value is not UTF-8";
 const BODY_NOT_UTF8: &str = "Bad Request: body must be a JSON object";
@@ -48,7 +48,8 @@ where
 {
     let started = Instant::now();
     let method = req.method().clone();
-    let (route, op) = routes::resolve(&method, req.uri().path());
+    let (route, op) =
+        routes::resolve_with_webhook(&method, req.uri().path(), &state.config.stripe_webhook_path);
     let mut reply = if declared_too_large(req.headers(), state.config.max_body_bytes) {
         outcome::payload_too_large()
     } else {
@@ -135,6 +136,29 @@ where
             match db::attachment(&state.pool, &id, expires.as_deref(), sig.as_deref()).await {
                 Ok(download) => download.into_reply(),
                 Err(e) => failure(e),
+            }
+        }
+        Operation::StripeWebhook => {
+            let Some(secret) = state.config.stripe_webhook_secret.as_ref() else {
+                // 503, not 404: Stripe keeps retrying for days, so events sent before the
+                // operator sets the secret are not lost.
+                tracing::warn!(
+                    "Stripe webhook refused: ECHOVALUE_STRIPE_WEBHOOK_SECRET is not set"
+                );
+                return outcome::unavailable();
+            };
+            let body = match read_body(body, &state.config).await {
+                Ok(b) => b,
+                Err(reply) => return reply,
+            };
+            // A header that is not visible ASCII cannot be a valid signature.
+            let signature = parts
+                .headers
+                .get("stripe-signature")
+                .map(|v| v.to_str().unwrap_or(""));
+            match stripe::verify(&body, signature, secret.expose()) {
+                Ok(payload) => ctx.run(&Call::StripeEventRecord { payload }).await,
+                Err(rejection) => plain(StatusCode::BAD_REQUEST, rejection.body()),
             }
         }
         Operation::TokenForm | Operation::LegacyForm => {
@@ -259,7 +283,8 @@ where
                 | Operation::MethodNotAllowed
                 | Operation::AttachmentGet(_)
                 | Operation::TokenForm
-                | Operation::LegacyForm => outcome::internal_error(),
+                | Operation::LegacyForm
+                | Operation::StripeWebhook => outcome::internal_error(),
             }
         }
     }

@@ -6,7 +6,8 @@
 //! [`routes`] (the `match (method, path)` table), [`handler`] (one request start to finish),
 //! [`db`] (pool, prepared calls with named arguments), [`outcome`] (the one outcome → response
 //! mapping and the proxy's own error replies), [`token`] (token format check), [`client`]
-//! (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop, graceful stop).
+//! (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop, graceful stop),
+//! [`stripe`] (the `Stripe-Signature` check of the Stripe webhook).
 //!
 //! Stable API for embedding and integration tests:
 //!
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod routes;
 pub mod server;
+pub mod stripe;
 pub mod token;
 
 pub use config::Config;

@@ -14,7 +14,8 @@ async fn main() -> anyhow::Result<()> {
         print!("{config}");
         return Ok(());
     }
-    let filter = EnvFilter::try_new(&config.log).context("invalid ECHOVALUE_LOG filter")?;
+    let filter =
+        EnvFilter::try_new(log_filter(&config.log)).context("invalid ECHOVALUE_LOG filter")?;
     // Logs go to stderr, coloured only on a terminal so journald and files stay plain.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -25,6 +26,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     run(listener, config, shutdown_signal()).await
+}
+
+/// The operator's filter, with the Stripe crate's own logs off unless the filter names that
+/// crate: it logs an error when its generated types cannot parse an event (which the proxy
+/// then records anyway, see `stripe::verify`) and a warning when the account's API version is
+/// not the one it was generated for; neither is something an operator acts on.
+fn log_filter(configured: &str) -> String {
+    if configured.contains("stripe_webhook") {
+        configured.to_owned()
+    } else {
+        format!("{configured},stripe_webhook=off")
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM (what systemd and container runtimes send).
@@ -49,4 +62,21 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn stripe_crate_logs_are_off_unless_asked_for() {
+        assert_eq!(log_filter("info"), "info,stripe_webhook=off");
+        assert_eq!(log_filter("stripe_webhook=debug"), "stripe_webhook=debug");
+        for f in ["info", "debug", "warn,echovalue_proxy=debug"] {
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(log_filter(f)).is_ok(),
+                "{f}"
+            );
+        }
+    }
 }

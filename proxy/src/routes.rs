@@ -23,6 +23,7 @@ pub enum Route {
     LegacyKv,
     Healthz,
     Metrics,
+    StripeWebhook,
     Unknown,
 }
 
@@ -42,6 +43,8 @@ impl Route {
             Route::LegacyKv => "/{group}/{key}",
             Route::Healthz => "/healthz",
             Route::Metrics => "/metrics",
+            // The configured path may differ; the label names the endpoint, not the path.
+            Route::StripeWebhook => "stripe-webhook",
             Route::Unknown => "unmatched",
         }
     }
@@ -54,6 +57,7 @@ impl Route {
             Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
             Route::TokenLogs | Route::Recharge | Route::Logs | Route::Attachment => "GET, OPTIONS",
             Route::Healthz | Route::Metrics => "GET",
+            Route::StripeWebhook => "POST",
             Route::Unknown => "",
         }
     }
@@ -68,7 +72,11 @@ impl Route {
             Route::TokenKey => Some("token_key_revoke"),
             Route::Webhook => Some("webhook_get"),
             // the signed URL is the credential; no token, nothing to charge
-            Route::Attachment | Route::Healthz | Route::Metrics | Route::Unknown => None,
+            Route::Attachment
+            | Route::Healthz
+            | Route::Metrics
+            | Route::StripeWebhook
+            | Route::Unknown => None,
         }
     }
 }
@@ -110,6 +118,8 @@ pub enum Operation {
     },
     Healthz,
     Metrics,
+    /// `POST` on the configured Stripe webhook path: verify, then record the event.
+    StripeWebhook,
     Preflight,
     MethodNotAllowed,
     NotFound,
@@ -125,6 +135,23 @@ const CURRENT_TOP_LEVEL: &[&str] = &[
     "healthz",
     "metrics",
 ];
+
+/// Like [`resolve`], with the Stripe webhook at `stripe_webhook_path` (a setting): that exact
+/// path wins over every other route. Stripe is not a browser, so there is no preflight.
+pub fn resolve_with_webhook(
+    method: &Method,
+    path: &str,
+    stripe_webhook_path: &str,
+) -> (Route, Operation) {
+    if path != stripe_webhook_path {
+        return resolve(method, path);
+    }
+    let op = match *method {
+        Method::POST => Operation::StripeWebhook,
+        _ => Operation::MethodNotAllowed,
+    };
+    (Route::StripeWebhook, op)
+}
 
 /// Maps a method and a raw (still percent-encoded) path without query to its route and operation.
 pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
@@ -404,6 +431,38 @@ mod tests {
         assert_eq!(Route::Kv.refuse_operation(), Some("kv_get"));
         assert_eq!(Route::TokenLogs.refuse_operation(), Some("wallet_get"));
         assert_eq!(Route::Healthz.refuse_operation(), None);
+    }
+
+    #[test]
+    fn stripe_webhook_at_its_configured_path() {
+        let hook = |m: Method, p: &str| resolve_with_webhook(&m, p, "/stripe/webhook");
+        assert_eq!(
+            hook(Method::POST, "/stripe/webhook"),
+            (Route::StripeWebhook, Operation::StripeWebhook)
+        );
+        assert_eq!(
+            hook(Method::GET, "/stripe/webhook"),
+            (Route::StripeWebhook, Operation::MethodNotAllowed)
+        );
+        assert_eq!(
+            hook(Method::OPTIONS, "/stripe/webhook").1,
+            Operation::MethodNotAllowed
+        );
+        assert_eq!(Route::StripeWebhook.allow(), "POST");
+        // Other paths route as before; a 2023 kv path that is not the webhook stays one.
+        assert_eq!(hook(Method::GET, "/token").1, Operation::WalletGet);
+        assert_eq!(
+            hook(Method::GET, "/stripe/other").1,
+            Operation::KvGet(name("stripe", "other"))
+        );
+        assert_eq!(
+            resolve_with_webhook(&Method::POST, "/hooks/s", "/hooks/s").1,
+            Operation::StripeWebhook
+        );
+        assert_eq!(
+            resolve_with_webhook(&Method::POST, "/stripe/webhook", "/hooks/s").1,
+            Operation::KvSet(name("stripe", "webhook"))
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub const ADMIN_URL: &str = "ECHOVALUE_TEST_ADMIN_URL";
 pub const PROXY_URL: &str = "ECHOVALUE_TEST_PROXY_URL";
 /// Connection as `echovalue_mailhook`, a member of `echovalue_worker`.
 pub const MAILHOOK_URL: &str = "ECHOVALUE_TEST_MAILHOOK_URL";
+/// The built `echovalue-mailhook` binary (tests that kill the worker process run it).
+pub const MAILHOOK_BIN: &str = "ECHOVALUE_TEST_MAILHOOK_BIN";
 
 fn read(name: &str) -> Result<String> {
     match std::env::var(name) {
@@ -15,7 +17,7 @@ fn read(name: &str) -> Result<String> {
         _ => bail!(
             "{name} is not set: these tests need a Postgres cluster with the echovalue \
              extension; run them with `bash tests/run.sh` (it starts a throwaway cluster \
-             and exports {ADMIN_URL}, {PROXY_URL} and {MAILHOOK_URL})"
+             and exports {ADMIN_URL}, {PROXY_URL}, {MAILHOOK_URL} and {MAILHOOK_BIN})"
         ),
     }
 }
@@ -30,4 +32,8 @@ pub fn proxy_url() -> Result<String> {
 
 pub fn mailhook_url() -> Result<String> {
     read(MAILHOOK_URL)
+}
+
+pub fn mailhook_bin() -> Result<String> {
+    read(MAILHOOK_BIN)
 }

@@ -6,18 +6,22 @@
 //! Layout: [`env`] reads those two URLs, [`server`] starts and stops a proxy, [`api`] is a
 //! small HTTP client that keeps status, headers and raw body together, [`admin`] is the
 //! superuser connection the tests use to arrange state (wallets, balances, expiries) without
-//! sleeping or tripping the token rate limit, and [`token`] re-implements the token format
-//! and hash independently of the code under test.
+//! sleeping or tripping the token rate limit, [`token`] re-implements the token format
+//! and hash independently of the code under test, [`stripe`] builds and signs Stripe webhook
+//! fixtures (its own HMAC, not the proxy's), and [`worker`] runs the mailhook worker in-process.
 
 pub mod admin;
 pub mod api;
 pub mod env;
 pub mod server;
+pub mod stripe;
 pub mod token;
+pub mod worker;
 
-pub use admin::{Admin, StoredAttachment, StoredMessage, Wallet};
+pub use admin::{Admin, StoredAttachment, StoredMessage, Tier, Wallet};
 pub use api::{Api, Reply};
 pub use server::TestProxy;
+pub use worker::TestWorker;
 
 /// Starts a proxy with default test settings and opens an admin connection: the usual
 /// opening line of a test.

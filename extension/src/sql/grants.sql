@@ -1,7 +1,6 @@
--- Privileges, last: PUBLIC gets nothing; echovalue_api may use the schema and execute the
--- API functions only. It cannot read or write any table or call an internal `_` helper.
--- echovalue_worker (the mailhook's roles are its members) may execute only the worker
--- functions.
+-- Privileges, last: PUBLIC gets nothing; echovalue_api (the proxy) may use the schema and
+-- execute the API functions only; echovalue_worker (the mailhook) only the worker functions.
+-- Neither can read or write any table or call an internal `_` helper.
 
 do $$
 begin
@@ -37,6 +36,7 @@ grant execute on function
     echovalue.webhook_get(text, text, text),
     echovalue.webhook_delete(text, text, text),
     echovalue.attachment_get(text, text, text),
+    echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
 
@@ -46,5 +46,6 @@ grant execute on function
     echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
     echovalue.address_classify(inet),
     echovalue.delivery_claim(int, int),
-    echovalue.delivery_record(bigint, int, text, int, text, int)
+    echovalue.delivery_record(bigint, int, text, int, text, int),
+    echovalue.stripe_event_apply()
 to echovalue_worker;

@@ -1,5 +1,19 @@
 -- Recharge API: the operator's payment link for a tier, tagged with the wallet hash.
 
+-- A URL with `name=value` added to its query: `?` or `&` as the URL needs, none after a
+-- trailing `?` or `&`, and before any `#fragment` (after it, Stripe would never see it).
+create function echovalue._url_with_param(p_url text, p_name text, p_value text) returns text
+language sql immutable strict parallel safe as $$
+    select case
+               when pg_catalog.strpos(base, '?') = 0 then base || '?'
+               when base ~ '[?&]$' then base
+               else base || '&'
+           end || p_name || '=' || p_value || fragment
+      from (select pg_catalog.split_part(p_url, '#', 1) as base,
+                   case when pg_catalog.strpos(p_url, '#') > 0
+                        then pg_catalog.substr(p_url, pg_catalog.strpos(p_url, '#')) else '' end as fragment) as u
+$$;
+
 -- GET /recharge?amount=: the tier's link + client_reference_id=<wallet hash>;
 -- 400 for an amount that is not a tier, 501 when the tier has no link configured.
 create function echovalue.recharge_link(
@@ -44,8 +58,7 @@ begin
     end if;
     select w.hash into v_hash from echovalue.wallets w where w.id = v_wallet;
     return echovalue._finish(v_wallet, 'token', recharge_link.http_method, recharge_link.http_path, 200,
-        v_link || case when pg_catalog.strpos(v_link, '?') > 0 then '&' else '?' end
-               || 'client_reference_id=' || v_hash,
+        echovalue._url_with_param(v_link, 'client_reference_id', v_hash),
         v_cost, v_balance);
 end;
 $$;

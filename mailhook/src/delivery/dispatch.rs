@@ -15,6 +15,9 @@ use super::http::{Request, Sender};
 use super::retry::{decide, Decision, Response};
 use super::sign::signature;
 
+/// The channel `mail_receive` NOTIFYs for each queued delivery.
+pub const CHANNEL: &str = "echovalue_mail";
+
 const CLAIM_SQL: &str = "select delivery_id, attempt, webhook_id, url, headers, secret, payload \
      from echovalue.delivery_claim(batch => $1, lease_seconds => $2)";
 const RECORD_SQL: &str = "select echovalue.delivery_record(delivery_id => $1, attempt => $2, \

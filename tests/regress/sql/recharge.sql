@@ -19,6 +19,15 @@ select status, body = 'https://buy.stripe.com/test_1?client_reference_id=' || :'
   from echovalue.recharge_link(token => :'tok', amount => '1', http_path => '/recharge?amount=1');
 select status, body = 'https://buy.stripe.com/test_3?locale=it&client_reference_id=' || :'wallet_hash' as link_ok
   from echovalue.recharge_link(token => :'tok', amount => '3', http_path => '/recharge?amount=3');
+-- the parameter goes into the query, before a fragment, with one separator
+select link, echovalue._url_with_param(link, 'client_reference_id', 'h') as tagged
+  from (values ('https://buy.stripe.com/a'), ('https://buy.stripe.com/a?'),
+               ('https://buy.stripe.com/a?locale=it'), ('https://buy.stripe.com/a?locale=it&'),
+               ('https://buy.stripe.com/a#top'), ('https://buy.stripe.com/a?x=1#top'),
+               ('https://buy.stripe.com/a?x=1#top?y=2'), ('https://buy.stripe.com/a#')) as l (link);
+update echovalue.recharge_tiers set link = 'https://buy.stripe.com/test_3?locale=it#pay' where amount = 3;
+select status, body = 'https://buy.stripe.com/test_3?locale=it&client_reference_id=' || :'wallet_hash' || '#pay' as link_ok
+  from echovalue.recharge_link(token => :'tok', amount => '3', http_path => '/recharge?amount=3');
 -- NULL amount means 1
 select status, body like 'https://buy.stripe.com/test_1?%' as tier_1
   from echovalue.recharge_link(token => :'tok', amount => null);

@@ -8,11 +8,18 @@ select p.proname, pg_get_function_identity_arguments(p.oid) as args
  where p.pronamespace = 'echovalue'::regnamespace
    and has_function_privilege('echovalue_api', p.oid, 'execute')
  order by 1;
+-- what echovalue_worker (the mailhook) may execute: exactly the worker functions
+select p.proname, pg_get_function_identity_arguments(p.oid) as args
+  from pg_proc p
+ where p.pronamespace = 'echovalue'::regnamespace
+   and has_function_privilege('echovalue_worker', p.oid, 'execute')
+ order by 1;
 -- no table or sequence privilege at all
 select c.relname, c.relkind
   from pg_class c
  where c.relnamespace = 'echovalue'::regnamespace and c.relkind in ('r', 'S', 'v')
    and (has_table_privilege('echovalue_api', c.oid, 'select, insert, update, delete, truncate, references, trigger')
+        or has_table_privilege('echovalue_worker', c.oid, 'select, insert, update, delete, truncate, references, trigger')
         or has_table_privilege('public', c.oid, 'select, insert, update, delete'));
 -- PUBLIC may execute nothing in the schema
 select count(*) as public_executable

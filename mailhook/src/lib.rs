@@ -1,0 +1,136 @@
+//! `echovalue-mailhook`: the background worker of echovalue. It holds no state: all work is
+//! claimed from tables in Postgres (`FOR UPDATE SKIP LOCKED`), so any number of copies may run
+//! against one database.
+//!
+//! Layout: [`config`] (every setting, flags + `ECHOVALUE_*` env), [`listen`] (one LISTEN
+//! connection that wakes the workers on NOTIFY, after each reconnect and on a poll timer;
+//! reconnects with capped backoff), [`db`] (a worker's own lazily reopened connection), and
+//! one module per kind of work woken by its channel: [`recharge`] (Stripe events → credits).
+//! The SMTP receiver of Mail2Webhook runs beside them: [`smtp_command`] is the pure command
+//! parser, [`smtp`] the sessions, [`message`] turns raw mail into the payload fields with
+//! mail-parser, [`store`] makes its two SQL calls (recipient check, receive) over a pool.
+//! [`delivery`] is the webhook dispatcher, woken on `echovalue_mail`: it claims due deliveries,
+//! POSTs the signed payloads (every resolved address checked first) and records each attempt.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = echovalue_mailhook::Config {
+//!     database_url: "host=/tmp/ev port=55433 user=echovalue_mailhook dbname=postgres".into(),
+//!     ..echovalue_mailhook::Config::default()
+//! };
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let worker = tokio::spawn(echovalue_mailhook::run(config, async {
+//!     let _ = stopped.await;
+//! }));
+//! // ... pending Stripe events get applied ...
+//! let _ = stop.send(());
+//! worker.await??;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod db;
+pub mod delivery;
+pub mod listen;
+pub mod message;
+pub mod recharge;
+pub mod smtp;
+pub mod smtp_command;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{watch, Notify};
+
+pub use config::Config;
+
+/// Runs the SMTP receiver, the listener and every worker until `shutdown` resolves, then lets
+/// each finish the item in hand (open SMTP sessions within the shutdown grace) and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut pg: tokio_postgres::Config = config
+        .database_url
+        .parse()
+        .context("the database URL is not a valid libpq connection string or URL")?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("echovalue-mailhook");
+    }
+    let (stop, stopped) = watch::channel(false);
+
+    let recharge_wake = Arc::new(Notify::new());
+    let mail_wake = Arc::new(Notify::new());
+    let mut subscriptions = vec![listen::Subscription {
+        channel: recharge::CHANNEL,
+        wake: recharge_wake.clone(),
+    }];
+    let delivery_settings = config.delivery();
+    if delivery_settings.is_some() {
+        subscriptions.push(listen::Subscription {
+            channel: delivery::dispatch::CHANNEL,
+            wake: mail_wake.clone(),
+        });
+    }
+    let timing = listen::Timing {
+        poll: config.poll_interval(),
+        reconnect_max: config.reconnect_max(),
+    };
+    let listener = tokio::spawn(listen::run(
+        pg.clone(),
+        subscriptions,
+        timing,
+        stopped.clone(),
+    ));
+    let recharge = tokio::spawn(recharge::run(pg, recharge_wake, stopped.clone()));
+    let dispatcher = match delivery_settings {
+        Some(settings) => {
+            let pool = store::pool(
+                &config.database_url,
+                settings.concurrency.min(16),
+                Duration::from_secs(config.db_timeout_secs.max(1)),
+            )?;
+            Some(tokio::spawn(delivery::dispatch::run(
+                settings,
+                pool,
+                mail_wake,
+                stopped.clone(),
+            )))
+        }
+        None => {
+            tracing::warn!("ECHOVALUE_DELIVERY_CONCURRENCY=0: received mail stays queued");
+            None
+        }
+    };
+
+    let store = store::Store::new(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_secs(config.db_timeout_secs.max(1)),
+    )?;
+    let smtp_listener = tokio::net::TcpListener::bind(config.smtp_listen)
+        .await
+        .with_context(|| format!("cannot listen for SMTP on {}", config.smtp_listen))?;
+    tracing::info!(listen = %smtp_listener.local_addr()?, "smtp receiver listening");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let smtp = tokio::spawn(smtp::serve(
+        smtp_listener,
+        config.smtp_limits(),
+        store,
+        stopped,
+        grace,
+    ));
+
+    shutdown.await;
+    tracing::info!("stopping");
+    let _ = stop.send(true);
+    listener.await.context("the listener task failed")?;
+    recharge.await.context("the recharge worker failed")?;
+    smtp.await.context("the SMTP receiver failed")?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher
+            .await
+            .context("the webhook dispatcher failed")??;
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Wake-ups from Postgres: one dedicated, non-pooled connection LISTENs on the workers'
+//! channels and turns each NOTIFY into a wake-up of the worker that owns the channel.
+//!
+//! NOTIFY is only a hint; the tables are the truth. So every worker is also woken after each
+//! (re)connect (notifications sent while the connection was down are lost) and on a poll
+//! timer (one missed for any other reason is caught up). A broken connection is replaced
+//! after a capped exponential backoff ([`reconnect_delay`]). The timer also checks that the
+//! connection still answers, so a silently dead one is noticed within one poll interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+/// A channel and the worker it wakes. Wake-ups coalesce: many NOTIFYs while the worker is
+/// busy give it one more pass, not one per notification.
+pub struct Subscription {
+    pub channel: &'static str,
+    pub wake: Arc<Notify>,
+}
+
+/// How often to poll and how long at most to wait before reconnecting.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub poll: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// The first reconnect waits this long; each failure in a row doubles it up to the cap.
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(250);
+
+/// Delay before reconnect attempt `failures` (0 after the first failure): 250 ms doubled per
+/// further failure in a row, never above `max`. Pure, so the policy is unit-tested.
+pub fn reconnect_delay(failures: u32, max: Duration) -> Duration {
+    FIRST_RECONNECT_DELAY
+        .saturating_mul(2u32.saturating_pow(failures))
+        .min(max)
+}
+
+/// Listens until `stop` turns true (or its sender is dropped), reconnecting as needed.
+pub async fn run(
+    pg: tokio_postgres::Config,
+    subscriptions: Vec<Subscription>,
+    timing: Timing,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match listen_once(&pg, &subscriptions, timing, &mut stop).await {
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::Lost(why)) => {
+                tracing::warn!(%why, "LISTEN connection lost; reconnecting");
+                failures = 0;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN; retrying");
+            }
+        }
+        let delay = reconnect_delay(failures, timing.reconnect_max);
+        failures = failures.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+/// One connection's life: connect, LISTEN, wake everyone, then forward notifications and
+/// poll ticks until the connection breaks or `stop` says so.
+async fn listen_once(
+    pg: &tokio_postgres::Config,
+    subscriptions: &[Subscription],
+    timing: Timing,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Ended, tokio_postgres::Error> {
+    let (client, mut connection) = pg.connect(NoTls).await?;
+    // The connection must be polled for the client to work; its messages come back here.
+    let (tx, mut messages) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = stream.next().await {
+            let failed = message.is_err();
+            if tx.send(message).is_err() || failed {
+                break;
+            }
+        }
+    });
+    let result = serve(&client, &mut messages, subscriptions, timing, stop).await;
+    drop(client);
+    driver.abort();
+    result
+}
+
+async fn serve(
+    client: &Client,
+    messages: &mut mpsc::UnboundedReceiver<Result<AsyncMessage, tokio_postgres::Error>>,
+    subscriptions: &[Subscription],
+    timing: Timing,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Ended, tokio_postgres::Error> {
+    let listen: String = subscriptions
+        .iter()
+        .map(|s| format!("LISTEN {};", quote_ident(s.channel)))
+        .collect();
+    client.batch_execute(&listen).await?;
+    tracing::info!(
+        channels = ?subscriptions.iter().map(|s| s.channel).collect::<Vec<_>>(),
+        "listening"
+    );
+    // Anything notified while we were not listening is found by this re-scan.
+    wake_all(subscriptions);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + timing.poll, timing.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    for s in subscriptions.iter().filter(|s| s.channel == n.channel()) {
+                        s.wake.notify_one();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Ok(Ended::Lost(e.to_string())),
+                None => return Ok(Ended::Lost("connection closed".into())),
+            },
+            _ = tick.tick() => {
+                // A dead TCP peer may never report an error: ask, with a deadline.
+                match tokio::time::timeout(timing.poll, client.simple_query("")).await {
+                    Ok(Ok(_)) => wake_all(subscriptions),
+                    Ok(Err(e)) => return Ok(Ended::Lost(e.to_string())),
+                    Err(_) => return Ok(Ended::Lost("connection does not answer".into())),
+                }
+            }
+            _ = stop.changed() => return Ok(Ended::Stopped),
+        }
+    }
+}
+
+fn wake_all(subscriptions: &[Subscription]) {
+    for s in subscriptions {
+        s.wake.notify_one();
+    }
+}
+
+/// A channel name as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_quarter_second() {
+        let max = Duration::from_secs(30);
+        assert_eq!(reconnect_delay(0, max), Duration::from_millis(250));
+        assert_eq!(reconnect_delay(1, max), Duration::from_millis(500));
+        assert_eq!(reconnect_delay(2, max), Duration::from_secs(1));
+        assert_eq!(reconnect_delay(6, max), Duration::from_secs(16));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_never_overflows() {
+        let max = Duration::from_secs(30);
+        assert_eq!(reconnect_delay(7, max), max);
+        for failures in [8, 31, 32, 64, 1000, u32::MAX] {
+            assert_eq!(reconnect_delay(failures, max), max, "{failures}");
+        }
+        // A cap below the first delay wins.
+        assert_eq!(
+            reconnect_delay(0, Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn backoff_never_shrinks_while_failures_grow() {
+        let max = Duration::from_secs(30);
+        let mut last = Duration::ZERO;
+        for failures in 0..100 {
+            let d = reconnect_delay(failures, max);
+            assert!(d >= last, "{failures}");
+            last = d;
+        }
+    }
+
+    #[test]
+    fn channel_names_are_quoted() {
+        assert_eq!(quote_ident("echovalue_stripe"), "\"echovalue_stripe\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}
