@@ -466,6 +466,33 @@ mod tests {
     }
 
     #[test]
+    fn attachments() {
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/42"),
+            (Route::Attachment, Operation::AttachmentGet("42".into()))
+        );
+        // the id is checked in SQL (404 for anything not a number)
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/x%2F1").1,
+            Operation::AttachmentGet("x%2F1".into())
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/attachments/42").1,
+            Operation::MethodNotAllowed
+        );
+        assert_eq!(Route::Attachment.refuse_operation(), None);
+        // never a 2023 kv path, nor a longer path
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/").1,
+            Operation::NotFound
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/1/2").1,
+            Operation::NotFound
+        );
+    }
+
+    #[test]
     fn labels_are_patterns() {
         assert_eq!(
             resolve(&Method::GET, "/kv/secret/thing").0.pattern(),

@@ -47,18 +47,25 @@ impl MailhookProcess {
         });
         let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
             .await?
-            .context("the mailhook did not report its address")?;
-        let start = line
-            .find("127.0.0.1:")
-            .context("no address in the log line")?;
-        let addr: String = line[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-            .collect();
-        Ok(Self {
-            child,
-            addr: addr.parse()?,
-        })
+            .ok()
+            .and_then(|line| {
+                let start = line.find("127.0.0.1:")?;
+                let addr: String = line[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                addr.parse().ok()
+            });
+        match line {
+            Some(addr) => Ok(Self { child, addr }),
+            None => {
+                // never leave a child behind: it would hold the test run's inherited fds
+                // (the install lock among them) long after the test failed
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("the mailhook did not report its SMTP address")
+            }
+        }
     }
 
     pub fn port(&self) -> String {

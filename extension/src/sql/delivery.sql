@@ -41,9 +41,9 @@ language sql stable as $$
      where k.name = 'attachment_url'
 $$;
 
--- The attachments of a message as the payload's array, each with a download URL on the proxy
--- (echovalue.public_url) valid echovalue.attachment_url_seconds from now.
-create function echovalue._attachments_json(p_wallet bigint, p_message bigint) returns json
+-- The attachments of a message as the payload's JSON array, each with a download URL on the
+-- proxy (echovalue.public_url) valid echovalue.attachment_url_seconds from now.
+create function echovalue._attachments_json(p_wallet bigint, p_message bigint) returns text
 language plpgsql stable as $$
 declare
     v_expires timestamptz := pg_catalog.date_trunc('second', pg_catalog.now())
@@ -51,33 +51,29 @@ declare
     v_epoch bigint := pg_catalog.date_part('epoch', v_expires)::bigint;
     v_base text := pg_catalog.rtrim(echovalue._setting_text('public_url'), '/');
 begin
-    return coalesce((
-        select pg_catalog.json_agg(pg_catalog.json_build_object(
-                   'filename', a.filename,
-                   'contentType', a.content_type,
-                   'size', a.size,
-                   'downloadUrl', pg_catalog.format('%s/attachments/%s?expires=%s&sig=%s', v_base, a.id,
-                                                    v_epoch, echovalue._attachment_sig(a.id, v_epoch)),
-                   'downloadUrlExpiresAt', echovalue._ts(v_expires))
-                   order by a.position)
+    return '[' || coalesce((
+        select pg_catalog.string_agg(pg_catalog.format(
+                   '{"filename":%s,"contentType":%s,"size":%s,"downloadUrl":%s,"downloadUrlExpiresAt":%s}',
+                   echovalue._json_str(a.filename), echovalue._json_str(a.content_type), a.size,
+                   echovalue._json_str(pg_catalog.format('%s/attachments/%s?expires=%s&sig=%s', v_base, a.id,
+                                                         v_epoch, echovalue._attachment_sig(a.id, v_epoch))),
+                   echovalue._json_str(echovalue._ts(v_expires))), ',' order by a.position)
           from echovalue.attachments a
-         where a.wallet_id = p_wallet and a.message_id = p_message), '[]'::json);
+         where a.wallet_id = p_wallet and a.message_id = p_message), '') || ']';
 end;
 $$;
 
--- The webhook body of a message (seed 002), keys in the documented order.
+-- The webhook body of a message (seed 002): compact JSON, keys in the documented order.
 create function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
 language sql stable as $$
-    select pg_catalog.json_build_object(
-               'externalMessageId', m.external_id,
-               'receivedAt', echovalue._ts(m.received_at),
-               'from', pg_catalog.json_build_object('email', m.from_email, 'name', m.from_name),
-               'to', pg_catalog.json_build_object('hash', w.hash),
-               'subject', m.subject,
-               'text', m.text_body,
-               'html', m.html_body,
-               'headers', m.headers,
-               'attachments', echovalue._attachments_json(m.wallet_id, m.id))::text
+    select pg_catalog.format(
+               '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":%s},"to":{"hash":%s},'
+               '"subject":%s,"text":%s,"html":%s,"headers":%s,"attachments":%s}',
+               echovalue._json_str(m.external_id), echovalue._json_str(echovalue._ts(m.received_at)),
+               echovalue._json_str(m.from_email), echovalue._json_str(m.from_name),
+               echovalue._json_str(w.hash), echovalue._json_str(m.subject),
+               echovalue._json_str(m.text_body), echovalue._json_str(m.html_body),
+               m.headers::text, echovalue._attachments_json(m.wallet_id, m.id))
       from echovalue.messages m
       join echovalue.wallets w on w.id = m.wallet_id
      where m.wallet_id = p_wallet and m.id = p_message
