@@ -65,6 +65,8 @@ create unique index deliveries_id_idx on echovalue.deliveries (id);
 -- A claimed row stays `pending` with next_attempt_at moved past its lease, so this one index
 -- finds both due rows and rows whose worker died mid-delivery.
 create index deliveries_due_idx on echovalue.deliveries (next_attempt_at) where state = 'pending';
+-- One delivery per message; also what the message purge's NOT EXISTS and ON DELETE CASCADE use.
+create unique index deliveries_message_idx on echovalue.deliveries (wallet_id, message_id);
 create index messages_received_idx on echovalue.messages (received_at);
 
 select pg_catalog.pg_extension_config_dump('echovalue.messages', '');
