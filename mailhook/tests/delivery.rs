@@ -722,3 +722,48 @@ async fn kill9_mid_delivery_loses_nothing() -> Result<()> {
     receiver.stop();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_backlog_drains_without_waiting_for_the_poll() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let admin = Admin::connect().await?;
+    let receiver = Receiver::start(&[]).await?;
+    let (gone, gone_email, _) = wallet_with_webhook(&admin, &receiver.url("/gone")).await?;
+    let (w, email, _) = wallet_with_webhook(&admin, &receiver.url("/backlog")).await?;
+    // queued while no dispatcher runs: first mail of a wallet that then deletes its webhook,
+    // then more mail than the dispatcher has slots
+    let smtp_only = Mailhook::start_with(&[("ECHOVALUE_DELIVERY_CONCURRENCY", "0")]).await?;
+    let tag = format!("backlog-{}", std::process::id());
+    smtplib_bulk(&smtp_only, &gone_email, 10, &format!("{tag}-gone"))?;
+    smtplib_bulk(&smtp_only, &email, 30, &tag)?;
+    drop(smtp_only);
+    admin
+        .client()
+        .execute(
+            "delete from echovalue.webhooks where wallet_id = (select id from echovalue.wallets where hash = $1)",
+            &[&gone.hash],
+        )
+        .await?;
+    // one scan at start, then only notifications: none come, so the first scan must drain it all
+    let _dispatcher = Mailhook::start_with(&[
+        ("ECHOVALUE_DELIVERY_ALLOW_INSECURE", "true"),
+        ("ECHOVALUE_DELIVERY_CONCURRENCY", "4"),
+        ("ECHOVALUE_MAILHOOK_POLL_SECS", "3600"),
+    ])
+    .await?;
+    wait_for("the backlog", Duration::from_secs(30), || async {
+        let d = deliveries(&admin, &w).await?;
+        Ok(d.iter().all(|x| x.0 == "delivered").then_some(()))
+    })
+    .await?;
+    assert_eq!(receiver.got().len(), 30);
+    let d = deliveries(&admin, &gone).await?;
+    assert_eq!(d.len(), 10);
+    assert!(
+        d.iter()
+            .all(|x| x.0 == "failed" && x.3.as_deref() == Some("no webhook configured")),
+        "{d:?}"
+    );
+    receiver.stop();
+    Ok(())
+}

@@ -93,8 +93,9 @@ $$;
 -- Claims up to `batch` due deliveries for `lease_seconds` (the attempt must be recorded
 -- before then, or another dispatcher will claim it again) and returns what each POST needs:
 -- the delivery id and attempt number (for delivery_record), the stable webhook-id, the URL,
--- the user's headers, the wallet's signing secret and the JSON body. A due delivery whose
--- wallet no longer has a webhook fails for good here, logged.
+-- the user's headers, the wallet's signing secret and the JSON body. Due deliveries of wallets
+-- that no longer have a webhook fail for good here first (logged), so they never take the
+-- place of deliverable ones: an empty result means nothing this caller may send is due.
 create function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
 returns table (delivery_id bigint, attempt int, webhook_id text, url text, headers jsonb, secret text, payload text)
 language plpgsql volatile security definer
@@ -108,12 +109,30 @@ begin
             using errcode = 'invalid_parameter_value';
     end if;
     for v_row in
-        with due as (
+        with gone as (
             select d.wallet_id, d.id from echovalue.deliveries d
              where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+               and not exists (select 1 from echovalue.webhooks h where h.wallet_id = d.wallet_id)
              order by d.next_attempt_at
              limit delivery_claim.batch
              for update skip locked)
+        update echovalue.deliveries d
+           set state = 'failed', last_status = null, last_error = 'no webhook configured'
+          from gone
+         where d.wallet_id = gone.wallet_id and d.id = gone.id
+        returning d.wallet_id, d.webhook_id
+    loop
+        perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+    end loop;
+
+    for v_row in
+        with due as (
+            select d.wallet_id, d.id from echovalue.deliveries d
+              join echovalue.webhooks h on h.wallet_id = d.wallet_id
+             where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+             order by d.next_attempt_at
+             limit delivery_claim.batch
+             for update of d skip locked)
         update echovalue.deliveries d
            set attempts = d.attempts + 1,
                next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
@@ -126,6 +145,7 @@ begin
           join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
          where h.wallet_id = v_row.wallet_id;
         if not found then
+            -- the webhook was deleted since the claim's snapshot
             update echovalue.deliveries d
                set state = 'failed', last_status = null, last_error = 'no webhook configured'
              where d.wallet_id = v_row.wallet_id and d.id = v_row.id;

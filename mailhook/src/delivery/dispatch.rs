@@ -1,6 +1,6 @@
 //! The dispatcher loop: claim due deliveries (as many as there are free delivery slots, at
-//! most a batch), POST each in its own task, record each outcome; then sleep until a
-//! notification, the poll timer or a freed slot. A claimed row is leased in the database, so
+//! most a batch), POST each in its own task, record each outcome; claim again while claims
+//! return work, then sleep until a notification, the poll timer or a freed slot. A claimed row is leased in the database, so
 //! a dispatcher killed mid-POST loses nothing: the row is claimed again when the lease ends
 //! (at least once; a receiver may see a message twice, always with the same `webhook-id`).
 
@@ -66,12 +66,14 @@ pub async fn run(
     while !*stop.borrow() {
         while tasks.try_join_next().is_some() {}
         let free = slots.available_permits().min(settings.batch.max(1));
-        let mut full = false;
+        // Claim again as long as claims return work: a short batch does not mean nothing is
+        // due (other dispatchers hold rows); only an empty one does.
+        let mut more = false;
         if free > 0 {
             match claim(&pool, free, settings.lease).await {
                 Ok(jobs) => {
                     db_backoff = Duration::from_millis(200);
-                    full = jobs.len() == free;
+                    more = !jobs.is_empty();
                     for job in jobs {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
                             // cannot happen: only this loop takes slots; the lease brings it back
@@ -100,12 +102,12 @@ pub async fn run(
                 }
             }
         }
-        if full && slots.available_permits() > 0 {
-            continue; // more may be due
+        if more && slots.available_permits() > 0 {
+            continue;
         }
         tokio::select! {
             _ = wake.notified() => {}
-            _ = freed.notified(), if full || free == 0 => {}
+            _ = freed.notified(), if more || free == 0 => {}
             _ = tokio::time::sleep(settings.poll) => {}
             _ = stop.changed() => {}
         }
