@@ -113,7 +113,7 @@ begin
             select d.wallet_id, d.id from echovalue.deliveries d
              where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
                and not exists (select 1 from echovalue.webhooks h where h.wallet_id = d.wallet_id)
-             order by d.next_attempt_at
+             order by d.next_attempt_at, d.id
              limit delivery_claim.batch
              for update skip locked)
         update echovalue.deliveries d
@@ -130,7 +130,7 @@ begin
             select d.wallet_id, d.id from echovalue.deliveries d
               join echovalue.webhooks h on h.wallet_id = d.wallet_id
              where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-             order by d.next_attempt_at
+             order by d.next_attempt_at, d.id
              limit delivery_claim.batch
              for update of d skip locked)
         update echovalue.deliveries d
