@@ -93,70 +93,60 @@ $$;
 -- Claims up to `batch` due deliveries for `lease_seconds` (the attempt must be recorded
 -- before then, or another dispatcher will claim it again) and returns what each POST needs:
 -- the delivery id and attempt number (for delivery_record), the stable webhook-id, the URL,
--- the user's headers, the wallet's signing secret and the JSON body. Due deliveries of wallets
--- that no longer have a webhook fail for good here first (logged), so they never take the
--- place of deliverable ones: an empty result means nothing this caller may send is due.
+-- the user's headers, the wallet's signing secret and the JSON body. A claimed delivery whose
+-- wallet no longer has a webhook fails for good instead (logged); when a whole batch was such
+-- rows it claims the next one, so an empty result means nothing this caller may send is due.
 create function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
 returns table (delivery_id bigint, attempt int, webhook_id text, url text, headers jsonb, secret text, payload text)
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_row record;
+    v_claimed int;
+    v_returned int;
 begin
     if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
        or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
         raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
             using errcode = 'invalid_parameter_value';
     end if;
-    for v_row in
-        with gone as (
-            select d.wallet_id, d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-               and not exists (select 1 from echovalue.webhooks h where h.wallet_id = d.wallet_id)
-             order by d.next_attempt_at, d.id
-             limit delivery_claim.batch
-             for update skip locked)
-        update echovalue.deliveries d
-           set state = 'failed', last_status = null, last_error = 'no webhook configured'
-          from gone
-         where d.wallet_id = gone.wallet_id and d.id = gone.id
-        returning d.wallet_id, d.webhook_id
     loop
-        perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
-    end loop;
-
-    for v_row in
-        with due as (
-            select d.wallet_id, d.id from echovalue.deliveries d
-              join echovalue.webhooks h on h.wallet_id = d.wallet_id
-             where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-             order by d.next_attempt_at, d.id
-             limit delivery_claim.batch
-             for update of d skip locked)
-        update echovalue.deliveries d
-           set attempts = d.attempts + 1,
-               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
-          from due
-         where d.wallet_id = due.wallet_id and d.id = due.id
-        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id
-    loop
-        select h.url, h.headers, mb.secret into url, headers, secret
-          from echovalue.webhooks h
-          join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
-         where h.wallet_id = v_row.wallet_id;
-        if not found then
-            -- the webhook was deleted since the claim's snapshot
+        v_claimed := 0;
+        v_returned := 0;
+        for v_row in
+            with due as (
+                select d.wallet_id, d.id from echovalue.deliveries d
+                 where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+                 order by d.next_attempt_at, d.id
+                 limit delivery_claim.batch
+                 for update skip locked)
             update echovalue.deliveries d
-               set state = 'failed', last_status = null, last_error = 'no webhook configured'
-             where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
-            perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
-            continue;
-        end if;
-        delivery_id := v_row.id;
-        attempt := v_row.attempts;
-        webhook_id := v_row.webhook_id;
-        payload := echovalue._delivery_payload(v_row.wallet_id, v_row.message_id);
-        return next;
+               set attempts = d.attempts + 1,
+                   next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
+              from due
+             where d.wallet_id = due.wallet_id and d.id = due.id
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id
+        loop
+            v_claimed := v_claimed + 1;
+            select h.url, h.headers, mb.secret into url, headers, secret
+              from echovalue.webhooks h
+              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+             where h.wallet_id = v_row.wallet_id;
+            if not found then
+                update echovalue.deliveries d
+                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
+                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                continue;
+            end if;
+            delivery_id := v_row.id;
+            attempt := v_row.attempts;
+            webhook_id := v_row.webhook_id;
+            payload := echovalue._delivery_payload(v_row.wallet_id, v_row.message_id);
+            v_returned := v_returned + 1;
+            return next;
+        end loop;
+        exit when v_claimed = 0 or v_returned > 0;
     end loop;
 end;
 $$;

@@ -92,6 +92,18 @@ update echovalue.deliveries set next_attempt_at = now() where wallet_id = :w and
 select count(*) as claimed from echovalue.delivery_claim(batch => 10, lease_seconds => 60);
 select state, last_error from echovalue.deliveries where wallet_id = :w order by id;
 
+-- a whole batch of such rows does not hide a deliverable one behind it
+select body as tok2 from echovalue.token_new(client_addr => inet '192.0.2.61') \gset
+select status from echovalue.webhook_set(token => :'tok2', body => '{"url":"http://127.0.0.1:9/two"}');
+select (echovalue.webhook_get(token => :'tok2')).body::json->>'email' as email2 \gset
+select status from echovalue.webhook_set(token => :'tok', body => '{"url":"http://127.0.0.1:9/hook"}');
+select (echovalue.mail_receive(recipient => r, message_id => null, from_email => 'a@b.c', from_name => null,
+           subject => 's', text_body => 't', html_body => null, headers => '{}', size_bytes => 10)).code
+  from unnest(array[:'email', :'email', :'email2']) with ordinality as u(r, n) order by n;
+select status from echovalue.webhook_delete(token => :'tok');
+select url from echovalue.delivery_claim(batch => 1, lease_seconds => 60);
+select state, last_error, count(*) from echovalue.deliveries where wallet_id = :w group by 1, 2 order by 1, 2;
+
 -- attachment_get: the URL from the payload works; tampering, expiry and purge do not
 select substring(:'a'::json->>'downloadUrl' from '/attachments/([0-9]+)') as att,
        substring(:'a'::json->>'downloadUrl' from 'expires=([0-9]+)') as exp,
