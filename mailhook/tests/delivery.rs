@@ -191,6 +191,22 @@ where
     }
 }
 
+/// Takes the test lock and retires deliveries other tests left pending (the SMTP tests queue
+/// mail to `https://example.com/hook` and never send it): every dispatcher claims any due
+/// row, and those would take its slots (and, offline, its time) from this test's own.
+async fn exclusive(admin: &Admin) -> Result<tokio::sync::MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().await;
+    admin
+        .client()
+        .execute(
+            "update echovalue.deliveries set state = 'failed', last_error = 'retired by a delivery test'
+              where state = 'pending'",
+            &[],
+        )
+        .await?;
+    Ok(guard)
+}
+
 /// A wallet whose webhook is `url` with one custom header; returns it, its inbound address
 /// and its signing secret. The URL is stored directly (loopback URLs are refused by the API).
 async fn wallet_with_webhook(admin: &Admin, url: &str) -> Result<(Wallet, String, String)> {
@@ -361,8 +377,8 @@ fn verify_signature(secret: &str, got: &Got) -> Result<()> {
 
 #[tokio::test]
 async fn delivers_the_seed_payload_signed_with_attachments() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     let proxy = TestProxy::start().await?;
     let receiver = Receiver::start(&[]).await?;
     let (w, email, secret) = wallet_with_webhook(&admin, &receiver.url("/hook?src=ev")).await?;
@@ -516,8 +532,8 @@ async fn delivers_the_seed_payload_signed_with_attachments() -> Result<()> {
 
 #[tokio::test]
 async fn retries_500_then_delivers_with_the_same_id() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     let receiver = Receiver::start(&[500, 503]).await?;
     let (w, email, secret) = wallet_with_webhook(&admin, &receiver.url("/flaky")).await?;
     let hook = Mailhook::start().await?;
@@ -560,8 +576,8 @@ async fn retries_500_then_delivers_with_the_same_id() -> Result<()> {
 
 #[tokio::test]
 async fn receiver_down_then_up_is_retried_and_delivered() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     // a port nothing listens on, for now
     let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
     let url = format!("http://127.0.0.1:{port}/later");
@@ -596,8 +612,8 @@ async fn receiver_down_then_up_is_retried_and_delivered() -> Result<()> {
 
 #[tokio::test]
 async fn client_error_ends_the_delivery() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     let receiver = Receiver::start(&[400]).await?;
     let (w, email, _) = wallet_with_webhook(&admin, &receiver.url("/strict")).await?;
     let hook = Mailhook::start().await?;
@@ -619,8 +635,8 @@ async fn client_error_ends_the_delivery() -> Result<()> {
 
 #[tokio::test]
 async fn non_public_targets_are_refused_at_delivery() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     let receiver = Receiver::start(&[]).await?;
     let port = receiver.addr.port();
     // a name that resolves to loopback, and literal loopback addresses, stored behind the
@@ -663,9 +679,9 @@ async fn non_public_targets_are_refused_at_delivery() -> Result<()> {
 
 #[tokio::test]
 async fn kill9_mid_delivery_loses_nothing() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     const N: usize = 200;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     let receiver = Receiver::start_on(
         TcpListener::bind("127.0.0.1:0").await?,
         &[],
@@ -725,8 +741,8 @@ async fn kill9_mid_delivery_loses_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn a_backlog_drains_without_waiting_for_the_poll() -> Result<()> {
-    let _serial = SERIAL.lock().await;
     let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
     let receiver = Receiver::start(&[]).await?;
     let (gone, gone_email, _) = wallet_with_webhook(&admin, &receiver.url("/gone")).await?;
     let (w, email, _) = wallet_with_webhook(&admin, &receiver.url("/backlog")).await?;
