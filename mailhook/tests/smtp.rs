@@ -48,7 +48,7 @@ impl Mailhook {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in StdBufReader::new(log).lines().map_while(Result::ok) {
-                if line.contains("listening") {
+                if line.contains("smtp receiver listening") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line);
                     }
