@@ -161,6 +161,7 @@ def main():
     def say(msg):
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
+    load_before = os.getloadavg()[0]
     say("warming up")
     wrk(args, "kv_get", args.tokens_many, 16, 2)
     proxy, direct, yardstick, hot, hot_async = {}, {}, {}, {}, {}
@@ -182,7 +183,8 @@ def main():
 
     lines = [
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-        f"{machine()}; {args.seconds} s per cell, clients and server on the same machine.",
+        f"{machine()}; {args.seconds} s per cell, clients and server on the same machine; "
+        f"load average before the run {load_before:.2f}, after {os.getloadavg()[0]:.2f}.",
         "",
         "| row | " + " | ".join(f"c={c} req/s | p50 ms | p99 ms" for c in CONCURRENCY) + " |",
         "|---|" + "---:|" * (3 * len(CONCURRENCY)),

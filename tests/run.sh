@@ -143,8 +143,7 @@ run_upgrade() {
         ev_psql ev_up_old -c 'alter extension echovalue update'
         ev_psql ev_up_old -f tests/upgrade/catalog.sql >"$TMP/upgrade-$version.txt"
         if diff -u "$TMP/upgrade-fresh.txt" "$TMP/upgrade-$version.txt" &&
-            [ "$(ev_psql ev_up_old -tA -v token="$token" \
-                -c "select status from echovalue.kv_set(token => :'token', grp => 'g', key => 'k', value => 'v')")" = 200 ]; then
+            [ "$(ev_psql ev_up_old -tA -v token="$token" <<<"select status from echovalue.kv_set(token => :'token', grp => 'g', key => 'k', value => 'v')")" = 200 ]; then
             echo "upgrade from $version ... ok"
             passed=$((passed + 1))
         else

@@ -63,7 +63,8 @@ begin
     select t.wallet_id, t.id, t.is_root, t.last_used into v_wallet, v_token, v_root, v_last_used
       from echovalue.tokens t
      where t.hash = v_hash and t.revoked is null;
-    if v_last_used is null or v_last_used < pg_catalog.now() - interval '1 minute' then
+    if v_token is not null
+       and (v_last_used is null or v_last_used < pg_catalog.now() - interval '1 minute') then
         -- SKIP LOCKED: a concurrent request of this token is already recording its use
         update echovalue.tokens t set last_used = pg_catalog.now()
          where t.id = (select x.id from echovalue.tokens x where x.id = v_token
