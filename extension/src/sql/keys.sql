@@ -148,6 +148,8 @@ begin
         v_error := 'Bad Request: body must be JSON';
     end;
     v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
+    -- the wallet's row lock makes the count and the insert one step for parallel creates
+    perform from echovalue.wallets w where w.id = v_wallet for no key update;
     if v_error is null
        and (select pg_catalog.count(*) from echovalue.tokens t
              where t.wallet_id = v_wallet and t.revoked is null) >= v_max then
