@@ -193,14 +193,15 @@ begin
 end;
 $$;
 
--- The JSON body of a spending-limit 402 (SPEC section 9).
+-- The JSON body of a spending-limit 402, compact and in SPEC section 9's order.
 create or replace function echovalue._limit_refusal(
     p_limit text, p_description text, p_current bigint, p_requested bigint, p_max bigint
 ) returns text
 language sql immutable as $$
-    select pg_catalog.json_build_object(
-        'error', 'spending_limit_exceeded', 'error_description', p_description,
-        'limit', p_limit, 'current', p_current, 'requested', p_requested, 'max', p_max)::text
+    select pg_catalog.format(
+        '{"error":"spending_limit_exceeded","error_description":%s,"limit":%s,"current":%s,"requested":%s,"max":%s}',
+        echovalue._json_str(p_description), echovalue._json_str(p_limit),
+        p_current, p_requested, p_max)
 $$;
 
 -- x-limit-daily-remaining / x-limit-monthly-remaining for a paying token with those limits,
@@ -954,31 +955,35 @@ $$;
 -- shown once, in the answer that creates it; only its SHA-256 is kept. Spending limits are
 -- enforced by _charge (internals.sql) for every request the token pays for.
 
--- The limits of a token as a JSON object; NULL members mean "no limit".
-create function echovalue._key_limits_json(p_token echovalue.tokens) returns json
+-- A number or JSON null.
+create function echovalue._json_num(p_value bigint) returns text
 language sql immutable as $$
-    select pg_catalog.json_build_object(
-        'per_request', p_token.limit_per_request,
-        'daily', p_token.limit_daily,
-        'monthly', p_token.limit_monthly)
+    select coalesce(p_value::text, 'null')
+$$;
+
+-- The limits of a token as a compact JSON object; null members mean "no limit".
+create function echovalue._key_limits_json(p_token echovalue.tokens) returns text
+language sql immutable as $$
+    select pg_catalog.format('{"per_request":%s,"daily":%s,"monthly":%s}',
+        echovalue._json_num(p_token.limit_per_request), echovalue._json_num(p_token.limit_daily),
+        echovalue._json_num(p_token.limit_monthly))
 $$;
 
 -- One token as listed: never the token itself, only its recognisable prefix. A root token has
 -- no limits and no usage counters (its spending is the wallet's, see the logs).
-create function echovalue._key_json(p_token echovalue.tokens) returns json
+create function echovalue._key_json(p_token echovalue.tokens) returns text
 language sql stable as $$
-    select pg_catalog.json_build_object(
-        'id', p_token.public_id,
-        'label', p_token.label,
-        'prefix', p_token.prefix,
-        'root', p_token.is_root,
-        'limits', echovalue._key_limits_json(p_token),
-        'usage', case when not p_token.is_root then pg_catalog.json_build_object(
-            'daily', echovalue._token_usage(p_token.wallet_id, p_token.id, interval '24 hours'),
-            'monthly', echovalue._token_usage(p_token.wallet_id, p_token.id, interval '30 days')) end,
-        'created', echovalue._ts(p_token.created),
-        'last_used', echovalue._ts(p_token.last_used),
-        'revoked', echovalue._ts(p_token.revoked))
+    select pg_catalog.format(
+        '{"id":%s,"label":%s,"prefix":%s,"root":%s,"limits":%s,"usage":%s,"created":%s,"last_used":%s,"revoked":%s}',
+        echovalue._json_str(p_token.public_id::text), echovalue._json_str(p_token.label),
+        echovalue._json_str(p_token.prefix), pg_catalog.to_json(p_token.is_root),
+        echovalue._key_limits_json(p_token),
+        case when p_token.is_root then 'null' else pg_catalog.format('{"daily":%s,"monthly":%s}',
+            echovalue._token_usage(p_token.wallet_id, p_token.id, interval '24 hours'),
+            echovalue._token_usage(p_token.wallet_id, p_token.id, interval '30 days')) end,
+        echovalue._json_str(echovalue._ts(p_token.created)),
+        echovalue._json_str(echovalue._ts(p_token.last_used)),
+        echovalue._json_str(echovalue._ts(p_token.revoked)))
 $$;
 
 -- Why one limit of a token spec is refused, or NULL: absent, null or an integer 0..10^15.
@@ -1094,6 +1099,8 @@ begin
         v_error := 'Bad Request: body must be JSON';
     end;
     v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
+    -- the wallet's row lock makes the count and the insert one step for parallel creates
+    perform from echovalue.wallets w where w.id = v_wallet for no key update;
     if v_error is null
        and (select pg_catalog.count(*) from echovalue.tokens t
              where t.wallet_id = v_wallet and t.revoked is null) >= v_max then
@@ -1118,9 +1125,10 @@ begin
             (v_spec #>> '{limits,monthly}')::numeric::bigint)
     returning * into v_row;
     return echovalue._finish(v_wallet, 'token', v_method, v_path, 200,
-        pg_catalog.json_build_object(
-            'id', v_row.public_id, 'token', v_new, 'label', v_row.label,
-            'limits', echovalue._key_limits_json(v_row), 'created', echovalue._ts(v_row.created))::text,
+        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
+            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
+            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
+            echovalue._json_str(echovalue._ts(v_row.created))),
         v_cost, v_balance, 'application/json');
 end;
 $$;
@@ -1155,8 +1163,8 @@ begin
     if v_balance is null then
         return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
     end if;
-    select pg_catalog.json_build_object('keys', coalesce(
-               pg_catalog.json_agg(echovalue._key_json(t) order by t.created, t.id), '[]'))::text
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
+                                                         order by t.created, t.id), '') || ']}'
       into v_body
       from echovalue.tokens t where t.wallet_id = v_wallet;
     return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, v_body,

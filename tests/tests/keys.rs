@@ -52,6 +52,16 @@ fn assert_limit_402(r: &Reply, expected: Value, balance: i64) -> Result<()> {
     assert_eq!(r.status, 402, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.json()?, expected);
+    // The exact text too: compact, in SPEC section 9's order.
+    let text = format!(
+        r#"{{"error":"spending_limit_exceeded","error_description":{},"limit":{},"current":{},"requested":{},"max":{}}}"#,
+        expected["error_description"],
+        expected["limit"],
+        expected["current"],
+        expected["requested"],
+        expected["max"]
+    );
+    assert_eq!(r.text(), text);
     assert_eq!(r.cost(), Some(0));
     assert_eq!(r.balance(), Some(balance));
     Ok(())

@@ -135,14 +135,15 @@ begin
 end;
 $$;
 
--- The JSON body of a spending-limit 402 (SPEC section 9).
+-- The JSON body of a spending-limit 402, compact and in SPEC section 9's order.
 create function echovalue._limit_refusal(
     p_limit text, p_description text, p_current bigint, p_requested bigint, p_max bigint
 ) returns text
 language sql immutable as $$
-    select pg_catalog.json_build_object(
-        'error', 'spending_limit_exceeded', 'error_description', p_description,
-        'limit', p_limit, 'current', p_current, 'requested', p_requested, 'max', p_max)::text
+    select pg_catalog.format(
+        '{"error":"spending_limit_exceeded","error_description":%s,"limit":%s,"current":%s,"requested":%s,"max":%s}',
+        echovalue._json_str(p_description), echovalue._json_str(p_limit),
+        p_current, p_requested, p_max)
 $$;
 
 -- x-limit-daily-remaining / x-limit-monthly-remaining for a paying token with those limits,
