@@ -29,6 +29,10 @@ pub static WEBHOOK_ALLOW_INSECURE: GucSetting<bool> = GucSetting::<bool>::new(fa
 pub static MAIL_DOMAIN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"localhost"));
 pub static ATTACHMENT_RETENTION_HOURS: GucSetting<i32> = GucSetting::<i32>::new(48);
+pub static MESSAGE_RETENTION_HOURS: GucSetting<i32> = GucSetting::<i32>::new(72);
+pub static ATTACHMENT_URL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static PUBLIC_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"http://127.0.0.1:8080"));
 pub static MAINTENANCE_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
@@ -221,6 +225,32 @@ fn webhook_and_mail() {
         &ATTACHMENT_RETENTION_HOURS,
         1,
         87_600,
+    );
+    // A message (and its delivery row) is kept past the ~1 day retry window so its log
+    // entries can be matched with it; only finished deliveries are purged.
+    int(
+        c"echovalue.message_retention_hours",
+        c"Hours a received message with a finished delivery is kept before maintenance purges it.",
+        &MESSAGE_RETENTION_HOURS,
+        1,
+        87_600,
+    );
+    // Download URLs in a payload are bearer credentials: short-lived (seed 002: 1 hour).
+    int(
+        c"echovalue.attachment_url_seconds",
+        c"Seconds an attachment download URL in a webhook payload stays valid.",
+        &ATTACHMENT_URL_SECONDS,
+        60,
+        604_800,
+    );
+    // Payloads carry absolute download URLs; the database cannot know how the proxy is reached.
+    GucRegistry::define_string_guc(
+        c"echovalue.public_url",
+        c"Public base URL of the proxy, used in attachment download URLs.",
+        c"",
+        &PUBLIC_URL,
+        GucContext::Suset,
+        GucFlags::default(),
     );
 }
 

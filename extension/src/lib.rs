@@ -70,6 +70,11 @@ extension_sql_file!(
     requires = ["webhook_api"]
 );
 extension_sql_file!(
+    "sql/delivery.sql",
+    name = "delivery_api",
+    requires = ["mail_api", random::random_bytes]
+);
+extension_sql_file!(
     "sql/maintenance.sql",
     name = "maintenance_api",
     requires = ["internals", "mail_api"]

@@ -22,6 +22,11 @@ const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 const DEFAULT_POLL_SECS: u64 = 30;
 const DEFAULT_RECONNECT_MAX_SECS: u64 = 30;
 const DEFAULT_LOG: &str = "info";
+const DEFAULT_DELIVERY_CONCURRENCY: usize = 32;
+const DEFAULT_DELIVERY_BATCH: usize = 50;
+// SPEC §7: a webhook POST gets 10 s.
+const DEFAULT_DELIVERY_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_DELIVERY_LEASE_SECS: u64 = 60;
 
 /// Settings of the mailhook worker: the database, the SMTP receiver and the LISTEN-driven
 /// workers. Tests build one with `Config::default()` and override fields.
@@ -89,6 +94,27 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_LOG", default_value = DEFAULT_LOG)]
     pub log: String,
 
+    /// Webhook deliveries in flight at once; 0 runs the SMTP receiver only (no dispatcher).
+    #[arg(long, env = "ECHOVALUE_DELIVERY_CONCURRENCY", default_value_t = DEFAULT_DELIVERY_CONCURRENCY)]
+    pub delivery_concurrency: usize,
+
+    /// Most deliveries claimed with one query.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_BATCH", default_value_t = DEFAULT_DELIVERY_BATCH)]
+    pub delivery_batch: usize,
+
+    /// Seconds one webhook POST may take, connecting included.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_TIMEOUT_SECS", default_value_t = DEFAULT_DELIVERY_TIMEOUT_SECS)]
+    pub delivery_timeout_secs: u64,
+
+    /// Seconds a claimed delivery stays leased to this process; after that another dispatcher
+    /// may send it again. Raised to the timeout plus 20 s when lower.
+    #[arg(long, env = "ECHOVALUE_DELIVERY_LEASE_SECS", default_value_t = DEFAULT_DELIVERY_LEASE_SECS)]
+    pub delivery_lease_secs: u64,
+
+    /// Deliver to plain http and loopback URLs too (local testing only; never in production).
+    #[arg(long, env = "ECHOVALUE_DELIVERY_ALLOW_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub delivery_allow_insecure: bool,
+
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -121,6 +147,11 @@ impl Default for Config {
             poll_secs: DEFAULT_POLL_SECS,
             reconnect_max_secs: DEFAULT_RECONNECT_MAX_SECS,
             log: DEFAULT_LOG.to_owned(),
+            delivery_concurrency: DEFAULT_DELIVERY_CONCURRENCY,
+            delivery_batch: DEFAULT_DELIVERY_BATCH,
+            delivery_timeout_secs: DEFAULT_DELIVERY_TIMEOUT_SECS,
+            delivery_lease_secs: DEFAULT_DELIVERY_LEASE_SECS,
+            delivery_allow_insecure: false,
             print_config: false,
         }
     }
@@ -158,7 +189,28 @@ impl fmt::Display for Config {
             "ECHOVALUE_MAILHOOK_RECONNECT_MAX_SECS={}",
             self.reconnect_max_secs
         )?;
-        writeln!(f, "ECHOVALUE_LOG={}", self.log)
+        writeln!(f, "ECHOVALUE_LOG={}", self.log)?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_CONCURRENCY={}",
+            self.delivery_concurrency
+        )?;
+        writeln!(f, "ECHOVALUE_DELIVERY_BATCH={}", self.delivery_batch)?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_TIMEOUT_SECS={}",
+            self.delivery_timeout_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_LEASE_SECS={}",
+            self.delivery_lease_secs
+        )?;
+        writeln!(
+            f,
+            "ECHOVALUE_DELIVERY_ALLOW_INSECURE={}",
+            self.delivery_allow_insecure
+        )
     }
 }
 
@@ -173,6 +225,28 @@ impl Config {
             max_sessions: self.smtp_max_sessions.max(1),
             timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
         }
+    }
+}
+
+impl Config {
+    /// The dispatcher's settings, or None when delivery is off; zero values raised to the
+    /// smallest that work, the lease kept above the timeout.
+    pub fn delivery(&self) -> Option<crate::delivery::dispatch::Settings> {
+        if self.delivery_concurrency == 0 {
+            return None;
+        }
+        let timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
+        Some(crate::delivery::dispatch::Settings {
+            concurrency: self.delivery_concurrency,
+            batch: self.delivery_batch.max(1),
+            poll: self.poll_interval(),
+            timeout,
+            lease: Duration::from_secs(self.delivery_lease_secs)
+                .max(timeout + Duration::from_secs(20)),
+            allow_insecure: self.delivery_allow_insecure,
+            grace: Duration::from_secs(self.shutdown_grace_secs)
+                .min(timeout + Duration::from_secs(1)),
+        })
     }
 }
 

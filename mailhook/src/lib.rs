@@ -9,7 +9,8 @@
 //! The SMTP receiver of Mail2Webhook runs beside them: [`smtp_command`] is the pure command
 //! parser, [`smtp`] the sessions, [`message`] turns raw mail into the payload fields with
 //! mail-parser, [`store`] makes its two SQL calls (recipient check, receive) over a pool.
-//! Webhook delivery is not built yet: received mail waits in the delivery queue in Postgres.
+//! [`delivery`] is the webhook dispatcher, woken on `echovalue_mail`: it claims due deliveries,
+//! POSTs the signed payloads (every resolved address checked first) and records each attempt.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -29,6 +30,7 @@
 
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod listen;
 pub mod message;
 pub mod recharge;
@@ -58,10 +60,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (stop, stopped) = watch::channel(false);
 
     let recharge_wake = Arc::new(Notify::new());
-    let subscriptions = vec![listen::Subscription {
+    let mail_wake = Arc::new(Notify::new());
+    let mut subscriptions = vec![listen::Subscription {
         channel: recharge::CHANNEL,
         wake: recharge_wake.clone(),
     }];
+    let delivery_settings = config.delivery();
+    if delivery_settings.is_some() {
+        subscriptions.push(listen::Subscription {
+            channel: delivery::dispatch::CHANNEL,
+            wake: mail_wake.clone(),
+        });
+    }
     let timing = listen::Timing {
         poll: config.poll_interval(),
         reconnect_max: config.reconnect_max(),
@@ -73,6 +83,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stopped.clone(),
     ));
     let recharge = tokio::spawn(recharge::run(pg, recharge_wake, stopped.clone()));
+    let dispatcher = match delivery_settings {
+        Some(settings) => {
+            let pool = store::pool(
+                &config.database_url,
+                settings.concurrency.min(16),
+                Duration::from_secs(config.db_timeout_secs.max(1)),
+            )?;
+            Some(tokio::spawn(delivery::dispatch::run(
+                settings,
+                pool,
+                mail_wake,
+                stopped.clone(),
+            )))
+        }
+        None => {
+            tracing::warn!("ECHOVALUE_DELIVERY_CONCURRENCY=0: received mail stays queued");
+            None
+        }
+    };
 
     let store = store::Store::new(
         &config.database_url,
@@ -83,7 +112,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .await
         .with_context(|| format!("cannot listen for SMTP on {}", config.smtp_listen))?;
     tracing::info!(listen = %smtp_listener.local_addr()?, "smtp receiver listening");
-    tracing::warn!("webhook delivery is not implemented yet; received mail stays queued");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let smtp = tokio::spawn(smtp::serve(
         smtp_listener,
@@ -99,5 +127,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     listener.await.context("the listener task failed")?;
     recharge.await.context("the recharge worker failed")?;
     smtp.await.context("the SMTP receiver failed")?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher
+            .await
+            .context("the webhook dispatcher failed")??;
+    }
     Ok(())
 }

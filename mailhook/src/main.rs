@@ -2,6 +2,7 @@
 //! SIGINT.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,8 +10,20 @@ use echovalue_mailhook::{run, Config};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Longest wait at exit for blocking work still running (a webhook host's DNS lookup runs on
+/// the blocking pool and cannot be cancelled; its delivery is retried after its lease).
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve());
+    runtime.shutdown_timeout(EXIT_WAIT);
+    result
+}
+
+async fn serve() -> anyhow::Result<()> {
     let config = Config::parse();
     if config.print_config {
         print!("{config}");

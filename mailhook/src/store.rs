@@ -28,29 +28,9 @@ impl Store {
     /// A pool of at most `size` connections; connections open lazily, so the SMTP server
     /// starts (and answers 451) while the database is down.
     pub fn new(database_url: &str, size: usize, timeout: Duration) -> anyhow::Result<Self> {
-        let mut pg: tokio_postgres::Config = database_url
-            .parse()
-            .context("the database URL is not a valid libpq connection string or URL")?;
-        if pg.get_application_name().is_none() {
-            pg.application_name("echovalue-mailhook");
-        }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let timeout = Some(timeout);
-        let pool = Pool::builder(manager)
-            .max_size(size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(timeout)
-            .create_timeout(timeout)
-            .recycle_timeout(timeout)
-            .build()
-            .context("cannot build the database pool")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: pool(database_url, size, timeout)?,
+        })
     }
 
     /// The reply to `RCPT TO:<recipient>`.
@@ -110,6 +90,32 @@ impl Store {
         .await;
         result.unwrap_or_else(transient)
     }
+}
+
+/// A lazily connecting pool of at most `size` connections to the database.
+pub fn pool(database_url: &str, size: usize, timeout: Duration) -> anyhow::Result<Pool> {
+    let mut pg: tokio_postgres::Config = database_url
+        .parse()
+        .context("the database URL is not a valid libpq connection string or URL")?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("echovalue-mailhook");
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let timeout = Some(timeout);
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .build()
+        .context("cannot build the database pool")
 }
 
 /// An `echovalue.smtp_reply` row as a reply; a code outside 200..=599 is a contract breach.

@@ -3,83 +3,36 @@
 //! the protocol edges. Each test asserts what the database then holds: the message, its
 //! attachments, the charge, the log entry and the queued delivery.
 
-use std::io::{BufRead, BufReader as StdBufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use echovalue_tests::{env, Admin, Wallet};
+use echovalue_tests::{env, Admin, MailhookProcess, Wallet};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// A running mailhook on a free loopback port; killed when dropped.
-struct Mailhook {
-    child: Child,
-    addr: SocketAddr,
-}
+/// The mailhook, receiving only: these tests check the queued delivery, not its sending.
+struct Mailhook;
 
 impl Mailhook {
-    async fn start() -> Result<Self> {
+    async fn start() -> Result<MailhookProcess> {
         Self::start_with(&[]).await
     }
 
-    async fn start_with(extra_env: &[(&str, &str)]) -> Result<Self> {
+    async fn start_with(extra_env: &[(&str, &str)]) -> Result<MailhookProcess> {
         Self::start_on(&env::mailhook_url()?, extra_env).await
     }
 
-    async fn start_on(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_echovalue-mailhook"));
-        cmd.env("ECHOVALUE_DATABASE_URL", database_url)
-            .env("ECHOVALUE_SMTP_LISTEN", "127.0.0.1:0")
-            .env("ECHOVALUE_SMTP_HOSTNAME", "mx.test")
-            .env("ECHOVALUE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().context("cannot start echovalue-mailhook")?;
-        let log = child.stderr.take().context("no stderr")?;
-        // The bound address is in the "listening" log line; the rest of the log is drained
-        // so the pipe never fills.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in StdBufReader::new(log).lines().map_while(Result::ok) {
-                if line.contains("smtp receiver listening") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
-        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-            .await?
-            .context("the mailhook did not report its address")?;
-        let start = line
-            .find("127.0.0.1:")
-            .context("no address in the log line")?;
-        let addr: String = line[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-            .collect();
-        Ok(Self {
-            child,
-            addr: addr.parse()?,
-        })
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-}
-
-impl Drop for Mailhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    async fn start_on(database_url: &str, extra_env: &[(&str, &str)]) -> Result<MailhookProcess> {
+        let mut envs = vec![("ECHOVALUE_DELIVERY_CONCURRENCY", "0")];
+        envs.extend_from_slice(extra_env);
+        MailhookProcess::start(
+            env!("CARGO_BIN_EXE_echovalue-mailhook"),
+            database_url,
+            &envs,
+        )
+        .await
     }
 }
 
@@ -106,7 +59,7 @@ async fn wallet_with_webhook(admin: &Admin) -> Result<(Wallet, String)> {
 }
 
 /// Runs swaks against the mailhook; returns (exit ok, transcript).
-fn swaks(hook: &Mailhook, to: &str, args: &[&str]) -> Result<(bool, String)> {
+fn swaks(hook: &MailhookProcess, to: &str, args: &[&str]) -> Result<(bool, String)> {
     let out = Command::new("swaks")
         .args(["--server", "127.0.0.1", "--port", &hook.port(), "--to", to])
         .args(["--from", "sender@example.com", "--helo", "client.test"])
@@ -123,7 +76,7 @@ fn swaks(hook: &Mailhook, to: &str, args: &[&str]) -> Result<(bool, String)> {
 
 /// Runs a Python smtplib script with HOST, PORT and TO in its environment; returns its
 /// stdout (the script prints the outcome) or fails with its output.
-fn python(hook: &Mailhook, to: &str, script: &str) -> Result<String> {
+fn python(hook: &MailhookProcess, to: &str, script: &str) -> Result<String> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -149,7 +102,7 @@ struct Raw {
 }
 
 impl Raw {
-    async fn connect(hook: &Mailhook) -> Result<Self> {
+    async fn connect(hook: &MailhookProcess) -> Result<Self> {
         let (rd, wr) = TcpStream::connect(hook.addr).await?.into_split();
         let mut raw = Self {
             rd: BufReader::new(rd),

@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use crate::config::Config;
-use crate::outcome::Outcome;
+use crate::outcome::{Download, Outcome};
 
 /// One API function call; tokens and values are borrowed from the request.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +214,25 @@ pub async fn call(
     let stmt = client.prepare_cached(sql).await.map_err(from_query)?;
     let row = client.query_one(&stmt, &params).await.map_err(from_query)?;
     Outcome::from_row(&row).map_err(from_query)
+}
+
+/// `GET /attachments/{id}`: one call to `echovalue.attachment_get`, which checks the signature
+/// and expiry before looking anything up.
+pub async fn attachment(
+    pool: &Pool,
+    id: &str,
+    expires: Option<&str>,
+    sig: Option<&str>,
+) -> Result<Download, DbError> {
+    const SQL: &str = "select status, content_type, filename, content, error \
+         from echovalue.attachment_get(attachment_id => $1, expires => $2, sig => $3)";
+    let client = pool.get().await.map_err(from_pool)?;
+    let stmt = client.prepare_cached(SQL).await.map_err(from_query)?;
+    let row = client
+        .query_one(&stmt, &[&id, &expires, &sig])
+        .await
+        .map_err(from_query)?;
+    Download::from_row(&row).map_err(from_query)
 }
 
 /// `select 1` through the pool, for `/healthz`.

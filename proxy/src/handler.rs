@@ -130,6 +130,14 @@ where
             }
             reply
         }
+        Operation::AttachmentGet(id) => {
+            let expires = query_param(query, "expires");
+            let sig = query_param(query, "sig");
+            match db::attachment(&state.pool, &id, expires.as_deref(), sig.as_deref()).await {
+                Ok(download) => download.into_reply(),
+                Err(e) => failure(e),
+            }
+        }
         Operation::StripeWebhook => {
             let Some(secret) = state.config.stripe_webhook_secret.as_ref() else {
                 // 503, not 404: Stripe keeps retrying for days, so events sent before the
@@ -273,6 +281,7 @@ where
                 | Operation::Healthz
                 | Operation::Metrics
                 | Operation::MethodNotAllowed
+                | Operation::AttachmentGet(_)
                 | Operation::TokenForm
                 | Operation::LegacyForm
                 | Operation::StripeWebhook => outcome::internal_error(),

@@ -7,6 +7,80 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 
+/// One row of `echovalue.attachment_download`: the file, or a refusal's status and text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Download {
+    pub status: i32,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub content: Option<Vec<u8>>,
+    pub error: Option<String>,
+}
+
+impl Download {
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Download {
+            status: row.try_get("status")?,
+            content_type: row.try_get("content_type")?,
+            filename: row.try_get("filename")?,
+            content: row.try_get("content")?,
+            error: row.try_get("error")?,
+        })
+    }
+
+    /// 200 with the stored content type, `Content-Disposition: attachment` (never rendered
+    /// inline on the proxy's origin) and `nosniff`; a refusal as plain text.
+    pub fn into_reply(self) -> Reply {
+        let (200, Some(content)) = (self.status, self.content) else {
+            let status = u16::try_from(self.status)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(|s| s.is_client_error())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return plain(status, self.error.unwrap_or_default());
+        };
+        let mut reply = Response::new(Full::new(Bytes::from(content)));
+        let h = reply.headers_mut();
+        let ct = self
+            .content_type
+            .and_then(|c| HeaderValue::try_from(c).ok())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        h.insert(CONTENT_TYPE, ct);
+        if let Ok(v) = HeaderValue::try_from(content_disposition(self.filename.as_deref())) {
+            h.insert(http::header::CONTENT_DISPOSITION, v);
+        }
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        reply
+    }
+}
+
+/// `attachment; filename="…"` with an ASCII fallback and the exact name as RFC 5987
+/// `filename*`; quotes, backslashes and controls never reach the header.
+fn content_disposition(filename: Option<&str>) -> String {
+    let Some(name) = filename.filter(|n| !n.is_empty()) else {
+        return "attachment".to_owned();
+    };
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
 /// Every response the proxy sends.
 pub type Reply = Response<Full<Bytes>>;
 
@@ -124,6 +198,22 @@ pub fn unavailable() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_disposition_is_safe() {
+        assert_eq!(content_disposition(None), "attachment");
+        assert_eq!(
+            content_disposition(Some("report.pdf")),
+            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report%2Epdf"
+        );
+        let tricky = content_disposition(Some("a\"b\\c\r\nSet-Cookie: x=1 é.txt"));
+        assert!(!tricky.contains('\r') && !tricky.contains('\n'), "{tricky}");
+        assert!(
+            tricky.starts_with("attachment; filename=\"a_b_c__Set-Cookie: x=1 _.txt\""),
+            "{tricky}"
+        );
+        assert!(HeaderValue::try_from(tricky).is_ok());
+    }
     use http_body_util::BodyExt;
     use serde_json::json;
 

@@ -17,6 +17,7 @@ pub enum Route {
     Recharge,
     Kv,
     Webhook,
+    Attachment,
     Root,
     Logs,
     LegacyKv,
@@ -36,6 +37,7 @@ impl Route {
             Route::Recharge => "/recharge",
             Route::Kv => "/kv/{group}/{key}",
             Route::Webhook => "/webhook",
+            Route::Attachment => "/attachments/{id}",
             Route::Root => "/",
             Route::Logs => "/logs",
             Route::LegacyKv => "/{group}/{key}",
@@ -53,7 +55,7 @@ impl Route {
             Route::Token | Route::Root | Route::TokenKeys => "GET, POST, OPTIONS",
             Route::TokenKey => "DELETE, OPTIONS",
             Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
-            Route::TokenLogs | Route::Recharge | Route::Logs => "GET, OPTIONS",
+            Route::TokenLogs | Route::Recharge | Route::Logs | Route::Attachment => "GET, OPTIONS",
             Route::Healthz | Route::Metrics => "GET",
             Route::StripeWebhook => "POST",
             Route::Unknown => "",
@@ -69,7 +71,12 @@ impl Route {
             Route::TokenKeys => Some("token_key_list"),
             Route::TokenKey => Some("token_key_revoke"),
             Route::Webhook => Some("webhook_get"),
-            Route::Healthz | Route::Metrics | Route::StripeWebhook | Route::Unknown => None,
+            // the signed URL is the credential; no token, nothing to charge
+            Route::Attachment
+            | Route::Healthz
+            | Route::Metrics
+            | Route::StripeWebhook
+            | Route::Unknown => None,
         }
     }
 }
@@ -103,6 +110,8 @@ pub enum Operation {
     WebhookSet,
     WebhookGet,
     WebhookDelete,
+    /// `GET /attachments/{id}?expires=…&sig=…`, the raw id segment (checked in SQL).
+    AttachmentGet(String),
     /// A kv path whose decoded group or key is not UTF-8; charged as `operation`.
     BadName {
         operation: &'static str,
@@ -117,7 +126,15 @@ pub enum Operation {
 }
 
 /// Top-level names of current paths; a 2023 `/{group}/{key}` may not start with one of them.
-const CURRENT_TOP_LEVEL: &[&str] = &["token", "kv", "recharge", "webhook", "healthz", "metrics"];
+const CURRENT_TOP_LEVEL: &[&str] = &[
+    "token",
+    "kv",
+    "recharge",
+    "webhook",
+    "attachments",
+    "healthz",
+    "metrics",
+];
 
 /// Like [`resolve`], with the Stripe webhook at `stripe_webhook_path` (a setting): that exact
 /// path wins over every other route. Stripe is not a browser, so there is no preflight.
@@ -159,6 +176,9 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::POST, Route::Webhook) => Operation::WebhookSet,
         (&Method::GET, Route::Webhook) => Operation::WebhookGet,
         (&Method::DELETE, Route::Webhook) => Operation::WebhookDelete,
+        (&Method::GET, Route::Attachment) => {
+            Operation::AttachmentGet(path.rsplit('/').next().unwrap_or("").to_owned())
+        }
 
         (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
         (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
@@ -186,6 +206,7 @@ fn route_of(path: &str) -> Route {
         ["token", "keys", id] if !id.is_empty() => Route::TokenKey,
         ["recharge"] => Route::Recharge,
         ["webhook"] => Route::Webhook,
+        ["attachments", id] if !id.is_empty() => Route::Attachment,
         ["logs"] => Route::Logs,
         ["healthz"] => Route::Healthz,
         ["metrics"] => Route::Metrics,
@@ -441,6 +462,33 @@ mod tests {
         assert_eq!(
             resolve_with_webhook(&Method::POST, "/stripe/webhook", "/hooks/s").1,
             Operation::KvSet(name("stripe", "webhook"))
+        );
+    }
+
+    #[test]
+    fn attachments() {
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/42"),
+            (Route::Attachment, Operation::AttachmentGet("42".into()))
+        );
+        // the id is checked in SQL (404 for anything not a number)
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/x%2F1").1,
+            Operation::AttachmentGet("x%2F1".into())
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/attachments/42").1,
+            Operation::MethodNotAllowed
+        );
+        assert_eq!(Route::Attachment.refuse_operation(), None);
+        // never a 2023 kv path, nor a longer path
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/").1,
+            Operation::NotFound
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/attachments/1/2").1,
+            Operation::NotFound
         );
     }
 

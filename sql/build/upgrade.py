@@ -17,7 +17,7 @@ head_path = "sql/build/0.1.0--0.2.0.head.sql"
 old_install = "sql/echovalue--0.1.0.sql"
 out_path = "sql/echovalue--0.1.0--0.2.0.sql"
 OLD_FILES = ["internals", "token", "kv", "logs", "recharge", "refuse", "maintenance"]
-NEW_FILES = ["keys", "stripe", "webhook", "mail"]  # lib.rs order
+NEW_FILES = ["keys", "stripe", "webhook", "mail", "delivery"]  # lib.rs order
 def sql_functions(text):
     return re.findall(r"^(?:--[^\n]*\n)*create function .*?^\$\$;\n", text, re.M | re.S)
 def rust_functions(text):

@@ -8,11 +8,13 @@
 //! superuser connection the tests use to arrange state (wallets, balances, expiries) without
 //! sleeping or tripping the token rate limit, [`token`] re-implements the token format
 //! and hash independently of the code under test, [`stripe`] builds and signs Stripe webhook
-//! fixtures (its own HMAC, not the proxy's), and [`worker`] runs the mailhook worker in-process.
+//! fixtures (its own HMAC, not the proxy's), [`worker`] runs the mailhook worker in-process, and
+//! [`process`] runs the mailhook binary as a child process.
 
 pub mod admin;
 pub mod api;
 pub mod env;
+pub mod process;
 pub mod server;
 pub mod stripe;
 pub mod token;
@@ -20,6 +22,7 @@ pub mod worker;
 
 pub use admin::{Admin, StoredAttachment, StoredMessage, Tier, Wallet};
 pub use api::{Api, Reply};
+pub use process::MailhookProcess;
 pub use server::TestProxy;
 pub use worker::TestWorker;
 

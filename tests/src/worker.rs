@@ -27,6 +27,8 @@ impl TestWorker {
             reconnect_max_secs: 1,
             // any free port: tests run many workers at once
             smtp_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            // no webhook dispatcher: these workers must not send other tests' mail
+            delivery_concurrency: 0,
             ..Config::default()
         };
         tweak(&mut config);

@@ -35,6 +35,8 @@ fn start_worker() -> Result<Worker> {
         .env("ECHOVALUE_LOG", "warn")
         // any free port: the SMTP tests may run a mailhook on the default one
         .env("ECHOVALUE_SMTP_LISTEN", "127.0.0.1:0")
+        // recharges only: no webhook dispatcher sending other tests' queued mail
+        .env("ECHOVALUE_DELIVERY_CONCURRENCY", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -35,6 +35,7 @@ grant execute on function
     echovalue.webhook_set(text, text, text, text),
     echovalue.webhook_get(text, text, text),
     echovalue.webhook_delete(text, text, text),
+    echovalue.attachment_get(text, text, text),
     echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
@@ -44,5 +45,7 @@ grant execute on function
     echovalue.mail_rcpt_check(text),
     echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
     echovalue.address_classify(inet),
+    echovalue.delivery_claim(int, int),
+    echovalue.delivery_record(bigint, int, text, int, text, int),
     echovalue.stripe_event_apply()
 to echovalue_worker;

@@ -41,6 +41,7 @@ create table echovalue.attachments (
     primary key (wallet_id, id),
     foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade
 );
+create unique index attachments_id_idx on echovalue.attachments (id);
 create index attachments_message_idx on echovalue.attachments (wallet_id, message_id);
 create index attachments_created_idx on echovalue.attachments (created);
 
@@ -55,11 +56,18 @@ create table echovalue.deliveries (
     created         timestamptz not null default now(),
     last_status     int,
     last_error      text,
+    -- the Standard Webhooks `webhook-id`: stable across retries, random so it reveals no volume
+    webhook_id      text not null default ('msg_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
     primary key (wallet_id, id),
     foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade
 );
 create unique index deliveries_id_idx on echovalue.deliveries (id);
+-- A claimed row stays `pending` with next_attempt_at moved past its lease, so this one index
+-- finds both due rows and rows whose worker died mid-delivery.
 create index deliveries_due_idx on echovalue.deliveries (next_attempt_at) where state = 'pending';
+-- One delivery per message; also what the message purge's NOT EXISTS and ON DELETE CASCADE use.
+create unique index deliveries_message_idx on echovalue.deliveries (wallet_id, message_id);
+create index messages_received_idx on echovalue.messages (received_at);
 
 select pg_catalog.pg_extension_config_dump('echovalue.messages', '');
 select pg_catalog.pg_extension_config_dump('echovalue.messages_id_seq', '');

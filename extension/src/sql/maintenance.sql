@@ -4,7 +4,7 @@
 
 -- One batch per table: expired keys, expired logs, stale rate-limit rows, token usage buckets
 -- past the longest limit window, tokens revoked echovalue.revoked_token_days ago, attachments
--- older than echovalue.attachment_retention_hours, and wallets unused for
+-- older than echovalue.attachment_retention_hours, old messages with a finished delivery, and wallets unused for
 -- echovalue.inactive_days with all their data. Returns the rows deleted per table.
 create function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
@@ -17,6 +17,7 @@ declare
     v_usage bigint;
     v_revoked bigint;
     v_attachments bigint;
+    v_messages bigint;
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
@@ -69,6 +70,19 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_attachments = row_count;
 
+    -- Messages whose delivery is finished (delivered or failed for good), older than
+    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
+    -- CASCADE. A pending delivery keeps its message however old.
+    delete from echovalue.messages m
+     where m.id = any (array(
+         select x.id from echovalue.messages x
+          where x.received_at <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+            and not exists (select 1 from echovalue.deliveries d
+                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
+          limit v_batch for update skip locked));
+    get diagnostics v_messages = row_count;
+
     -- A request may lock its token (recording last_used), then its wallet. Here the wallets
     -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
     -- its wallet is left for a later run: maintenance never waits for a request, so the two
@@ -90,6 +104,6 @@ begin
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'wallets', v_wallets);
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'wallets', v_wallets);
 end;
 $$;

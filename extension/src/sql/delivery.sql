@@ -1,0 +1,250 @@
+-- Delivering mail (Mail2Webhook, SPEC §7): the dispatcher's calls and the attachment
+-- download. The queue is echovalue.deliveries: `delivery_claim` leases due rows (a claimed row
+-- stays `pending` with next_attempt_at moved past the lease, so a worker that dies mid-POST
+-- leaves it to be claimed again: at least once, never lost), `delivery_record` stores what one
+-- attempt did and logs it. Attachment URLs are signed here with a per-installation key.
+
+-- Per-installation secrets, made once at install. `attachment_url` signs download URLs.
+create table echovalue.installation_keys (
+    name    text primary key,
+    key     bytea not null check (pg_catalog.octet_length(key) between 16 and 64),
+    created timestamptz not null default now()
+);
+insert into echovalue.installation_keys (name, key)
+values ('attachment_url', echovalue._random_bytes(32));
+select pg_catalog.pg_extension_config_dump('echovalue.installation_keys', '');
+
+-- HMAC-SHA256 (RFC 2104) on the built-in sha256; keys longer than the block are hashed first.
+create function echovalue._hmac_sha256(p_key bytea, p_message bytea) returns bytea
+language plpgsql immutable strict parallel safe as $$
+declare
+    v_key bytea := case when pg_catalog.octet_length(p_key) > 64 then pg_catalog.sha256(p_key) else p_key end;
+    v_inner bytea := pg_catalog.decode(pg_catalog.repeat('36', 64), 'hex');
+    v_outer bytea := pg_catalog.decode(pg_catalog.repeat('5c', 64), 'hex');
+    v_byte int;
+begin
+    for i in 0 .. pg_catalog.octet_length(v_key) - 1 loop
+        v_byte := pg_catalog.get_byte(v_key, i);
+        v_inner := pg_catalog.set_byte(v_inner, i, v_byte # 54);   -- 0x36
+        v_outer := pg_catalog.set_byte(v_outer, i, v_byte # 92);   -- 0x5c
+    end loop;
+    return pg_catalog.sha256(v_outer || pg_catalog.sha256(v_inner || p_message));
+end;
+$$;
+
+-- The signature of a download URL: hex HMAC over "<attachment id>.<expiry unix seconds>".
+create function echovalue._attachment_sig(p_attachment bigint, p_expires bigint) returns text
+language sql stable as $$
+    select pg_catalog.encode(echovalue._hmac_sha256(k.key,
+               pg_catalog.convert_to(p_attachment::text || '.' || p_expires::text, 'UTF8')), 'hex')
+      from echovalue.installation_keys k
+     where k.name = 'attachment_url'
+$$;
+
+-- The attachments of a message as the payload's JSON array, each with a download URL on the
+-- proxy (echovalue.public_url) valid echovalue.attachment_url_seconds from now.
+create function echovalue._attachments_json(p_wallet bigint, p_message bigint) returns text
+language plpgsql stable as $$
+declare
+    v_expires timestamptz := pg_catalog.date_trunc('second', pg_catalog.now())
+        + pg_catalog.make_interval(secs => echovalue._setting('attachment_url_seconds'));
+    v_epoch bigint := pg_catalog.date_part('epoch', v_expires)::bigint;
+    v_base text := pg_catalog.rtrim(echovalue._setting_text('public_url'), '/');
+begin
+    return '[' || coalesce((
+        select pg_catalog.string_agg(pg_catalog.format(
+                   '{"filename":%s,"contentType":%s,"size":%s,"downloadUrl":%s,"downloadUrlExpiresAt":%s}',
+                   echovalue._json_str(a.filename), echovalue._json_str(a.content_type), a.size,
+                   echovalue._json_str(pg_catalog.format('%s/attachments/%s?expires=%s&sig=%s', v_base, a.id,
+                                                         v_epoch, echovalue._attachment_sig(a.id, v_epoch))),
+                   echovalue._json_str(echovalue._ts(v_expires))), ',' order by a.position)
+          from echovalue.attachments a
+         where a.wallet_id = p_wallet and a.message_id = p_message), '') || ']';
+end;
+$$;
+
+-- The webhook body of a message (seed 002): compact JSON, keys in the documented order.
+create function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
+language sql stable as $$
+    select pg_catalog.format(
+               '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":%s},"to":{"hash":%s},'
+               '"subject":%s,"text":%s,"html":%s,"headers":%s,"attachments":%s}',
+               echovalue._json_str(m.external_id), echovalue._json_str(echovalue._ts(m.received_at)),
+               echovalue._json_str(m.from_email), echovalue._json_str(m.from_name),
+               echovalue._json_str(w.hash), echovalue._json_str(m.subject),
+               echovalue._json_str(m.text_body), echovalue._json_str(m.html_body),
+               m.headers::text, echovalue._attachments_json(m.wallet_id, m.id))
+      from echovalue.messages m
+      join echovalue.wallets w on w.id = m.wallet_id
+     where m.wallet_id = p_wallet and m.id = p_message
+$$;
+
+-- One webhook-delivery log entry: free (the `email` charge paid for delivery), the current
+-- balance, path = the delivery's webhook-id so the user can match it with what arrived.
+create function echovalue._delivery_log(
+    p_wallet bigint, p_webhook_id text, p_status int, p_error text
+) returns void
+language sql volatile as $$
+    select echovalue._log(p_wallet, 'webhook-delivery', 'POST', p_webhook_id, p_status, p_error, 0, w.balance)
+      from echovalue.wallets w
+     where w.id = p_wallet
+$$;
+
+-- Claims up to `batch` due deliveries for `lease_seconds` (the attempt must be recorded
+-- before then, or another dispatcher will claim it again) and returns what each POST needs:
+-- the delivery id and attempt number (for delivery_record), the stable webhook-id, the URL,
+-- the user's headers, the wallet's signing secret and the JSON body. A claimed delivery whose
+-- wallet no longer has a webhook fails for good instead (logged); when a whole batch was such
+-- rows it claims the next one, so an empty result means nothing this caller may send is due.
+create function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
+returns table (delivery_id bigint, attempt int, webhook_id text, url text, headers jsonb, secret text, payload text)
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_row record;
+    v_claimed int;
+    v_returned int;
+begin
+    if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
+       or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
+        raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    loop
+        v_claimed := 0;
+        v_returned := 0;
+        for v_row in
+            with due as (
+                select d.wallet_id, d.id from echovalue.deliveries d
+                 where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+                 order by d.next_attempt_at, d.id
+                 limit delivery_claim.batch
+                 for update skip locked)
+            update echovalue.deliveries d
+               set attempts = d.attempts + 1,
+                   next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
+              from due
+             where d.wallet_id = due.wallet_id and d.id = due.id
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id
+        loop
+            v_claimed := v_claimed + 1;
+            select h.url, h.headers, mb.secret into url, headers, secret
+              from echovalue.webhooks h
+              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+             where h.wallet_id = v_row.wallet_id;
+            if not found then
+                update echovalue.deliveries d
+                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
+                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                continue;
+            end if;
+            delivery_id := v_row.id;
+            attempt := v_row.attempts;
+            webhook_id := v_row.webhook_id;
+            payload := echovalue._delivery_payload(v_row.wallet_id, v_row.message_id);
+            v_returned := v_returned + 1;
+            return next;
+        end loop;
+        exit when v_claimed = 0 or v_returned > 0;
+    end loop;
+end;
+$$;
+
+-- Records one attempt of a claimed delivery and logs it (`endpoint` webhook-delivery,
+-- status_code = the HTTP status, 0 when there was no response, error = why it failed).
+-- `outcome`: 'delivered', 'retry' (again in retry_seconds) or 'failed' (for good).
+-- A success always counts; a retry or failure from an attempt that is no longer the latest
+-- (its lease ran out and another dispatcher claimed the row) is only logged. Returns whether
+-- the row changed.
+create function echovalue.delivery_record(
+    delivery_id bigint,
+    attempt int,
+    outcome text,
+    status_code int default null,
+    error text default null,
+    retry_seconds int default null
+) returns boolean
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint;
+    v_webhook_id text;
+    v_error text := pg_catalog.left(delivery_record.error, 500);
+    v_changed boolean := false;
+begin
+    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
+       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
+        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    update echovalue.deliveries d
+       set state = case delivery_record.outcome when 'retry' then 'pending' else delivery_record.outcome end,
+           next_attempt_at = case when delivery_record.outcome = 'retry'
+               then pg_catalog.now() + pg_catalog.make_interval(secs => delivery_record.retry_seconds)
+               else d.next_attempt_at end,
+           last_status = delivery_record.status_code,
+           last_error = v_error
+     where d.id = delivery_record.delivery_id
+       and d.state = 'pending'
+       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt)
+    returning d.wallet_id, d.webhook_id into v_wallet, v_webhook_id;
+    v_changed := found;
+    if not v_changed then
+        select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
+          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+        if not found then
+            return false;   -- purged with its wallet or message
+        end if;
+    end if;
+    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
+                                    case when delivery_record.outcome = 'delivered' then null
+                                         else coalesce(v_error, 'delivery failed') end);
+    return v_changed;
+end;
+$$;
+
+-- A downloaded attachment: HTTP status, content type, filename, content; `error` is the
+-- plain-text body of a refusal.
+create type echovalue.attachment_download as (
+    status       int,
+    content_type text,
+    filename     text,
+    content      bytea,
+    error        text
+);
+
+-- GET /attachments/{id}?expires=…&sig=…: the attachment when the signature matches and the
+-- expiry has not passed (403 otherwise, checked before any lookup so a bad URL learns
+-- nothing), 404 when it is gone (purged). Free and unlogged: the URL is the credential.
+create function echovalue.attachment_get(attachment_id text, expires text, sig text)
+returns echovalue.attachment_download
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_id bigint;
+    v_expires bigint;
+    v_row echovalue.attachments;
+begin
+    if attachment_get.attachment_id !~ '^[1-9][0-9]{0,17}$' then
+        return row(404, null, null, null, 'Not Found')::echovalue.attachment_download;
+    end if;
+    if coalesce(attachment_get.expires, '') !~ '^[1-9][0-9]{0,11}$'
+       or coalesce(attachment_get.sig, '') !~ '^[0-9a-f]{64}$' then
+        return row(403, null, null, null, 'Forbidden')::echovalue.attachment_download;
+    end if;
+    v_id := attachment_get.attachment_id::bigint;
+    v_expires := attachment_get.expires::bigint;
+    if echovalue._attachment_sig(v_id, v_expires) is distinct from attachment_get.sig then
+        return row(403, null, null, null, 'Forbidden')::echovalue.attachment_download;
+    end if;
+    if v_expires < pg_catalog.date_part('epoch', pg_catalog.now()) then
+        return row(403, null, null, null, 'Forbidden: link expired')::echovalue.attachment_download;
+    end if;
+    select * into v_row from echovalue.attachments a where a.id = v_id;
+    if not found then
+        return row(404, null, null, null, 'Not Found')::echovalue.attachment_download;
+    end if;
+    return row(200, v_row.content_type, v_row.filename, v_row.content, null)::echovalue.attachment_download;
+end;
+$$;
