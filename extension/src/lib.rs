@@ -12,6 +12,7 @@
 use pgrx::prelude::*;
 
 mod gucs;
+mod hmac;
 mod random;
 mod token;
 mod worker;
@@ -72,7 +73,7 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/delivery.sql",
     name = "delivery_api",
-    requires = ["mail_api", random::random_bytes]
+    requires = ["mail_api", random::random_bytes, hmac::hmac_sha256]
 );
 extension_sql_file!(
     "sql/maintenance.sql",

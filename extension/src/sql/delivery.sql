@@ -14,24 +14,6 @@ insert into echovalue.installation_keys (name, key)
 values ('attachment_url', echovalue._random_bytes(32));
 select pg_catalog.pg_extension_config_dump('echovalue.installation_keys', '');
 
--- HMAC-SHA256 (RFC 2104) on the built-in sha256; keys longer than the block are hashed first.
-create function echovalue._hmac_sha256(p_key bytea, p_message bytea) returns bytea
-language plpgsql immutable strict parallel safe as $$
-declare
-    v_key bytea := case when pg_catalog.octet_length(p_key) > 64 then pg_catalog.sha256(p_key) else p_key end;
-    v_inner bytea := pg_catalog.decode(pg_catalog.repeat('36', 64), 'hex');
-    v_outer bytea := pg_catalog.decode(pg_catalog.repeat('5c', 64), 'hex');
-    v_byte int;
-begin
-    for i in 0 .. pg_catalog.octet_length(v_key) - 1 loop
-        v_byte := pg_catalog.get_byte(v_key, i);
-        v_inner := pg_catalog.set_byte(v_inner, i, v_byte # 54);   -- 0x36
-        v_outer := pg_catalog.set_byte(v_outer, i, v_byte # 92);   -- 0x5c
-    end loop;
-    return pg_catalog.sha256(v_outer || pg_catalog.sha256(v_inner || p_message));
-end;
-$$;
-
 -- The signature of a download URL: hex HMAC over "<attachment id>.<expiry unix seconds>".
 create function echovalue._attachment_sig(p_attachment bigint, p_expires bigint) returns text
 language sql stable as $$
