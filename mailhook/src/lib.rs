@@ -4,13 +4,13 @@
 //!
 //! Layout: [`config`] (every setting, flags + `ECHOVALUE_*` env), [`listen`] (one LISTEN
 //! connection that wakes the workers on NOTIFY, after each reconnect and on a poll timer;
-//! reconnects with capped backoff), [`db`] (a worker's own lazily reopened connection), and
-//! one module per kind of work woken by its channel: [`recharge`] (Stripe events → credits).
-//! The SMTP receiver of Mail2Webhook runs beside them: [`smtp_command`] is the pure command
-//! parser, [`smtp`] the sessions, [`message`] turns raw mail into the payload fields with
-//! mail-parser, [`store`] makes its two SQL calls (recipient check, receive) over a pool.
-//! [`delivery`] is the webhook dispatcher, woken on `echovalue_mail`: it claims due deliveries,
-//! POSTs the signed payloads (every resolved address checked first) and records each attempt.
+//! reconnects with capped backoff), and one module per kind of work woken by its channel:
+//! [`recharge`] (Stripe events → credits) and [`delivery`] (the webhook dispatcher, woken on
+//! `echovalue_mail`: it claims due deliveries, POSTs the signed payloads, every resolved
+//! address checked first, and records each attempt). The SMTP receiver of Mail2Webhook runs
+//! beside them: [`smtp_command`] is the pure command parser, [`smtp`] the sessions,
+//! [`message`] turns raw mail into the payload fields with mail-parser, and [`store`] makes its
+//! two SQL calls (recipient check, receive) and builds the connection pools every part uses.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -29,7 +29,6 @@
 //! ```
 
 pub mod config;
-pub mod db;
 pub mod delivery;
 pub mod listen;
 pub mod message;
@@ -76,19 +75,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         poll: config.poll_interval(),
         reconnect_max: config.reconnect_max(),
     };
-    let listener = tokio::spawn(listen::run(
-        pg.clone(),
-        subscriptions,
-        timing,
-        stopped.clone(),
-    ));
-    let recharge = tokio::spawn(recharge::run(pg, recharge_wake, stopped.clone()));
+    let listener = tokio::spawn(listen::run(pg, subscriptions, timing, stopped.clone()));
+    let db_timeout = Duration::from_secs(config.db_timeout_secs.max(1));
+    // One connection: events are applied one at a time.
+    let recharge_pool = store::pool(&config.database_url, 1, db_timeout)?;
+    let recharge = tokio::spawn(recharge::run(recharge_pool, recharge_wake, stopped.clone()));
     let dispatcher = match delivery_settings {
         Some(settings) => {
             let pool = store::pool(
                 &config.database_url,
                 settings.concurrency.min(16),
-                Duration::from_secs(config.db_timeout_secs.max(1)),
+                db_timeout,
             )?;
             Some(tokio::spawn(delivery::dispatch::run(
                 settings,
@@ -103,11 +100,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
 
-    let store = store::Store::new(
-        &config.database_url,
-        config.db_pool_size,
-        Duration::from_secs(config.db_timeout_secs.max(1)),
-    )?;
+    let store = store::Store::new(&config.database_url, config.db_pool_size, db_timeout)?;
     let smtp_listener = tokio::net::TcpListener::bind(config.smtp_listen)
         .await
         .with_context(|| format!("cannot listen for SMTP on {}", config.smtp_listen))?;

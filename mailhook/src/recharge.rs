@@ -8,9 +8,8 @@
 
 use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify};
-
-use crate::db::Connection;
 
 /// The channel `echovalue.stripe_event_record` notifies.
 pub const CHANNEL: &str = "echovalue_stripe";
@@ -18,32 +17,26 @@ pub const CHANNEL: &str = "echovalue_stripe";
 const APPLY_ONE: &str = "select event_id, state, credits from echovalue.stripe_event_apply()";
 
 /// Runs until `stop` turns true; a pass in progress finishes its current event first.
-pub async fn run(pg: tokio_postgres::Config, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-    let mut db = Connection::new(pg);
+pub async fn run(pool: Pool, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = wake.notified() => {}
             _ = stop.changed() => return,
         }
-        match apply_pending(&mut db, &stop).await {
+        match apply_pending(&pool, &stop).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "Stripe events decided"),
-            Err(e) => {
-                // Left pending; the next wake-up (at the latest the poll timer) retries.
-                tracing::warn!(error = %e, "applying Stripe events failed");
-                db.reset();
-            }
+            // Left pending; the next wake-up (at the latest the poll timer) retries, on a
+            // fresh connection if this one broke (the pool drops closed ones).
+            Err(e) => tracing::warn!(error = %e, "applying Stripe events failed"),
         }
     }
 }
 
 /// Decides pending events one by one until none is left; returns how many it decided.
-async fn apply_pending(
-    db: &mut Connection,
-    stop: &watch::Receiver<bool>,
-) -> Result<u64, tokio_postgres::Error> {
-    let client = db.client().await?;
-    let statement = client.prepare(APPLY_ONE).await?;
+async fn apply_pending(pool: &Pool, stop: &watch::Receiver<bool>) -> anyhow::Result<u64> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(APPLY_ONE).await?;
     let mut decided = 0;
     while !*stop.borrow() {
         let Some(row) = client.query_opt(&statement, &[]).await? else {
