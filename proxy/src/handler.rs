@@ -21,12 +21,12 @@ use crate::outcome::{self, plain, Reply};
 use crate::routes::{self, Name, Operation, Route};
 use crate::{cors, stripe, token};
 
-const VALUE_NOT_UTF8: &str = "Bad Request: value is not UTF-8";
-const BODY_NOT_UTF8: &str = "Bad Request: body must be a JSON object";
+const VALUE_NOT_TEXT: &str = "Bad Request: value must be UTF-8 text without NUL characters";
+const WEBHOOK_NOT_TEXT: &str = "Bad Request: body must be a JSON object";
 const NAME_NOT_UTF8: &str = "Bad Request: group and key must be UTF-8 after percent-decoding";
 const TOKEN_FORM: &str = "Bad Request: body must be token=new";
 const LEGACY_FORM: &str = "Bad Request: body must be token=new or token=recharge";
-const SPEC_NOT_UTF8: &str = "Bad Request: body must be JSON";
+const SPEC_NOT_TEXT: &str = "Bad Request: body must be JSON";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What every request shares.
@@ -198,11 +198,11 @@ where
                         Ok(b) => b,
                         Err(reply) => return reply,
                     };
-                    match std::str::from_utf8(&body) {
-                        Ok(spec) => ctx.run(&Call::TokenKeyCreate { token, spec }).await,
-                        Err(_) => {
+                    match sql_text(&body) {
+                        Some(spec) => ctx.run(&Call::TokenKeyCreate { token, spec }).await,
+                        None => {
                             let status = StatusCode::BAD_REQUEST;
-                            ctx.refuse(token, "token_key_create", status, SPEC_NOT_UTF8)
+                            ctx.refuse(token, "token_key_create", status, SPEC_NOT_TEXT)
                                 .await
                         }
                     }
@@ -234,8 +234,8 @@ where
                         Err(reply) => return reply,
                     };
                     let ttl = query_param(query, "ttl");
-                    match std::str::from_utf8(&body) {
-                        Ok(value) => {
+                    match sql_text(&body) {
+                        Some(value) => {
                             let call = Call::KvSet {
                                 token,
                                 group: &group,
@@ -245,8 +245,8 @@ where
                             };
                             ctx.run(&call).await
                         }
-                        Err(_) => {
-                            ctx.refuse(token, "kv_set", StatusCode::BAD_REQUEST, VALUE_NOT_UTF8)
+                        None => {
+                            ctx.refuse(token, "kv_set", StatusCode::BAD_REQUEST, VALUE_NOT_TEXT)
                                 .await
                         }
                     }
@@ -258,15 +258,11 @@ where
                         Ok(b) => b,
                         Err(reply) => return reply,
                     };
-                    // JSON is UTF-8 (RFC 8259), and a raw NUL is neither JSON nor storable
-                    // text, so both get the bad-JSON error without reaching SQL as text.
-                    match std::str::from_utf8(&body)
-                        .ok()
-                        .filter(|b| !b.contains('\0'))
-                    {
+                    match sql_text(&body) {
                         Some(body) => ctx.run(&Call::WebhookSet { token, body }).await,
                         None => {
-                            ctx.refuse(token, "webhook_set", StatusCode::BAD_REQUEST, BODY_NOT_UTF8)
+                            let status = StatusCode::BAD_REQUEST;
+                            ctx.refuse(token, "webhook_set", status, WEBHOOK_NOT_TEXT)
                                 .await
                         }
                     }
@@ -408,6 +404,12 @@ where
     }
 }
 
+/// A request body as text Postgres can hold: UTF-8 without NUL (a `text` value cannot contain
+/// U+0000, and the database would answer 22021, a 500). `None` is the operation's 400.
+fn sql_text(body: &[u8]) -> Option<&str> {
+    std::str::from_utf8(body).ok().filter(|s| !s.contains('\0'))
+}
+
 /// A declared Content-Length above the limit is refused before any work is done.
 fn declared_too_large(headers: &HeaderMap, max: usize) -> bool {
     headers
@@ -451,6 +453,14 @@ mod tests {
         assert_eq!(query_param(Some("n=1&n=2"), "n").as_deref(), Some("1"));
         assert_eq!(query_param(Some("x=1"), "n"), None);
         assert_eq!(query_param(None, "n"), None);
+    }
+
+    #[test]
+    fn bodies_sql_can_hold() {
+        assert_eq!(sql_text(b"v \xc3\xa9"), Some("v é"));
+        assert_eq!(sql_text(b""), Some(""));
+        assert_eq!(sql_text(b"a\0b"), None);
+        assert_eq!(sql_text(b"\xff"), None);
     }
 
     #[test]

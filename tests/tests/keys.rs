@@ -336,6 +336,10 @@ async fn mistyped_tokens_and_bad_requests() -> Result<()> {
         (&b"{not json"[..], "Bad Request: body must be JSON"),
         (&b"\xff\xfe"[..], "Bad Request: body must be JSON"),
         (
+            &b"{\"label\":\"a\0\"}"[..],
+            "Bad Request: body must be JSON",
+        ),
+        (
             &br#"{"limits":{"dayly":5}}"#[..],
             "Bad Request: unknown limit \"dayly\"",
         ),

@@ -151,6 +151,9 @@ async fn non_utf8_value_is_400_and_charged() -> Result<()> {
         404,
         "nothing stored"
     );
+    // UTF-8 with a NUL: no Postgres text can hold it, so it is refused the same way (not 500).
+    let r = api.post("/kv/g/bin", w.t(), b"a\0b".to_vec()).await?;
+    assert_eq!((r.status, r.cost()), (400, Some(1)), "{:?}", r.text());
     Ok(())
 }
 
