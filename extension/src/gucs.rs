@@ -5,6 +5,7 @@
 //! role must not be able to raise its own limits with `SET`.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
 
 pub static START_CREDITS: GucSetting<i32> = GucSetting::<i32>::new(100);
@@ -284,4 +285,22 @@ pub fn maintenance_database() -> String {
         .get()
         .and_then(|s| s.into_string().ok())
         .unwrap_or_else(|| "postgres".to_owned())
+}
+
+/// `echovalue._setting(name)`: the integer setting `echovalue.<name>`, for the SQL functions.
+/// A C function, so calling it loads the library and the setting is always defined; and it is
+/// cheap enough for every request (it replaced a plpgsql helper on the request path).
+#[pg_extern(stable, parallel_safe, name = "_setting")]
+fn setting(p_name: &str) -> i32 {
+    let Ok(name) = CString::new(format!("echovalue.{p_name}")) else {
+        error!("echovalue: setting name {p_name:?} holds a NUL character");
+    };
+    // SAFETY: `name` is a valid C string; with missing_ok = false Postgres raises an ERROR
+    // (never returns NULL) for an unknown setting, and the result lives until the next GUC
+    // change, which cannot happen before it is parsed here.
+    let value = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) };
+    match value.to_str().ok().and_then(|v| v.parse::<i32>().ok()) {
+        Some(v) => v,
+        None => error!("echovalue: setting echovalue.{p_name} is not an integer"),
+    }
 }

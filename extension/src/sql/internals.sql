@@ -2,15 +2,8 @@
 -- echovalue_api cannot execute them (grants.sql). They run inside the security definer API
 -- functions, and every reference is schema-qualified.
 
--- An integer setting `echovalue.<name>`; calling into the library first guarantees the GUCs
--- are defined even when the library is not preloaded.
-create function echovalue._setting(p_name text) returns int
-language plpgsql stable as $$
-begin
-    perform echovalue.token_format_ok('');
-    return pg_catalog.current_setting('echovalue.' || p_name)::int;
-end;
-$$;
+-- echovalue._setting(name), the integer setting `echovalue.<name>`, is a Rust function
+-- (gucs.rs).
 
 -- A timestamp as RFC 3339 in UTC with microseconds and `Z`.
 create function echovalue._ts(p_at timestamptz) returns text
@@ -54,6 +47,7 @@ declare
     v_root boolean;
     v_last_used timestamptz;
     v_hash bytea;
+    v_caller text;
 begin
     if p_token is null or not echovalue.token_format_ok(p_token) then
         return null;
@@ -70,32 +64,45 @@ begin
          where t.id = (select x.id from echovalue.tokens x where x.id = v_token
                           for update skip locked);
     end if;
-    perform pg_catalog.set_config('echovalue.caller_token',
-        case when v_root then '' else coalesce(v_wallet || ':' || v_token, '') end, true);
-    perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
+    -- set only when changed: a set_config costs more than the read, and at the start of a
+    -- transaction both already hold '' (the values set here are transaction-local)
+    v_caller := case when v_root then '' else coalesce(v_wallet || ':' || v_token, '') end;
+    if coalesce(pg_catalog.current_setting('echovalue.caller_token', true), '') <> v_caller then
+        perform pg_catalog.set_config('echovalue.caller_token', v_caller, true);
+    end if;
+    if coalesce(pg_catalog.current_setting('echovalue.limit_refusal', true), '') <> '' then
+        perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
+    end if;
     return v_wallet;
 end;
 $$;
 
 -- The non-root token paying for this transaction's charges of p_wallet, or NULL (root token,
 -- or no token: email, recharge).
+-- One expression, so the planner inlines it: a SQL function it cannot inline is parsed and
+-- planned again in every transaction, which cost a third of a request's time in the database.
 create function echovalue._caller_token(p_wallet bigint) returns bigint
 language sql stable as $$
-    select pg_catalog.split_part(c, ':', 2)::bigint
-      from pg_catalog.current_setting('echovalue.caller_token', true) as c
-     where c like p_wallet || ':%'
+    select case when pg_catalog.current_setting('echovalue.caller_token', true)
+                     like p_wallet || ':%'
+                then pg_catalog.split_part(
+                         pg_catalog.current_setting('echovalue.caller_token', true), ':', 2)::bigint
+           end
 $$;
 
 -- Credits a token spent in the rolling window ending now: whole hourly buckets, counting the
 -- oldest hour in full, so a spend leaves the window between p_window and p_window + 1 hour
 -- after it was made (a limit is never overrun, at worst it frees up to an hour late).
+-- (plpgsql, so its plan is kept for the session, not made again in every transaction)
 create function echovalue._token_usage(p_wallet bigint, p_token bigint, p_window interval)
 returns bigint
-language sql stable as $$
-    select coalesce(pg_catalog.sum(u.credits), 0)::bigint
-      from echovalue.token_usage u
-     where u.wallet_id = p_wallet and u.token_id = p_token
-       and u.hour >= pg_catalog.date_trunc('hour', pg_catalog.now() - p_window, 'UTC')
+language plpgsql stable as $$
+begin
+    return (select coalesce(pg_catalog.sum(u.credits), 0)::bigint
+              from echovalue.token_usage u
+             where u.wallet_id = p_wallet and u.token_id = p_token
+               and u.hour >= pg_catalog.date_trunc('hour', pg_catalog.now() - p_window, 'UTC'));
+end;
 $$;
 
 -- Whether p_token may spend p_cost more credits under its limits. When not, the 402 body is
@@ -294,7 +301,46 @@ begin
     perform echovalue._log(p_wallet, p_endpoint, p_method, p_path, p_status,
                            case when p_status >= 400 then p_body end, p_cost, p_balance);
     return echovalue._outcome(p_status, p_body, p_cost, p_balance, p_content_type,
-                              echovalue._limit_headers(p_wallet));
+                              -- (a call only for a paying token that may have limits)
+                              case when echovalue._caller_token(p_wallet) is not null
+                                   then echovalue._limit_headers(p_wallet) end);
+end;
+$$;
+
+-- Pays for p_units of p_operation from a resolved wallet, within the paying token's limits:
+-- (cost, balance after, NULL), or (0, NULL, the 402 outcome) with nothing taken and the refusal
+-- logged: a NULL balance means refused (test that, not `refusal is not null`, which is false
+-- for an outcome with a NULL field). Every API function pays through here. Without a paying
+-- token (root token) there are no limits to read, so the price is read by the charge itself:
+-- one statement where _price and _charge take two, and two call levels (on every request).
+create function echovalue._pay(
+    p_wallet bigint, p_operation text, p_endpoint text, p_method text, p_path text,
+    p_units int default 1
+) returns echovalue.payment
+language plpgsql volatile as $$
+declare
+    v_cost int;
+    v_balance bigint;
+begin
+    if echovalue._caller_token(p_wallet) is null then
+        update echovalue.wallets w
+           set balance = w.balance - p.credits * p_units,
+               last_used = echovalue._last_used(w.last_used)
+          from echovalue.prices p
+         where w.id = p_wallet and p.operation = p_operation
+           and w.balance >= p.credits * p_units
+        returning p.credits * p_units, w.balance into v_cost, v_balance;
+    end if;
+    if v_balance is null then
+        -- a limited token, a wallet short of credits, or an unknown operation (_price raises)
+        v_cost := echovalue._price(p_operation) * p_units;
+        v_balance := echovalue._charge(p_wallet, v_cost);
+    end if;
+    if v_balance is null then
+        return row(0, null, echovalue._insufficient(p_wallet, p_endpoint, p_method, p_path))
+            ::echovalue.payment;
+    end if;
+    return row(v_cost, v_balance, null)::echovalue.payment;
 end;
 $$;
 
@@ -305,14 +351,14 @@ create function echovalue._fail(
 ) returns echovalue.outcome
 language plpgsql volatile as $$
 declare
-    v_cost int := echovalue._price(p_operation) * p_units;
-    v_balance bigint := echovalue._charge(p_wallet, v_cost);
+    v_paid echovalue.payment := echovalue._pay(p_wallet, p_operation, p_endpoint, p_method,
+                                               p_path, p_units);
 begin
-    if v_balance is null then
-        return echovalue._insufficient(p_wallet, p_endpoint, p_method, p_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     return echovalue._finish(p_wallet, p_endpoint, p_method, p_path,
-                             p_status, p_error, v_cost, v_balance);
+                             p_status, p_error, v_paid.cost, v_paid.balance);
 end;
 $$;
 

@@ -130,8 +130,7 @@ declare
     v_spec jsonb;
     v_error text;
     v_max int := echovalue._setting('max_tokens');
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_new text;
     v_row echovalue.tokens;
 begin
@@ -159,10 +158,9 @@ begin
     if v_error is not null then
         return echovalue._fail(v_wallet, 'token_key_create', 'token', v_method, v_path, 400, v_error);
     end if;
-    v_cost := echovalue._price('token_key_create');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
+    v_paid := echovalue._pay(v_wallet, 'token_key_create', 'token', v_method, v_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     v_new := echovalue._token_generate();
     insert into echovalue.tokens as t
@@ -178,7 +176,7 @@ begin
             echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
             echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
             echovalue._json_str(echovalue._ts(v_row.created))),
-        v_cost, v_balance, 'application/json');
+        v_paid.cost, v_paid.balance, 'application/json');
 end;
 $$;
 
@@ -196,8 +194,7 @@ declare
     v_method text := token_key_list.http_method;
     v_path text := token_key_list.http_path;
     v_refusal echovalue.outcome;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_body text;
 begin
     if v_wallet is null then
@@ -207,17 +204,16 @@ begin
     if v_refusal.status is not null then
         return v_refusal;
     end if;
-    v_cost := echovalue._price('token_key_list');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
+    v_paid := echovalue._pay(v_wallet, 'token_key_list', 'token', v_method, v_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
                                                          order by t.created, t.id), '') || ']}'
       into v_body
       from echovalue.tokens t where t.wallet_id = v_wallet;
     return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, v_body,
-                             v_cost, v_balance, 'application/json');
+                             v_paid.cost, v_paid.balance, 'application/json');
 end;
 $$;
 
@@ -237,8 +233,7 @@ declare
     v_method text := token_key_revoke.http_method;
     v_path text := coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id);
     v_refusal echovalue.outcome;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_target echovalue.tokens;
 begin
     if v_wallet is null then
@@ -248,10 +243,9 @@ begin
     if v_refusal.status is not null then
         return v_refusal;
     end if;
-    v_cost := echovalue._price('token_key_revoke');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'token', v_method, v_path);
+    v_paid := echovalue._pay(v_wallet, 'token_key_revoke', 'token', v_method, v_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
         select * into v_target from echovalue.tokens t
@@ -259,14 +253,17 @@ begin
            for update;
     end if;
     if v_target.id is null then
-        return echovalue._finish(v_wallet, 'token', v_method, v_path, 404, 'Not Found', v_cost, v_balance);
+        return echovalue._finish(v_wallet, 'token', v_method, v_path, 404, 'Not Found',
+                                 v_paid.cost, v_paid.balance);
     end if;
     if v_target.is_root then
         return echovalue._finish(v_wallet, 'token', v_method, v_path, 400,
-                                 'Bad Request: the root token cannot be revoked', v_cost, v_balance);
+                                 'Bad Request: the root token cannot be revoked',
+                                 v_paid.cost, v_paid.balance);
     end if;
     update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
      where t.id = v_target.id;
-    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, 'OK', v_cost, v_balance);
+    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, 'OK',
+                             v_paid.cost, v_paid.balance);
 end;
 $$;

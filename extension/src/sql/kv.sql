@@ -45,8 +45,7 @@ declare
     v_wallet bigint := echovalue._wallet_resolve(kv_set.token);
     v_path text := coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key);
     v_error text;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
 begin
     if v_wallet is null then
         return echovalue._unauthorized();
@@ -55,17 +54,17 @@ begin
     if v_error is not null then
         return echovalue._fail(v_wallet, 'kv_set', 'kv', kv_set.http_method, v_path, 400, v_error);
     end if;
-    v_cost := echovalue._price('kv_set');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'kv', kv_set.http_method, v_path);
+    v_paid := echovalue._pay(v_wallet, 'kv_set', 'kv', kv_set.http_method, v_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
     values (v_wallet, kv_set.grp, kv_set.key, kv_set.value,
             pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
     on conflict on constraint kv_pkey
     do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_wallet, 'kv', kv_set.http_method, v_path, 200, 'OK', v_cost, v_balance);
+    return echovalue._finish(v_wallet, 'kv', kv_set.http_method, v_path, 200, 'OK',
+                             v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -83,8 +82,7 @@ declare
     v_wallet bigint := echovalue._wallet_resolve(kv_get.token);
     v_path text := coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key);
     v_error text;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_value text;
 begin
     if v_wallet is null then
@@ -94,19 +92,20 @@ begin
     if v_error is not null then
         return echovalue._fail(v_wallet, 'kv_get', 'kv', kv_get.http_method, v_path, 400, v_error);
     end if;
-    v_cost := echovalue._price('kv_get');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'kv', kv_get.http_method, v_path);
+    v_paid := echovalue._pay(v_wallet, 'kv_get', 'kv', kv_get.http_method, v_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     select k.value into v_value
       from echovalue.kv k
      where k.wallet_id = v_wallet and k.grp = kv_get.grp and k.key = kv_get.key
        and k.expires_at > pg_catalog.now();
     if not found then
-        return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 404, 'Key Not Found', v_cost, v_balance);
+        return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 404, 'Key Not Found',
+                                 v_paid.cost, v_paid.balance);
     end if;
-    return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 200, v_value, v_cost, v_balance);
+    return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 200, v_value,
+                             v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -124,8 +123,7 @@ declare
     v_wallet bigint := echovalue._wallet_resolve(kv_delete.token);
     v_path text := coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key);
     v_error text;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_live boolean;
 begin
     if v_wallet is null then
@@ -135,18 +133,19 @@ begin
     if v_error is not null then
         return echovalue._fail(v_wallet, 'kv_delete', 'kv', kv_delete.http_method, v_path, 400, v_error);
     end if;
-    v_cost := echovalue._price('kv_delete');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'kv', kv_delete.http_method, v_path);
+    v_paid := echovalue._pay(v_wallet, 'kv_delete', 'kv', kv_delete.http_method, v_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     -- an expired row goes too, but the answer is as if it were already purged
     delete from echovalue.kv k
      where k.wallet_id = v_wallet and k.grp = kv_delete.grp and k.key = kv_delete.key
     returning k.expires_at > pg_catalog.now() into v_live;
     if v_live is not true then
-        return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 404, 'Key Not Found', v_cost, v_balance);
+        return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 404,
+                                 'Key Not Found', v_paid.cost, v_paid.balance);
     end if;
-    return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 200, 'OK', v_cost, v_balance);
+    return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 200, 'OK',
+                             v_paid.cost, v_paid.balance);
 end;
 $$;

@@ -52,8 +52,7 @@ declare
     v_wallet bigint := echovalue._wallet_resolve(logs_get.token);
     v_n int;
     v_k int;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_entries text;
 begin
     if v_wallet is null then
@@ -69,10 +68,10 @@ begin
       from (select 1 from echovalue.logs l
              where l.wallet_id = v_wallet and l.expires_at > pg_catalog.now()
              limit v_n) as kept;
-    v_cost := echovalue._price('logs_entry') * v_k;
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'token', logs_get.http_method, logs_get.http_path);
+    v_paid := echovalue._pay(v_wallet, 'logs_entry',
+                             'token', logs_get.http_method, logs_get.http_path, p_units => v_k);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
     select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
@@ -83,6 +82,6 @@ begin
              limit v_k) as l;
     return echovalue._finish(v_wallet, 'token', logs_get.http_method, logs_get.http_path, 200,
                              '{"logs":[' || v_entries || '],"n":' || v_k || '}',
-                             v_cost, v_balance, 'application/json');
+                             v_paid.cost, v_paid.balance, 'application/json');
 end;
 $$;

@@ -30,8 +30,7 @@ declare
     v_found boolean;
     v_link text;
     v_hash text;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
 begin
     if v_wallet is null then
         return echovalue._unauthorized();
@@ -51,14 +50,14 @@ begin
         return echovalue._fail(v_wallet, 'recharge_link', 'token', recharge_link.http_method,
                                recharge_link.http_path, 501, 'Not Implemented');
     end if;
-    v_cost := echovalue._price('recharge_link');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'token', recharge_link.http_method, recharge_link.http_path);
+    v_paid := echovalue._pay(v_wallet, 'recharge_link',
+                             'token', recharge_link.http_method, recharge_link.http_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     select w.hash into v_hash from echovalue.wallets w where w.id = v_wallet;
     return echovalue._finish(v_wallet, 'token', recharge_link.http_method, recharge_link.http_path, 200,
         echovalue._url_with_param(v_link, 'client_reference_id', v_hash),
-        v_cost, v_balance);
+        v_paid.cost, v_paid.balance);
 end;
 $$;

@@ -116,6 +116,14 @@ create type echovalue.outcome as (
     headers      jsonb
 );
 
+-- What paying for an operation gave (internals.sql, _pay): the credits taken and the balance
+-- after, or a NULL balance and the 402 outcome to answer with (nothing taken).
+create type echovalue.payment as (
+    cost    int,
+    balance bigint,
+    refusal echovalue.outcome
+);
+
 -- User data and operator settings survive pg_dump.
 select pg_catalog.pg_extension_config_dump('echovalue.wallets', '');
 select pg_catalog.pg_extension_config_dump('echovalue.wallets_id_seq', '');

@@ -63,23 +63,21 @@ language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_wallet bigint := echovalue._wallet_resolve(token);
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_body text;
 begin
     if v_wallet is null then
         return echovalue._unauthorized();
     end if;
-    v_cost := echovalue._price('wallet_get');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'token', http_method, http_path);
+    v_paid := echovalue._pay(v_wallet, 'wallet_get', 'token', http_method, http_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_balance,
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
                              echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
       into v_body
       from echovalue.wallets w where w.id = v_wallet;
     return echovalue._finish(v_wallet, 'token', http_method, http_path, 200, v_body,
-                             v_cost, v_balance, 'application/json');
+                             v_paid.cost, v_paid.balance, 'application/json');
 end;
 $$;

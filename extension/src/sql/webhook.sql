@@ -292,8 +292,7 @@ declare
     v_wallet bigint := echovalue._wallet_resolve(webhook_set.token);
     v_error text;
     v_config jsonb;
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
 begin
     if v_wallet is null then
         return echovalue._unauthorized();
@@ -303,10 +302,10 @@ begin
         return echovalue._fail(v_wallet, 'webhook_set', 'webhook', webhook_set.http_method,
                                webhook_set.http_path, 400, v_error);
     end if;
-    v_cost := echovalue._price('webhook_set');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'webhook', webhook_set.http_method, webhook_set.http_path);
+    v_paid := echovalue._pay(v_wallet, 'webhook_set',
+                             'webhook', webhook_set.http_method, webhook_set.http_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     perform echovalue._mailbox_ensure(v_wallet);
     insert into echovalue.webhooks as h (wallet_id, url, headers)
@@ -316,7 +315,7 @@ begin
     on conflict (wallet_id)
     do update set url = excluded.url, headers = excluded.headers, updated = pg_catalog.now();
     return echovalue._finish(v_wallet, 'webhook', webhook_set.http_method, webhook_set.http_path,
-                             200, 'OK', v_cost, v_balance);
+                             200, 'OK', v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -331,8 +330,7 @@ language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_wallet bigint := echovalue._wallet_resolve(webhook_get.token);
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
     v_mailbox echovalue.mailboxes;
     v_hash text;
     v_hook echovalue.webhooks;
@@ -342,10 +340,10 @@ begin
     if v_wallet is null then
         return echovalue._unauthorized();
     end if;
-    v_cost := echovalue._price('webhook_get');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path);
+    v_paid := echovalue._pay(v_wallet, 'webhook_get',
+                             'webhook', webhook_get.http_method, webhook_get.http_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     v_mailbox := echovalue._mailbox_ensure(v_wallet);
     v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
@@ -361,7 +359,7 @@ begin
         v_body := pg_catalog.format('{"email":%s,"hash":%s}', v_email, v_hash);
     end if;
     return echovalue._finish(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path,
-                             200, v_body, v_cost, v_balance, 'application/json');
+                             200, v_body, v_paid.cost, v_paid.balance, 'application/json');
 end;
 $$;
 
@@ -375,23 +373,22 @@ language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_wallet bigint := echovalue._wallet_resolve(webhook_delete.token);
-    v_cost int;
-    v_balance bigint;
+    v_paid echovalue.payment;
 begin
     if v_wallet is null then
         return echovalue._unauthorized();
     end if;
-    v_cost := echovalue._price('webhook_delete');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        return echovalue._insufficient(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path);
+    v_paid := echovalue._pay(v_wallet, 'webhook_delete',
+                             'webhook', webhook_delete.http_method, webhook_delete.http_path);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
     delete from echovalue.webhooks h where h.wallet_id = v_wallet;
     if not found then
         return echovalue._finish(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path,
-                                 404, 'Webhook Not Found', v_cost, v_balance);
+                                 404, 'Webhook Not Found', v_paid.cost, v_paid.balance);
     end if;
     return echovalue._finish(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path,
-                             200, 'OK', v_cost, v_balance);
+                             200, 'OK', v_paid.cost, v_paid.balance);
 end;
 $$;

@@ -1,0 +1,15 @@
+-- echovalue 0.2.0 -> 0.3.0: a faster request path (issue 6). No table changes.
+--
+-- Layout: first the new type and the drops, then the Rust functions new in 0.3.0, then every
+-- SQL function replaced in place (the new ones created), then the privileges. tests/run.sh
+-- creates 0.2.0 (and 0.1.0), updates it and compares the catalog with a fresh install.
+
+-- What _pay returns.
+create type echovalue.payment as (
+    cost    int,
+    balance bigint,
+    refusal echovalue.outcome
+);
+
+-- _setting is a Rust function now (created below); only plpgsql bodies call it.
+drop function echovalue._setting(text);
