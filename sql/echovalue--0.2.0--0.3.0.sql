@@ -1,4 +1,4 @@
--- echovalue 0.2.0 -> 0.3.0: a faster request path (issue 6). No table changes.
+-- echovalue 0.2.0 -> 0.3.0: a faster request path (issue 6).
 --
 -- Layout: first the new type and the drops, then the Rust functions new in 0.3.0, then every
 -- SQL function replaced in place (the new ones created), then the privileges. tests/run.sh
@@ -13,6 +13,9 @@ create type echovalue.payment as (
 
 -- _setting is a Rust function now (created below); only plpgsql bodies call it.
 drop function echovalue._setting(text);
+
+-- Logs: no foreign key to wallets (see schema.sql); maintenance deletes a purged wallet's logs.
+alter table echovalue.logs drop constraint logs_wallet_id_fkey;
 
 -- Rust functions new in 0.3.0 (as cargo pgrx generates them).
 
@@ -68,33 +71,33 @@ language plpgsql volatile as $$
 declare
     v_wallet bigint;
     v_token bigint;
-    v_root boolean;
-    v_last_used timestamptz;
-    v_hash bytea;
     v_caller text;
+    v_stale boolean;
+    v_hash bytea;
 begin
-    if p_token is null or not echovalue.token_format_ok(p_token) then
-        return null;
-    end if;
-    -- hashed once here, not per row if the planner ever scans
-    v_hash := pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
-    select t.wallet_id, t.id, t.is_root, t.last_used into v_wallet, v_token, v_root, v_last_used
+    -- Few statements and expressions: each costs a set-up in every transaction, and this runs
+    -- on every request. A malformed token gets a NULL hash, which matches no token; the hash
+    -- is computed once here, not per row if the planner ever scans.
+    v_hash := case when echovalue.token_format_ok(p_token)
+                   then pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')) end;
+    select t.wallet_id, t.id,
+           case when t.is_root then '' else t.wallet_id || ':' || t.id end,
+           t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
+      into v_wallet, v_token, v_caller, v_stale
       from echovalue.tokens t
      where t.hash = v_hash and t.revoked is null;
-    if v_token is not null
-       and (v_last_used is null or v_last_used < pg_catalog.now() - interval '1 minute') then
+    if v_stale then
         -- SKIP LOCKED: a concurrent request of this token is already recording its use
         update echovalue.tokens t set last_used = pg_catalog.now()
          where t.id = (select x.id from echovalue.tokens x where x.id = v_token
                           for update skip locked);
     end if;
     -- set only when changed: a set_config costs more than the read, and at the start of a
-    -- transaction both already hold '' (the values set here are transaction-local)
-    v_caller := case when v_root then '' else coalesce(v_wallet || ':' || v_token, '') end;
-    if coalesce(pg_catalog.current_setting('echovalue.caller_token', true), '') <> v_caller then
-        perform pg_catalog.set_config('echovalue.caller_token', v_caller, true);
-    end if;
-    if coalesce(pg_catalog.current_setting('echovalue.limit_refusal', true), '') <> '' then
+    -- transaction both hold '' (the values set here are transaction-local)
+    if coalesce(pg_catalog.current_setting('echovalue.caller_token', true), '')
+           <> coalesce(v_caller, '')
+       or coalesce(pg_catalog.current_setting('echovalue.limit_refusal', true), '') <> '' then
+        perform pg_catalog.set_config('echovalue.caller_token', coalesce(v_caller, ''), true);
         perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
     end if;
     return v_wallet;
@@ -107,7 +110,8 @@ $$;
 -- planned again in every transaction, which cost a third of a request's time in the database.
 create or replace function echovalue._caller_token(p_wallet bigint) returns bigint
 language sql stable as $$
-    select case when pg_catalog.current_setting('echovalue.caller_token', true) like p_wallet || ':%'
+    select case when pg_catalog.current_setting('echovalue.caller_token', true)
+                     like p_wallet || ':%'
                 then pg_catalog.split_part(
                          pg_catalog.current_setting('echovalue.caller_token', true), ':', 2)::bigint
            end
@@ -333,32 +337,16 @@ $$;
 -- Pays for p_units of p_operation from a resolved wallet, within the paying token's limits:
 -- (cost, balance after, NULL), or (0, NULL, the 402 outcome) with nothing taken and the refusal
 -- logged: a NULL balance means refused (test that, not `refusal is not null`, which is false
--- for an outcome with a NULL field). Every API function pays through here. Without a paying token (root token) there are
--- no limits to read, so the price is read by the charge itself: one statement, where _price
--- and _charge take two and two call levels (this is on every request).
+-- for an outcome with a NULL field). Every API function pays through here.
 create or replace function echovalue._pay(
     p_wallet bigint, p_operation text, p_endpoint text, p_method text, p_path text,
     p_units int default 1
 ) returns echovalue.payment
 language plpgsql volatile as $$
 declare
-    v_cost int;
-    v_balance bigint;
+    v_cost int := echovalue._price(p_operation) * p_units;
+    v_balance bigint := echovalue._charge(p_wallet, v_cost);
 begin
-    if echovalue._caller_token(p_wallet) is null then
-        update echovalue.wallets w
-           set balance = w.balance - p.credits * p_units,
-               last_used = echovalue._last_used(w.last_used)
-          from echovalue.prices p
-         where w.id = p_wallet and p.operation = p_operation
-           and w.balance >= p.credits * p_units
-        returning p.credits * p_units, w.balance into v_cost, v_balance;
-    end if;
-    if v_balance is null then
-        -- a limited token, a wallet short of credits, or an unknown operation (_price raises)
-        v_cost := echovalue._price(p_operation) * p_units;
-        v_balance := echovalue._charge(p_wallet, v_cost);
-    end if;
     if v_balance is null then
         return row(0, null, echovalue._insufficient(p_wallet, p_endpoint, p_method, p_path))
             ::echovalue.payment;
@@ -397,25 +385,22 @@ language sql immutable as $$
 $$;
 
 -- Why a group or key name is refused (p_what is 'group' or 'key'), or NULL when it is fine.
+-- One expression, so the planner inlines it into the caller (see _caller_token).
 create or replace function echovalue._name_error(p_what text, p_name text) returns text
-language plpgsql stable as $$
-declare
-    v_max int := echovalue._setting('max_name_chars');
-begin
-    if p_name is null or pg_catalog.char_length(p_name) not between 1 and v_max then
-        return pg_catalog.format('Bad Request: %s must be 1 to %s characters', p_what, v_max);
-    end if;
-    if pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]' then
-        return pg_catalog.format('Bad Request: %s must not contain ''/'' or control characters', p_what);
-    end if;
-    if p_what = 'group' and p_name like 'reserved-%' then
-        return 'Bad Request: group must not start with ''reserved-''';
-    end if;
-    if p_what = 'group' and p_name like '%---' then
-        return 'Bad Request: group must not end with ''---''';
-    end if;
-    return null;
-end;
+language sql stable as $$
+    select case
+        when p_name is null
+          or pg_catalog.char_length(p_name) not between 1 and echovalue._setting('max_name_chars')
+            then pg_catalog.format('Bad Request: %s must be 1 to %s characters',
+                                   p_what, echovalue._setting('max_name_chars'))
+        when pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]'
+            then pg_catalog.format(
+                     'Bad Request: %s must not contain ''/'' or control characters', p_what)
+        when p_what = 'group' and p_name like 'reserved-%'
+            then 'Bad Request: group must not start with ''reserved-'''
+        when p_what = 'group' and p_name like '%---'
+            then 'Bad Request: group must not end with ''---'''
+    end
 $$;
 
 -- A ttl parameter in seconds: NULL or '0' mean the maximum; NULL result when invalid.
@@ -586,7 +571,8 @@ begin
             pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
     on conflict on constraint kv_pkey
     do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_wallet, 'kv', kv_set.http_method, v_path, 200, 'OK', v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_wallet, 'kv', kv_set.http_method, v_path, 200, 'OK',
+                             v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -623,9 +609,11 @@ begin
      where k.wallet_id = v_wallet and k.grp = kv_get.grp and k.key = kv_get.key
        and k.expires_at > pg_catalog.now();
     if not found then
-        return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 404, 'Key Not Found', v_paid.cost, v_paid.balance);
+        return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 404, 'Key Not Found',
+                                 v_paid.cost, v_paid.balance);
     end if;
-    return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 200, v_value, v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_wallet, 'kv', kv_get.http_method, v_path, 200, v_value,
+                             v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -662,9 +650,11 @@ begin
      where k.wallet_id = v_wallet and k.grp = kv_delete.grp and k.key = kv_delete.key
     returning k.expires_at > pg_catalog.now() into v_live;
     if v_live is not true then
-        return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 404, 'Key Not Found', v_paid.cost, v_paid.balance);
+        return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 404,
+                                 'Key Not Found', v_paid.cost, v_paid.balance);
     end if;
-    return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 200, 'OK', v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_wallet, 'kv', kv_delete.http_method, v_path, 200, 'OK',
+                             v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -736,7 +726,8 @@ begin
       from (select 1 from echovalue.logs l
              where l.wallet_id = v_wallet and l.expires_at > pg_catalog.now()
              limit v_n) as kept;
-    v_paid := echovalue._pay(v_wallet, 'logs_entry', 'token', logs_get.http_method, logs_get.http_path, p_units => v_k);
+    v_paid := echovalue._pay(v_wallet, 'logs_entry',
+                             'token', logs_get.http_method, logs_get.http_path, p_units => v_k);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -803,7 +794,8 @@ begin
         return echovalue._fail(v_wallet, 'recharge_link', 'token', recharge_link.http_method,
                                recharge_link.http_path, 501, 'Not Implemented');
     end if;
-    v_paid := echovalue._pay(v_wallet, 'recharge_link', 'token', recharge_link.http_method, recharge_link.http_path);
+    v_paid := echovalue._pay(v_wallet, 'recharge_link',
+                             'token', recharge_link.http_method, recharge_link.http_path);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -933,12 +925,17 @@ begin
     v_token_ids := array(
         select t.id from echovalue.tokens t
          where t.wallet_id = any (v_wallet_ids) for update skip locked);
-    -- tokens, kv and logs of these wallets go by ON DELETE CASCADE
-    delete from echovalue.wallets w
-     where w.id = any (v_wallet_ids)
-       and not exists (select 1 from echovalue.tokens t
-                        where t.wallet_id = w.id and t.id <> all (v_token_ids));
-    get diagnostics v_wallets = row_count;
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
@@ -1195,15 +1192,18 @@ begin
            for update;
     end if;
     if v_target.id is null then
-        return echovalue._finish(v_wallet, 'token', v_method, v_path, 404, 'Not Found', v_paid.cost, v_paid.balance);
+        return echovalue._finish(v_wallet, 'token', v_method, v_path, 404, 'Not Found',
+                                 v_paid.cost, v_paid.balance);
     end if;
     if v_target.is_root then
         return echovalue._finish(v_wallet, 'token', v_method, v_path, 400,
-                                 'Bad Request: the root token cannot be revoked', v_paid.cost, v_paid.balance);
+                                 'Bad Request: the root token cannot be revoked',
+                                 v_paid.cost, v_paid.balance);
     end if;
     update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
      where t.id = v_target.id;
-    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, 'OK', v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, 'OK',
+                             v_paid.cost, v_paid.balance);
 end;
 $$;
 
@@ -1677,7 +1677,8 @@ begin
         return echovalue._fail(v_wallet, 'webhook_set', 'webhook', webhook_set.http_method,
                                webhook_set.http_path, 400, v_error);
     end if;
-    v_paid := echovalue._pay(v_wallet, 'webhook_set', 'webhook', webhook_set.http_method, webhook_set.http_path);
+    v_paid := echovalue._pay(v_wallet, 'webhook_set',
+                             'webhook', webhook_set.http_method, webhook_set.http_path);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -1714,7 +1715,8 @@ begin
     if v_wallet is null then
         return echovalue._unauthorized();
     end if;
-    v_paid := echovalue._pay(v_wallet, 'webhook_get', 'webhook', webhook_get.http_method, webhook_get.http_path);
+    v_paid := echovalue._pay(v_wallet, 'webhook_get',
+                             'webhook', webhook_get.http_method, webhook_get.http_path);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -1751,7 +1753,8 @@ begin
     if v_wallet is null then
         return echovalue._unauthorized();
     end if;
-    v_paid := echovalue._pay(v_wallet, 'webhook_delete', 'webhook', webhook_delete.http_method, webhook_delete.http_path);
+    v_paid := echovalue._pay(v_wallet, 'webhook_delete',
+                             'webhook', webhook_delete.http_method, webhook_delete.http_path);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;

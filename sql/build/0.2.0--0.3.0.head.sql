@@ -1,4 +1,4 @@
--- echovalue 0.2.0 -> 0.3.0: a faster request path (issue 6). No table changes.
+-- echovalue 0.2.0 -> 0.3.0: a faster request path (issue 6).
 --
 -- Layout: first the new type and the drops, then the Rust functions new in 0.3.0, then every
 -- SQL function replaced in place (the new ones created), then the privileges. tests/run.sh
@@ -13,3 +13,6 @@ create type echovalue.payment as (
 
 -- _setting is a Rust function now (created below); only plpgsql bodies call it.
 drop function echovalue._setting(text);
+
+-- Logs: no foreign key to wallets (see schema.sql); maintenance deletes a purged wallet's logs.
+alter table echovalue.logs drop constraint logs_wallet_id_fkey;

@@ -44,33 +44,33 @@ language plpgsql volatile as $$
 declare
     v_wallet bigint;
     v_token bigint;
-    v_root boolean;
-    v_last_used timestamptz;
-    v_hash bytea;
     v_caller text;
+    v_stale boolean;
+    v_hash bytea;
 begin
-    if p_token is null or not echovalue.token_format_ok(p_token) then
-        return null;
-    end if;
-    -- hashed once here, not per row if the planner ever scans
-    v_hash := pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
-    select t.wallet_id, t.id, t.is_root, t.last_used into v_wallet, v_token, v_root, v_last_used
+    -- Few statements and expressions: each costs a set-up in every transaction, and this runs
+    -- on every request. A malformed token gets a NULL hash, which matches no token; the hash
+    -- is computed once here, not per row if the planner ever scans.
+    v_hash := case when echovalue.token_format_ok(p_token)
+                   then pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')) end;
+    select t.wallet_id, t.id,
+           case when t.is_root then '' else t.wallet_id || ':' || t.id end,
+           t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
+      into v_wallet, v_token, v_caller, v_stale
       from echovalue.tokens t
      where t.hash = v_hash and t.revoked is null;
-    if v_token is not null
-       and (v_last_used is null or v_last_used < pg_catalog.now() - interval '1 minute') then
+    if v_stale then
         -- SKIP LOCKED: a concurrent request of this token is already recording its use
         update echovalue.tokens t set last_used = pg_catalog.now()
          where t.id = (select x.id from echovalue.tokens x where x.id = v_token
                           for update skip locked);
     end if;
     -- set only when changed: a set_config costs more than the read, and at the start of a
-    -- transaction both already hold '' (the values set here are transaction-local)
-    v_caller := case when v_root then '' else coalesce(v_wallet || ':' || v_token, '') end;
-    if coalesce(pg_catalog.current_setting('echovalue.caller_token', true), '') <> v_caller then
-        perform pg_catalog.set_config('echovalue.caller_token', v_caller, true);
-    end if;
-    if coalesce(pg_catalog.current_setting('echovalue.limit_refusal', true), '') <> '' then
+    -- transaction both hold '' (the values set here are transaction-local)
+    if coalesce(pg_catalog.current_setting('echovalue.caller_token', true), '')
+           <> coalesce(v_caller, '')
+       or coalesce(pg_catalog.current_setting('echovalue.limit_refusal', true), '') <> '' then
+        perform pg_catalog.set_config('echovalue.caller_token', coalesce(v_caller, ''), true);
         perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
     end if;
     return v_wallet;
@@ -310,32 +310,16 @@ $$;
 -- Pays for p_units of p_operation from a resolved wallet, within the paying token's limits:
 -- (cost, balance after, NULL), or (0, NULL, the 402 outcome) with nothing taken and the refusal
 -- logged: a NULL balance means refused (test that, not `refusal is not null`, which is false
--- for an outcome with a NULL field). Every API function pays through here. Without a paying
--- token (root token) there are no limits to read, so the price is read by the charge itself:
--- one statement where _price and _charge take two, and two call levels (on every request).
+-- for an outcome with a NULL field). Every API function pays through here.
 create function echovalue._pay(
     p_wallet bigint, p_operation text, p_endpoint text, p_method text, p_path text,
     p_units int default 1
 ) returns echovalue.payment
 language plpgsql volatile as $$
 declare
-    v_cost int;
-    v_balance bigint;
+    v_cost int := echovalue._price(p_operation) * p_units;
+    v_balance bigint := echovalue._charge(p_wallet, v_cost);
 begin
-    if echovalue._caller_token(p_wallet) is null then
-        update echovalue.wallets w
-           set balance = w.balance - p.credits * p_units,
-               last_used = echovalue._last_used(w.last_used)
-          from echovalue.prices p
-         where w.id = p_wallet and p.operation = p_operation
-           and w.balance >= p.credits * p_units
-        returning p.credits * p_units, w.balance into v_cost, v_balance;
-    end if;
-    if v_balance is null then
-        -- a limited token, a wallet short of credits, or an unknown operation (_price raises)
-        v_cost := echovalue._price(p_operation) * p_units;
-        v_balance := echovalue._charge(p_wallet, v_cost);
-    end if;
     if v_balance is null then
         return row(0, null, echovalue._insufficient(p_wallet, p_endpoint, p_method, p_path))
             ::echovalue.payment;
@@ -374,25 +358,22 @@ language sql immutable as $$
 $$;
 
 -- Why a group or key name is refused (p_what is 'group' or 'key'), or NULL when it is fine.
+-- One expression, so the planner inlines it into the caller (see _caller_token).
 create function echovalue._name_error(p_what text, p_name text) returns text
-language plpgsql stable as $$
-declare
-    v_max int := echovalue._setting('max_name_chars');
-begin
-    if p_name is null or pg_catalog.char_length(p_name) not between 1 and v_max then
-        return pg_catalog.format('Bad Request: %s must be 1 to %s characters', p_what, v_max);
-    end if;
-    if pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]' then
-        return pg_catalog.format('Bad Request: %s must not contain ''/'' or control characters', p_what);
-    end if;
-    if p_what = 'group' and p_name like 'reserved-%' then
-        return 'Bad Request: group must not start with ''reserved-''';
-    end if;
-    if p_what = 'group' and p_name like '%---' then
-        return 'Bad Request: group must not end with ''---''';
-    end if;
-    return null;
-end;
+language sql stable as $$
+    select case
+        when p_name is null
+          or pg_catalog.char_length(p_name) not between 1 and echovalue._setting('max_name_chars')
+            then pg_catalog.format('Bad Request: %s must be 1 to %s characters',
+                                   p_what, echovalue._setting('max_name_chars'))
+        when pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]'
+            then pg_catalog.format(
+                     'Bad Request: %s must not contain ''/'' or control characters', p_what)
+        when p_what = 'group' and p_name like 'reserved-%'
+            then 'Bad Request: group must not start with ''reserved-'''
+        when p_what = 'group' and p_name like '%---'
+            then 'Bad Request: group must not end with ''---'''
+    end
 $$;
 
 -- A ttl parameter in seconds: NULL or '0' mean the maximum; NULL result when invalid.

@@ -95,12 +95,17 @@ begin
     v_token_ids := array(
         select t.id from echovalue.tokens t
          where t.wallet_id = any (v_wallet_ids) for update skip locked);
-    -- tokens, kv and logs of these wallets go by ON DELETE CASCADE
-    delete from echovalue.wallets w
-     where w.id = any (v_wallet_ids)
-       and not exists (select 1 from echovalue.tokens t
-                        where t.wallet_id = w.id and t.id <> all (v_token_ids));
-    get diagnostics v_wallets = row_count;
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
