@@ -189,27 +189,23 @@ impl Drop for Busy {
         if !self.held || self.inner.queues().release_if_idle(&self.token) {
             return;
         }
-        let next = Busy {
-            inner: self.inner.clone(),
-            token: std::mem::take(&mut self.token),
-            held: true,
-        };
         self.held = false;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(drive(next));
-            }
-            Err(_) => {
-                // No runtime left (shutting down): the waiting calls get an error, not silence.
-                let mut next = next;
-                next.held = false;
-                let mut queues = next.inner.queues();
-                let dropped = queues.abandon(&next.token);
-                next.inner.metrics.queued.dec_by(to_i64(dropped.len()));
-                drop(queues);
-                drop(dropped);
-            }
+        let token = std::mem::take(&mut self.token);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = self.inner.clone();
+            runtime.spawn(drive(Busy {
+                inner,
+                token,
+                held: true,
+            }));
+            return;
         }
+        // No runtime left (shutting down): the waiting calls get an error, not silence.
+        let mut queues = self.inner.queues();
+        let abandoned = queues.abandon(&token);
+        self.inner.metrics.queued.dec_by(to_i64(abandoned.len()));
+        drop(queues);
+        drop(abandoned);
     }
 }
 

@@ -305,3 +305,40 @@ async fn batched_calls_never_overspend() -> Result<()> {
 async fn unbatched_calls_never_overspend() -> Result<()> {
     exact_under_load(1).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_first_call_still_hands_its_queue_on() -> Result<()> {
+    let proxy = TestProxy::start().await?;
+    let admin = Admin::connect().await?;
+    let w = admin.new_wallet_with(100).await?;
+    let api = proxy.api();
+    let mut lead = JoinSet::new();
+    let (locker, _) = lock_and_lead(&proxy, &w, &mut lead, "c").await?;
+    let mut set = JoinSet::new();
+    let keys: Vec<String> = (1..4).map(|i| format!("k{i}")).collect();
+    spawn_sets(&mut set, api, &w, "c", &keys);
+    wait_queued(api, 3).await?;
+    // The first client gives up: the proxy drops its request while its statement still
+    // waits in the database, and the queue must not wait for an answer nobody reads.
+    lead.abort_all();
+    while lead.join_next().await.is_some() {}
+    locker.commit().await?;
+
+    let mut balances = Vec::new();
+    for (key, r) in collect(&mut set).await? {
+        assert_eq!(r.status, 200, "{key}: {}", r.text());
+        balances.push(r.balance().unwrap_or(-1));
+    }
+    // The abandoned statement itself ran (it was in the database already) before the batch.
+    balances.sort_unstable();
+    assert_eq!(balances, vec![96, 97, 98]);
+    assert_eq!(api.metric(BATCHES).await?, 1.0);
+    // The proxy did drop the first request: only the three others were answered.
+    let answered = r#"echovalue_proxy_http_requests_total{route="/kv/{group}/{key}",method="POST",status="200"}"#;
+    assert_eq!(api.metric(answered).await?, 3.0);
+    // The token is idle again and nothing is left queued.
+    assert_eq!(api.metric(QUEUED).await?, 0.0);
+    let r = api.get("/token", w.t()).await?;
+    assert_eq!((r.status, r.balance()), (200, Some(95)));
+    Ok(())
+}
