@@ -16,6 +16,8 @@ const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 const DEFAULT_LOG: &str = "info";
 const DEFAULT_STRIPE_WEBHOOK_PATH: &str = "/stripe/webhook";
+const DEFAULT_BATCH_MAX: usize = 64;
+const MAX_BATCH_MAX: usize = 1000;
 
 /// Settings of one proxy process. Tests build one with `Config::default()` and override fields.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
@@ -37,6 +39,12 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE,
           value_parser = clap::value_parser!(usize))]
     pub pool_size: usize,
+
+    /// Most queued calls of one token run together in one transaction (group commit); 1 turns
+    /// batching off.
+    #[arg(long, env = "ECHOVALUE_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX,
+          value_parser = parse_batch_max)]
+    pub batch_max: usize,
 
     /// Seconds to wait for a pooled connection (or to open one) before answering 503.
     #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = DEFAULT_DB_TIMEOUT_SECS)]
@@ -122,6 +130,14 @@ fn parse_webhook_path(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+fn parse_batch_max(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(1..=MAX_BATCH_MAX).contains(&n) {
+        return Err(format!("must be 1 (off) to {MAX_BATCH_MAX}"));
+    }
+    Ok(n)
+}
+
 fn parse_header_bytes(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;
     if n < 8192 {
@@ -136,6 +152,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
+            batch_max: DEFAULT_BATCH_MAX,
             db_timeout_secs: DEFAULT_DB_TIMEOUT_SECS,
             trust_forwarded: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -160,6 +177,7 @@ impl fmt::Display for Config {
             redact_password(&self.database_url)
         )?;
         writeln!(f, "ECHOVALUE_POOL_SIZE={}", self.pool_size)?;
+        writeln!(f, "ECHOVALUE_BATCH_MAX={}", self.batch_max)?;
         writeln!(f, "ECHOVALUE_DB_TIMEOUT_SECS={}", self.db_timeout_secs)?;
         writeln!(f, "ECHOVALUE_TRUST_FORWARDED={}", self.trust_forwarded)?;
         writeln!(f, "ECHOVALUE_MAX_BODY_BYTES={}", self.max_body_bytes)?;
@@ -261,8 +279,11 @@ mod tests {
             "10",
             "--shutdown-grace-secs",
             "1",
+            "--batch-max",
+            "1",
         ])
         .unwrap();
+        assert_eq!(c.batch_max, 1);
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.pool_size, 4);
         assert!(c.trust_forwarded);
@@ -277,6 +298,8 @@ mod tests {
         assert!(Config::try_parse_from(["x", "--listen", "nope"]).is_err());
         assert!(Config::try_parse_from(["x", "--max-header-bytes", "100"]).is_err());
         assert!(Config::try_parse_from(["x", "--pool-size", "-1"]).is_err());
+        assert!(Config::try_parse_from(["x", "--batch-max", "0"]).is_err());
+        assert!(Config::try_parse_from(["x", "--batch-max", "1001"]).is_err());
     }
 
     #[test]
@@ -290,6 +313,7 @@ mod tests {
         assert!(printed
             .contains("ECHOVALUE_DATABASE_URL=host=/tmp user=u password=*** dbname=postgres"));
         assert!(printed.contains("ECHOVALUE_LISTEN=127.0.0.1:8080"));
+        assert!(printed.contains("ECHOVALUE_BATCH_MAX=64\n"));
     }
 
     #[test]

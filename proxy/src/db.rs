@@ -2,13 +2,21 @@
 //!
 //! Every API function is called with named arguments (`=>`) through a cached prepared
 //! statement, so a signature drift in the extension fails loudly instead of shifting values.
+//! A [`Call`] borrows from the request; [`Call::statement`] turns it into an owned
+//! [`Statement`], which is what runs, alone here or with others of its token in
+//! [`crate::batch`].
 
+use std::error::Error;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
 
 use crate::config::Config;
@@ -82,9 +90,67 @@ pub enum Call<'a> {
     },
 }
 
+/// One bound parameter, owned so a statement can wait in a queue after its request's borrows
+/// end. It encodes exactly as the value it holds would (type checks included).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Text(Option<String>),
+    Int(i32),
+    Inet(IpAddr),
+}
+
+impl ToSql for Arg {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        // The inner value's own check, so a variant never encodes as another variant's type.
+        match self {
+            Arg::Text(v) => v.to_sql_checked(ty, out),
+            Arg::Int(v) => v.to_sql_checked(ty, out),
+            Arg::Inet(v) => v.to_sql_checked(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <Option<String> as ToSql>::accepts(ty)
+            || <i32 as ToSql>::accepts(ty)
+            || <IpAddr as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+
+/// One API function call ready to run: its statement text and owned parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sql: &'static str,
+    pub args: Vec<Arg>,
+}
+
+impl Statement {
+    /// The parameters as `tokio-postgres` takes them.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+    }
+}
+
 /// Why a call produced no outcome. The detail is for the server log only (it never holds a
 /// token: tokens travel as bound parameters, which Postgres does not echo in errors).
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DbError {
     /// No connection could be had in time, or it broke: 503.
     Unavailable(String),
@@ -103,72 +169,91 @@ macro_rules! outcome_sql {
 
 impl Call<'_> {
     /// The statement text and its parameters, the request method and path last.
-    fn statement<'s>(
-        &'s self,
-        method: &'s String,
-        path: &'s String,
-    ) -> (&'static str, Vec<&'s (dyn ToSql + Sync)>) {
-        match self {
+    pub fn statement(&self, method: &str, path: &str) -> Statement {
+        let (sql, mut args): (&'static str, Vec<Arg>) = match self {
             Call::TokenNew { client_addr } => (
                 outcome_sql!("token_new(client_addr => $1, http_method => $2, http_path => $3)"),
-                vec![client_addr, method, path],
+                vec![Arg::Inet(*client_addr)],
             ),
             Call::WalletGet { token } => (
                 outcome_sql!("wallet_get(token => $1, http_method => $2, http_path => $3)"),
-                vec![token, method, path],
+                vec![Arg::from(*token)],
             ),
             Call::RechargeLink { token, amount } => (
                 outcome_sql!("recharge_link(token => $1, amount => $2, http_method => $3, http_path => $4)"),
-                vec![token, amount, method, path],
+                vec![Arg::from(*token), Arg::from(*amount)],
             ),
             Call::LogsGet { token, n } => (
                 outcome_sql!("logs_get(token => $1, n => $2, http_method => $3, http_path => $4)"),
-                vec![token, n, method, path],
+                vec![Arg::from(*token), Arg::from(*n)],
             ),
             Call::TokenKeyCreate { token, spec } => (
                 outcome_sql!("token_key_create(token => $1, spec => $2, http_method => $3, http_path => $4)"),
-                vec![token, spec, method, path],
+                vec![Arg::from(*token), Arg::from(*spec)],
             ),
             Call::TokenKeyList { token } => (
                 outcome_sql!("token_key_list(token => $1, http_method => $2, http_path => $3)"),
-                vec![token, method, path],
+                vec![Arg::from(*token)],
             ),
             Call::TokenKeyRevoke { token, key_id } => (
                 outcome_sql!("token_key_revoke(token => $1, key_id => $2, http_method => $3, http_path => $4)"),
-                vec![token, key_id, method, path],
+                vec![Arg::from(*token), Arg::from(*key_id)],
             ),
             Call::KvSet { token, group, key, value, ttl } => (
                 outcome_sql!("kv_set(token => $1, grp => $2, key => $3, value => $4, ttl => $5, http_method => $6, http_path => $7)"),
-                vec![token, group, key, value, ttl, method, path],
+                vec![Arg::from(*token), Arg::from(*group), Arg::from(*key), Arg::from(*value), Arg::from(*ttl)],
             ),
             Call::KvGet { token, group, key } => (
                 outcome_sql!("kv_get(token => $1, grp => $2, key => $3, http_method => $4, http_path => $5)"),
-                vec![token, group, key, method, path],
+                vec![Arg::from(*token), Arg::from(*group), Arg::from(*key)],
             ),
             Call::KvDelete { token, group, key } => (
                 outcome_sql!("kv_delete(token => $1, grp => $2, key => $3, http_method => $4, http_path => $5)"),
-                vec![token, group, key, method, path],
+                vec![Arg::from(*token), Arg::from(*group), Arg::from(*key)],
             ),
             Call::WebhookSet { token, body } => (
                 outcome_sql!("webhook_set(token => $1, body => $2, http_method => $3, http_path => $4)"),
-                vec![token, body, method, path],
+                vec![Arg::from(*token), Arg::from(*body)],
             ),
             Call::WebhookGet { token } => (
                 outcome_sql!("webhook_get(token => $1, http_method => $2, http_path => $3)"),
-                vec![token, method, path],
+                vec![Arg::from(*token)],
             ),
             Call::WebhookDelete { token } => (
                 outcome_sql!("webhook_delete(token => $1, http_method => $2, http_path => $3)"),
-                vec![token, method, path],
+                vec![Arg::from(*token)],
             ),
             Call::StripeEventRecord { payload } => (
                 outcome_sql!("stripe_event_record(payload => $1, http_method => $2, http_path => $3)"),
-                vec![payload, method, path],
+                vec![Arg::from(*payload)],
             ),
             Call::Refuse { token, operation, status, error } => (
                 outcome_sql!("request_refuse(token => $1, operation => $2, status => $3, error => $4, http_method => $5, http_path => $6)"),
-                vec![token, operation, status, error, method, path],
+                vec![Arg::from(*token), Arg::from(*operation), Arg::Int(*status), Arg::from(*error)],
             ),
+        };
+        args.extend([Arg::from(method), Arg::from(path)]);
+        Statement { sql, args }
+    }
+
+    /// The token whose calls may share a transaction (see [`crate::batch`]); `None` for calls
+    /// without a wallet token.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Call::TokenNew { .. } | Call::StripeEventRecord { .. } => None,
+            Call::WalletGet { token }
+            | Call::RechargeLink { token, .. }
+            | Call::LogsGet { token, .. }
+            | Call::TokenKeyCreate { token, .. }
+            | Call::TokenKeyList { token }
+            | Call::TokenKeyRevoke { token, .. }
+            | Call::KvSet { token, .. }
+            | Call::KvGet { token, .. }
+            | Call::KvDelete { token, .. }
+            | Call::WebhookSet { token, .. }
+            | Call::WebhookGet { token }
+            | Call::WebhookDelete { token }
+            | Call::Refuse { token, .. } => Some(token),
         }
     }
 }
@@ -201,19 +286,109 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
         .context("cannot build the database pool")
 }
 
-/// Runs one API function and reads its outcome row.
-pub async fn call(
-    pool: &Pool,
-    call: &Call<'_>,
-    method: &str,
-    path: &str,
-) -> Result<Outcome, DbError> {
-    let (method, path) = (method.to_owned(), path.to_owned());
-    let (sql, params) = call.statement(&method, &path);
+/// Runs one API function in a transaction of its own and reads its outcome row.
+pub async fn call(pool: &Pool, statement: &Statement) -> Result<Outcome, DbError> {
     let client = pool.get().await.map_err(from_pool)?;
-    let stmt = client.prepare_cached(sql).await.map_err(from_query)?;
-    let row = client.query_one(&stmt, &params).await.map_err(from_query)?;
+    let stmt = client
+        .prepare_cached(statement.sql)
+        .await
+        .map_err(from_query)?;
+    let row = client
+        .query_one(&stmt, &statement.params())
+        .await
+        .map_err(from_query)?;
     Outcome::from_row(&row).map_err(from_query)
+}
+
+/// Why a group of statements did not all get outcomes from one committed transaction.
+#[derive(Debug)]
+pub enum GroupError {
+    /// Nothing committed and no statement is to blame (no connection, or COMMIT failed): each
+    /// statement gets this error, as it would have alone.
+    All(DbError),
+    /// A statement failed and the transaction was rolled back: nothing of the group is
+    /// applied, and each statement is to run again alone.
+    Statement(DbError),
+}
+
+/// Runs statements of one token in ONE transaction on one connection: `BEGIN`, the
+/// statements pipelined in the given order (each sees the effects of those before it, so every
+/// outcome carries its own exact balance), then `COMMIT`, one WAL flush for all. `now()` is the
+/// transaction's start, which is after every one of these requests arrived, so their
+/// timestamps stay consistent. Outcomes are handed back only once `COMMIT` succeeded.
+pub async fn call_group(
+    pool: &Pool,
+    statements: &[Statement],
+) -> Result<Vec<Result<Outcome, DbError>>, GroupError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| GroupError::All(from_pool(e)))?;
+    let mut prepared = Vec::with_capacity(statements.len());
+    for s in statements {
+        // Before BEGIN: a statement that cannot be prepared is one to run alone.
+        let stmt = client
+            .prepare_cached(s.sql)
+            .await
+            .map_err(|e| GroupError::Statement(from_query(e)))?;
+        prepared.push(stmt);
+    }
+    if let Err(e) = client.batch_execute("begin").await {
+        // In a transaction or not, nobody knows: this connection is not reused.
+        drop(deadpool_postgres::Object::take(client));
+        return Err(GroupError::All(from_query(e)));
+    }
+    let params: Vec<_> = statements.iter().map(Statement::params).collect();
+    let queries = prepared
+        .iter()
+        .zip(&params)
+        .map(|(stmt, params)| client.query_one(stmt, params));
+    let rows = join_in_order(queries.collect()).await;
+    if let Some(e) = rows.iter().find_map(|r| r.as_ref().err()) {
+        let detail = from_query_ref(e);
+        if client.batch_execute("rollback").await.is_err() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        return Err(GroupError::Statement(detail));
+    }
+    if let Err(e) = client.batch_execute("commit").await {
+        // The transaction is over either way (rolled back, or the connection is gone).
+        drop(deadpool_postgres::Object::take(client));
+        return Err(GroupError::All(from_query(e)));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let row = row.map_err(from_query)?;
+            Outcome::from_row(&row).map_err(from_query)
+        })
+        .collect())
+}
+
+/// Awaits the futures together, polling each in list order: `tokio-postgres` sends a query
+/// on its first poll, so the statements reach the server in this order, pipelined on one
+/// connection. (`join_all` of many futures gives no such promise about first polls.)
+async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// `GET /attachments/{id}`: one call to `echovalue.attachment_get`, which checks the signature
@@ -250,6 +425,10 @@ fn from_pool(e: PoolError) -> DbError {
 }
 
 fn from_query(e: tokio_postgres::Error) -> DbError {
+    from_query_ref(&e)
+}
+
+fn from_query_ref(e: &tokio_postgres::Error) -> DbError {
     let Some(db) = e.as_db_error() else {
         // No SQLSTATE: the connection broke or could not be used.
         return DbError::Unavailable(e.to_string());
@@ -269,7 +448,7 @@ mod tests {
 
     #[test]
     fn statements_name_every_argument() {
-        let (m, p) = ("POST".to_owned(), "/kv/g/k?ttl=5".to_owned());
+        let (m, p) = ("POST", "/kv/g/k?ttl=5");
         let call = Call::KvSet {
             token: "t",
             group: "g",
@@ -277,12 +456,15 @@ mod tests {
             value: "v",
             ttl: Some("5"),
         };
-        let (sql, params) = call.statement(&m, &p);
+        let Statement { sql, args } = call.statement(m, p);
         assert_eq!(
             sql,
             "select status, body, content_type, cost, balance, headers from echovalue.kv_set(token => $1, grp => $2, key => $3, value => $4, ttl => $5, http_method => $6, http_path => $7)"
         );
-        assert_eq!(params.len(), 7);
+        assert_eq!(args.len(), 7);
+        assert_eq!(args[4], Arg::Text(Some("5".into())));
+        assert_eq!(args[6], Arg::Text(Some("/kv/g/k?ttl=5".into())));
+        assert_eq!(call.token(), Some("t"));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         for call in [
             Call::TokenNew { client_addr: ip },
@@ -328,10 +510,12 @@ mod tests {
             },
             Call::StripeEventRecord { payload: "{}" },
         ] {
-            let (sql, params) = call.statement(&m, &p);
+            let Statement { sql, args } = call.statement(m, p);
             let placeholders = sql.matches('$').count();
-            assert_eq!(placeholders, params.len(), "{sql}");
-            assert_eq!(sql.matches("=>").count(), params.len(), "{sql}");
+            assert_eq!(placeholders, args.len(), "{sql}");
+            assert_eq!(sql.matches("=>").count(), args.len(), "{sql}");
+            let tokenless = matches!(call, Call::TokenNew { .. } | Call::StripeEventRecord { .. });
+            assert_eq!(call.token().is_none(), tokenless, "{sql}");
         }
     }
 

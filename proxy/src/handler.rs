@@ -13,11 +13,12 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 
+use crate::batch::Batcher;
 use crate::client::client_addr;
 use crate::config::Config;
 use crate::db::{self, Call, DbError};
 use crate::metrics::Metrics;
-use crate::outcome::{self, plain, Reply};
+use crate::outcome::{self, plain, Outcome, Reply};
 use crate::routes::{self, Name, Operation, Route};
 use crate::{cors, stripe, token};
 
@@ -34,6 +35,21 @@ pub struct State {
     pub pool: Pool,
     pub metrics: Metrics,
     pub config: Config,
+    /// Runs the API calls, batching those of a busy token.
+    pub batcher: Batcher,
+}
+
+impl State {
+    pub fn new(pool: Pool, config: Config) -> Self {
+        let metrics = Metrics::new();
+        let batcher = Batcher::new(pool.clone(), config.batch_max, metrics.batch());
+        State {
+            pool,
+            metrics,
+            config,
+            batcher,
+        }
+    }
 }
 
 /// The hyper service: never fails, every problem becomes a reply.
@@ -295,10 +311,15 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     async fn run(&self, call: &Call<'_>) -> Reply {
-        match db::call(&self.state.pool, call, self.method, self.path).await {
+        match self.call(call).await {
             Ok(outcome) => outcome.into_reply(),
             Err(e) => failure(e),
         }
+    }
+
+    async fn call(&self, call: &Call<'_>) -> Result<Outcome, DbError> {
+        let statement = call.statement(self.method, self.path);
+        self.state.batcher.call(call.token(), statement).await
     }
 
     /// A refusal that needs a wallet (charged and logged like any error of the operation).
@@ -334,7 +355,7 @@ impl Ctx<'_> {
             status,
             error,
         };
-        match db::call(&self.state.pool, &call, self.method, self.path).await {
+        match self.call(&call).await {
             Ok(o) if o.status == 401 => plain_reply,
             Ok(o) => o.into_reply(),
             Err(e) => failure(e),
@@ -482,11 +503,7 @@ mod tests {
             max_body_bytes: 8,
             ..Config::default()
         };
-        let state = Arc::new(State {
-            pool: db::pool(&config).unwrap(),
-            metrics: Metrics::new(),
-            config,
-        });
+        let state = Arc::new(State::new(db::pool(&config).unwrap(), config));
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let send = |m: &str, p: &str, body: &'static str, token: Option<&str>| {
             let mut b = Request::builder().method(m).uri(p);

@@ -4,7 +4,8 @@
 //!
 //! Layout, one concern per module: [`config`] (every setting, flags + `ECHOVALUE_*` env),
 //! [`routes`] (the `match (method, path)` table), [`handler`] (one request start to finish),
-//! [`db`] (pool, prepared calls with named arguments), [`outcome`] (the one outcome → response
+//! [`db`] (pool, prepared calls with named arguments, a token's group transaction), [`batch`]
+//! (hot tokens: calls of a busy token queue and commit together), [`outcome`] (the one outcome → response
 //! mapping and the proxy's own error replies), [`token`] (token format check), [`client`]
 //! (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop, graceful stop),
 //! [`stripe`] (the `Stripe-Signature` check of the Stripe webhook).
@@ -33,6 +34,7 @@
 //! grace period ran out). [`token::is_well_formed`] and [`token::checksum`] are public too, so
 //! tests can build well-formed tokens the database does not know.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod cors;

@@ -34,6 +34,20 @@ pub struct Metrics {
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
+    batch: BatchMetrics,
+}
+
+/// The counters of hot-token batching ([`crate::batch`]); clones share their values.
+#[derive(Clone, Debug, Default)]
+pub struct BatchMetrics {
+    /// Transactions that ran two or more queued calls of one token.
+    pub batches: Counter,
+    /// Calls in those transactions.
+    pub batched_requests: Counter,
+    /// Batches rolled back because one of their calls failed; their calls ran one by one.
+    pub fallbacks: Counter,
+    /// Calls waiting for their token's call in flight to finish.
+    pub queued: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,6 +98,27 @@ impl Metrics {
             "Requests waiting for a database connection",
             pool_waiting.clone(),
         );
+        let batch = BatchMetrics::default();
+        registry.register(
+            "batches",
+            "Transactions that ran queued calls of one token together",
+            batch.batches.clone(),
+        );
+        registry.register(
+            "batched_requests",
+            "Requests answered from a batch transaction",
+            batch.batched_requests.clone(),
+        );
+        registry.register(
+            "batch_fallbacks",
+            "Batches rolled back because a call failed, then run one call at a time",
+            batch.fallbacks.clone(),
+        );
+        registry.register(
+            "batch_queued",
+            "Requests waiting for their token's call in flight",
+            batch.queued.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -92,7 +127,13 @@ impl Metrics {
             pool_size,
             pool_available,
             pool_waiting,
+            batch,
         }
+    }
+
+    /// The batching counters, for [`crate::batch::Batcher`].
+    pub fn batch(&self) -> BatchMetrics {
+        self.batch.clone()
     }
 
     /// Records one finished request.
@@ -186,5 +227,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("echovalue_proxy_db_pool_waiting 0"), "{text}");
+        m.batch().batches.inc();
+        m.batch().batched_requests.inc_by(3);
+        let text = m.render(&pool).unwrap();
+        assert!(text.contains("echovalue_proxy_batches_total 1\n"), "{text}");
+        assert!(
+            text.contains("echovalue_proxy_batched_requests_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("echovalue_proxy_batch_queued 0\n"), "{text}");
     }
 }

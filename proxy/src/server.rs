@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::db;
 use crate::handler::{handle, State};
-use crate::metrics::Metrics;
 
 // hyper asserts its read buffer is at least this big.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -38,11 +37,7 @@ pub async fn run(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-    let state = Arc::new(State {
-        pool: pool.clone(),
-        metrics: Metrics::new(),
-        config,
-    });
+    let state = Arc::new(State::new(pool.clone(), config));
     let graceful = GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");

@@ -164,6 +164,65 @@ impl Admin {
         Ok((row.get(0), row.get(1)))
     }
 
+    /// Log entries of a wallet, oldest first: (transaction start `created`, as text in UTC
+    /// with microseconds, and the balance after the request).
+    pub async fn log_entries(&self, w: &Wallet) -> Result<Vec<(String, i64)>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "select to_char(created at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), \
+                            balance from echovalue.logs where wallet_id = {WALLET_ID} order by id"
+                ),
+                &[&w.hash],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Keys of a group of the wallet, sorted.
+    pub async fn kv_keys(&self, w: &Wallet, grp: &str) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "select key from echovalue.kv where wallet_id = {WALLET_ID} and grp = $2 \
+                     order by key"
+                ),
+                &[&w.hash, &grp],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Makes every write of `key` to the KV table fail in the database (SQLSTATE P0001), as a
+    /// broken call would; [`Admin::drop_kv_failure`] removes it.
+    pub async fn fail_kv_writes_of(&self, key: &str) -> Result<()> {
+        self.client
+            .batch_execute(&format!(
+                "create or replace function public.ev_test_kv_fail() returns trigger \
+                 language plpgsql as $f$ begin \
+                   raise exception 'ev_test: this key always fails'; \
+                 end $f$; \
+                 drop trigger if exists ev_test_kv_fail on echovalue.kv; \
+                 create trigger ev_test_kv_fail before insert or update on echovalue.kv \
+                   for each row when (new.key = '{}') execute function public.ev_test_kv_fail();",
+                key.replace('\'', "''")
+            ))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn drop_kv_failure(&self) -> Result<()> {
+        self.client
+            .batch_execute(
+                "drop trigger if exists ev_test_kv_fail on echovalue.kv; \
+                 drop function if exists public.ev_test_kv_fail();",
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Opens a transaction holding the wallet row locked, as a slow concurrent charge would;
     /// [`Admin::commit`] releases it. Returns this session's backend pid.
     pub async fn lock_wallet(&self, w: &Wallet) -> Result<i32> {

@@ -110,6 +110,21 @@ impl Api {
         self.send(Method::DELETE, path, token, None, &[]).await
     }
 
+    /// The value of an unlabelled metric in the proxy's `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self.get("/metrics", None).await?.text();
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(str::trim);
+        match value {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("metric {name} is not a number: {v:?}")),
+            None => Ok(0.0),
+        }
+    }
+
     /// POST with the content type `curl -d` uses, as the seeds' examples do.
     pub async fn post(
         &self,
