@@ -88,31 +88,31 @@ head -n 1 "$TMP/tokens-many.txt" >"$TMP/tokens-hot.txt"
 ev_psql echovalue -c 'vacuum analyze' -c 'checkpoint'
 ev_psql pgb -c 'vacuum analyze' -c 'checkpoint'
 
-# start_proxy LISTEN EXTRA_CONNINFO LOG: a release proxy in the background; its pid in PROXY_PIDS
+# start_proxy LISTEN LOG [BATCH_MAX]: a release proxy in the background; its pid in PROXY_PIDS
 start_proxy() {
     ECHOVALUE_LISTEN=$1 ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-64} \
-        ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue $2" \
-        "$TARGET_DIR/release/echovalue-proxy" >"$3" 2>&1 9>&- &
+        ECHOVALUE_BATCH_MAX=${3:-64} \
+        ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue" \
+        "$TARGET_DIR/release/echovalue-proxy" >"$2" 2>&1 9>&- &
     PROXY_PIDS+=($!)
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
     echo "bench: the proxy on $1 did not start; its log:" >&2
-    cat "$3" >&2
+    cat "$2" >&2
     return 1
 }
 LISTEN="127.0.0.1:$(ev_free_port 0)"
-start_proxy "$LISTEN" "" "$TMP/proxy.log"
+start_proxy "$LISTEN" "$TMP/proxy.log"
 PROXY_PID=${PROXY_PIDS[0]}
-# The same proxy with synchronous_commit off for its sessions: trades durability for speed
-# (the last moments of acknowledged requests can be lost in a crash), never a default; it is
-# measured for the hot-token row only, to show what the commit's flush costs there.
-LISTEN_ASYNC="127.0.0.1:$(ev_free_port 0)"
-start_proxy "$LISTEN_ASYNC" "options='-c synchronous_commit=off'" "$TMP/proxy-async.log"
+# The same proxy with hot-token batching off (ECHOVALUE_BATCH_MAX=1), for the hot-token row:
+# what one token gets when every call is its own transaction.
+LISTEN_NOBATCH="127.0.0.1:$(ev_free_port 0)"
+start_proxy "$LISTEN_NOBATCH" "$TMP/proxy-nobatch.log" 1
 
 python3 bench/bench.py \
-    --url "http://$LISTEN" --url-async "http://$LISTEN_ASYNC" --proxy-pid "$PROXY_PID" \
+    --url "http://$LISTEN" --url-nobatch "http://$LISTEN_NOBATCH" --proxy-pid "$PROXY_PID" \
     --pg-host "$EV_CLUSTER_DIR" --pg-port "$PORT" --pgbench "$EV_PG_BIN/pgbench" \
     --tokens-many "$TMP/tokens-many.txt" --tokens-hot "$TMP/tokens-hot.txt" \
     --seconds "${BENCH_SECONDS:-8}" --work "$TMP" ${BENCH_OUT:+--out "$BENCH_OUT"}
