@@ -7,7 +7,8 @@
 # built-in -N) and prints the results table. Everything is stopped and removed at the end.
 #
 # Settings (env): BENCH_SECONDS (per measurement, default 8), BENCH_OUT (also write the table
-# to this file), BENCH_POOL (proxy database connections, default 64), BENCH_KEEP_TMP=1.
+# to this file), BENCH_POOL (proxy database connections, default 16: the proxy's own default),
+# BENCH_KEEP_TMP=1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,7 +91,7 @@ ev_psql pgb -c 'vacuum analyze' -c 'checkpoint'
 
 # start_proxy LISTEN LOG [BATCH_MAX]: a release proxy in the background; its pid in PROXY_PIDS
 start_proxy() {
-    ECHOVALUE_LISTEN=$1 ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-64} \
+    ECHOVALUE_LISTEN=$1 ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-16} \
         ECHOVALUE_BATCH_MAX=${3:-64} \
         ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue" \
         "$TARGET_DIR/release/echovalue-proxy" >"$2" 2>&1 9>&- &
