@@ -170,7 +170,8 @@ def main():
             say(f"proxy {op} c={c}")
             proxy[op, c] = wrk(args, op, args.tokens_many, c, args.seconds)
             say(f"pgbench {op} c={c}")
-            script = ["-f", os.path.join(HERE, "pgbench", f"{op}.sql"), "-D", f"ntokens={ntokens}"]
+            script = ["-f", os.path.join(HERE, "pgbench", f"{op}.sql"), "-D", f"ntokens={ntokens}",
+                      "-D", "have_token=0"]
             direct[op, c] = pgbench(args, script, c, args.seconds, "echovalue", "echovalue_proxy")
         say(f"pgbench -N c={c}")
         yardstick[c] = pgbench(args, ["-N"], c, args.seconds, "pgb", "postgres")
