@@ -11,11 +11,8 @@
 # BENCH_KEEP_TMP=1.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-export PATH="$HOME/.cargo/bin:$PATH"
-# shellcheck source=tests/cluster.sh
-source "$ROOT/tests/cluster.sh"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 for tool in wrk "$EV_PG_BIN/pgbench" python3; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -24,42 +21,8 @@ for tool in wrk "$EV_PG_BIN/pgbench" python3; do
     fi
 done
 
-# The extension goes into the system directories that test runs share (see tests/run.sh).
-exec 9>/tmp/echovalue-install.lock
-if ! flock -n 9; then
-    echo "bench: waiting for /tmp/echovalue-install.lock (a test run is using the extension)" >&2
-    flock 9
-fi
-
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-TMP=$(mktemp -d /tmp/echovalue-bench.XXXXXX)
-chmod 0755 "$TMP"
-PROXY_PIDS=()
-
-cleanup() {
-    local rc=$?
-    local pid
-    for pid in "${PROXY_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    ev_cluster_stop
-    if [ "${BENCH_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
-        echo "bench: files kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    return "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "bench: building (release)"
-ev_install_extension --release >"$TMP/install.log" 2>&1 || {
-    tail -n 40 "$TMP/install.log"
-    exit 1
-}
-cargo build --release -q -p echovalue-proxy
+bench_begin bench
+bench_build echovalue-proxy
 
 PORT=$(ev_free_port 55600)
 # The cluster's defaults are durable (fsync, synchronous_commit on); 9>&-: see tests/run.sh.
@@ -89,13 +52,13 @@ head -n 1 "$TMP/tokens-many.txt" >"$TMP/tokens-hot.txt"
 ev_psql echovalue -c 'vacuum analyze' -c 'checkpoint'
 ev_psql pgb -c 'vacuum analyze' -c 'checkpoint'
 
-# start_proxy LISTEN LOG [BATCH_MAX]: a release proxy in the background; its pid in PROXY_PIDS
+# start_proxy LISTEN LOG [BATCH_MAX]: a release proxy in the background; its pid in BENCH_PIDS
 start_proxy() {
     ECHOVALUE_LISTEN=$1 ECHOVALUE_LOG=warn ECHOVALUE_POOL_SIZE=${BENCH_POOL:-16} \
         ECHOVALUE_BATCH_MAX=${3:-64} \
         ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue" \
         "$TARGET_DIR/release/echovalue-proxy" >"$2" 2>&1 9>&- &
-    PROXY_PIDS+=($!)
+    BENCH_PIDS+=($!)
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
         sleep 0.1
@@ -106,7 +69,7 @@ start_proxy() {
 }
 LISTEN="127.0.0.1:$(ev_free_port 0)"
 start_proxy "$LISTEN" "$TMP/proxy.log"
-PROXY_PID=${PROXY_PIDS[0]}
+PROXY_PID=${BENCH_PIDS[0]}
 # The same proxy with hot-token batching off (ECHOVALUE_BATCH_MAX=1), for the hot-token row:
 # what one token gets when every call is its own transaction.
 LISTEN_NOBATCH="127.0.0.1:$(ev_free_port 0)"

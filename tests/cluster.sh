@@ -1,13 +1,14 @@
 # shellcheck shell=bash
 # Sourced library: install the echovalue extension into the system Postgres 15 and run a
 # private cluster (own data dir, socket dir and port) beside the machine's default one, which
-# is never touched. Used by tests/run.sh and .ci/serve.
+# is never touched. Used by tests/run.sh, bench/ and .ci/serve.
 #
 #   ev_install_extension [--dev|--release]  build + install the extension (dev by default)
 #   ev_cluster_start DIR PORT [APP_DB]  initdb DIR/data once, (re)write its settings, start it
 #   ev_db_prepare [DB]                  database, extension, proxy and mailhook login roles (idempotent)
 #   ev_cluster_stop                     stop the cluster started by ev_cluster_start
 #   ev_psql [DB] [psql args...]         psql as the superuser over the cluster's socket
+#   ev_take_install_lock WHO            hold the install lock on fd 9 (waits for other runs)
 #
 # After ev_cluster_start: EV_CLUSTER_DIR, EV_PGDATA, EV_PORT, EV_PGLOG, EV_APP_DB are set.
 # Postgres refuses to run as root, so as root the cluster runs as the `postgres` user.
@@ -183,6 +184,18 @@ ev_cluster_stop() {
     fi
     ev_log "stopping the cluster in $EV_PGDATA"
     ev_as_pg "$EV_PG_BIN/pg_ctl" -D "$EV_PGDATA" -m fast -w -t 60 stop >/dev/null || true
+}
+
+# The extension goes into the system Postgres directories, which every checkout on this machine
+# shares: one run at a time installs and uses it (a second one waits here rather than swap the
+# library under the first). The lock is held on fd 9 until the shell (or subshell) exits;
+# long-lived servers are started with 9>&- so they do not keep it.
+ev_take_install_lock() {
+    exec 9>/tmp/echovalue-install.lock
+    if ! flock -n 9; then
+        echo "${1:-run}: waiting for /tmp/echovalue-install.lock (another run is using the extension)" >&2
+        flock 9
+    fi
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on, preferring the given one.

@@ -21,14 +21,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # shellcheck source=tests/cluster.sh
 source "$ROOT/tests/cluster.sh"
 
-# The extension goes into the system Postgres directories, which every checkout on this machine
-# shares: one test run at a time (a second one waits here rather than swap the library under
-# the first).
-exec 9>/tmp/echovalue-install.lock
-if ! flock -n 9; then
-    echo "run.sh: another test run holds /tmp/echovalue-install.lock; waiting" >&2
-    flock 9
-fi
+ev_take_install_lock run.sh
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TMP=$(mktemp -d /tmp/echovalue-test.XXXXXX)
