@@ -6,7 +6,8 @@ Rows, each at client concurrency 1, 16 and 64:
   2. pgbench calling the same SQL functions with as many connections as clients;
   3. pgbench -N, the built-in small write transaction, as the yardstick of this machine;
   4. KV get through the proxy with one hot token for every client (and with batching off).
-Plus the proxy's resident memory under 256 connections. Ratios: 1/2 per operation (the
+Plus the proxy's resident memory under 256 connections, and the CPU time per request of
+Postgres, the proxy and the load generator in each cell. Ratios: 1/2 per operation (the
 proxy's overhead), 2/3 for a charged KV get (what one API call costs against a small write
 transaction), hot/many (the hot-wallet case).
 """
@@ -35,6 +36,65 @@ def run(cmd, **kw):
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name: [0] is the state, [1] the parent."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def proc_cpu(pid, reaped_children=False):
+    """CPU seconds (user + system) of a process and all its threads, and, if asked, of its
+    children that have exited and been waited for."""
+    try:
+        fields = proc_stat(pid)
+    except OSError:  # exited meanwhile: its time is in its parent's children total
+        return 0.0
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + (cutime + cstime if reaped_children else 0)) / TICK
+
+
+def postgres_cpu(postmaster):
+    """CPU seconds used so far by a Postgres cluster: the postmaster, its live children
+    (backends, WAL writer, checkpointer...) and the children that have exited."""
+    total = proc_cpu(postmaster, reaped_children=True)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(proc_stat(entry)[1]) == postmaster:
+                    total += proc_cpu(entry)
+            except OSError:
+                pass
+    return total
+
+
+class CpuMeter:
+    """CPU time per request of one measurement: Postgres, the proxy, and the load generator
+    (wrk or pgbench's client: the children this script waited for)."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def __enter__(self):
+        self.start = self.snapshot()
+        return self
+
+    def snapshot(self):
+        # backends of a finished pgbench need a moment to exit and be reaped
+        time.sleep(0.3)
+        children = os.times()
+        return (postgres_cpu(self.args.pg_pid), proc_cpu(self.args.proxy_pid),
+                children.children_user + children.children_system)
+
+    def __exit__(self, *exc):
+        end = self.snapshot()
+        self.used = [b - a for a, b in zip(self.start, end)]
+
+    def per_request_us(self, requests):
+        """(Postgres, proxy, load generator) microseconds of CPU per request."""
+        return tuple(u / requests * 1e6 for u in self.used)
 
 
 def wrk_ms(text):
@@ -43,28 +103,33 @@ def wrk_ms(text):
 
 
 def wrk(args, op, tokens_file, clients, seconds, url=None):
-    """Requests per second and latency p50/p99 (ms) of one wrk run; every answer must be 200."""
-    out = run([
-        "wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--latency",
-        "-s", os.path.join(HERE, "wrk", "api.lua"), url or args.url, "--", op, tokens_file,
-    ])
+    """Requests per second, latency p50/p99 (ms) and CPU µs per request (Postgres, proxy,
+    wrk) of one wrk run; every answer must be 200."""
+    with CpuMeter(args) as cpu:
+        out = run([
+            "wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--latency",
+            "-s", os.path.join(HERE, "wrk", "api.lua"), url or args.url, "--", op, tokens_file,
+        ])
     if "Non-2xx" in out or "Socket errors" in out:
         sys.exit(f"bench: wrk saw errors for {op} at {clients}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = wrk_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    return rps, p50, p99
+    requests = int(re.search(r"^\s+(\d+) requests in", out, re.M).group(1))
+    return rps, p50, p99, cpu.per_request_us(requests)
 
 
 def pgbench(args, script_args, clients, seconds, db, user):
-    """Transactions per second and latency p50/p99 (ms) from pgbench's per-transaction log."""
+    """Transactions per second, latency p50/p99 (ms) from pgbench's per-transaction log, and
+    CPU µs per transaction (Postgres, -, pgbench's client)."""
     workdir = os.path.join(args.work, f"pgbench-{time.monotonic_ns()}")
     os.makedirs(workdir)
-    out = run([
-        args.pgbench, "-h", args.pg_host, "-p", str(args.pg_port), "-U", user, "-n",
-        "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
-        "-l", "--log-prefix", os.path.join(workdir, "tx"), *script_args, db,
-    ])
+    with CpuMeter(args) as cpu:
+        out = run([
+            args.pgbench, "-h", args.pg_host, "-p", str(args.pg_port), "-U", user, "-n",
+            "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+            "-l", "--log-prefix", os.path.join(workdir, "tx"), *script_args, db,
+        ])
     failed = re.search(r"number of failed transactions: (\d+)", out)
     if failed and int(failed.group(1)) > 0:
         sys.exit(f"bench: pgbench had failed transactions:\n{out}")
@@ -79,7 +144,7 @@ def pgbench(args, script_args, clients, seconds, db, user):
     def pct(p):
         return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000.0
 
-    return tps, pct(0.50), pct(0.99)
+    return tps, pct(0.50), pct(0.99), cpu.per_request_us(len(latencies))
 
 
 def rss_kib(pid):
@@ -116,7 +181,7 @@ def fmt_row(label, cells):
 
 
 def measure_cells(m):
-    rps, p50, p99 = m
+    rps, p50, p99 = m[:3]
     return [f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}"]
 
 
@@ -145,6 +210,7 @@ def main():
     p.add_argument("--url", required=True)
     p.add_argument("--url-nobatch", required=True, help="the proxy with hot-token batching off")
     p.add_argument("--proxy-pid", type=int, required=True)
+    p.add_argument("--pg-pid", type=int, required=True, help="the postmaster's")
     p.add_argument("--pg-host", required=True)
     p.add_argument("--pg-port", type=int, required=True)
     p.add_argument("--pgbench", required=True)
@@ -211,6 +277,28 @@ def main():
                          [f"{hot[c][0] / proxy['kv_get', c][0]:.2f}" for c in CONCURRENCY]))
     lines.append(fmt_row("(hot ÷ many with batching off)",
                          [f"{hot_nobatch[c][0] / proxy['kv_get', c][0]:.2f}" for c in CONCURRENCY]))
+    lines += [
+        "",
+        "CPU time per request in µs, Postgres + proxy + load generator (wrk, or pgbench's own "
+        "client), from /proc: where each row's time goes on the shared cores.",
+        "",
+        "| row | " + " | ".join(f"c={c}" for c in CONCURRENCY) + " |",
+        "|---|" + "---:|" * len(CONCURRENCY),
+    ]
+
+    def cpu_cells(results, proxied):
+        cells = []
+        for c in CONCURRENCY:
+            pg, px, client = results[c][3]
+            cells.append(f"{pg:.0f} + {px:.0f} + {client:.0f}" if proxied
+                         else f"{pg:.0f} + – + {client:.0f}")
+        return cells
+
+    for op in OPERATIONS:
+        lines.append(fmt_row(f"1. proxy {op}", cpu_cells({c: proxy[op, c] for c in CONCURRENCY}, True)))
+        lines.append(fmt_row(f"2. pgbench {op}", cpu_cells({c: direct[op, c] for c in CONCURRENCY}, False)))
+    lines.append(fmt_row("3. pgbench -N", cpu_cells(yardstick, False)))
+    lines.append(fmt_row("4. proxy kv_get, one hot token", cpu_cells(hot, True)))
     lines += [
         "",
         f"Proxy resident memory: {idle_kib / 1024:.1f} MiB before, peak {peak_kib / 1024:.1f} MiB "

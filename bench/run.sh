@@ -77,6 +77,7 @@ start_proxy "$LISTEN_NOBATCH" "$TMP/proxy-nobatch.log" 1
 
 python3 bench/bench.py \
     --url "http://$LISTEN" --url-nobatch "http://$LISTEN_NOBATCH" --proxy-pid "$PROXY_PID" \
+    --pg-pid "$(head -n 1 "$EV_PGDATA/postmaster.pid")" \
     --pg-host "$EV_CLUSTER_DIR" --pg-port "$PORT" --pgbench "$EV_PG_BIN/pgbench" \
     --tokens-many "$TMP/tokens-many.txt" --tokens-hot "$TMP/tokens-hot.txt" \
     --seconds "${BENCH_SECONDS:-8}" --work "$TMP" ${BENCH_OUT:+--out "$BENCH_OUT"}
