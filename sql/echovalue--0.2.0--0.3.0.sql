@@ -17,10 +17,37 @@ drop function echovalue._setting(text);
 -- Logs: no foreign key to wallets (see schema.sql); maintenance deletes a purged wallet's logs.
 alter table echovalue.logs drop constraint logs_wallet_id_fkey;
 
+-- _name_error and _caller_token are Rust functions now (created below), as _setting.
+drop function echovalue._name_error(text, text);
+drop function echovalue._caller_token(bigint);
+
 -- Rust functions new in 0.3.0 (as cargo pgrx generates them).
 
 /* <begin connected objects> */
--- extension/src/gucs.rs:293
+-- extension/src/gucs.rs:343
+-- echovalue::gucs::_caller_token
+CREATE  FUNCTION "_caller_token"(
+	"p_wallet" bigint /* i64 */
+) RETURNS bigint /* Option < i64 > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'caller_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- extension/src/names.rs:44
+-- echovalue::names::_name_error
+CREATE  FUNCTION "_name_error"(
+	"p_what" TEXT, /* Option < & str > */
+	"p_name" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'name_error_sql_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- extension/src/gucs.rs:321
 -- echovalue::gucs::_setting
 CREATE  FUNCTION "_setting"(
 	"p_name" TEXT /* & str */
@@ -28,6 +55,17 @@ CREATE  FUNCTION "_setting"(
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'setting_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- extension/src/token.rs:69
+-- echovalue::token::_token_hash
+CREATE  FUNCTION "_token_hash"(
+	"token" TEXT /* & str */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'token_hash_wrapper';
 /* </end connected objects> */
 
 -- The functions of the files 0.2.0 had, replaced in place.
@@ -78,8 +116,7 @@ begin
     -- Few statements and expressions: each costs a set-up in every transaction, and this runs
     -- on every request. A malformed token gets a NULL hash, which matches no token; the hash
     -- is computed once here, not per row if the planner ever scans.
-    v_hash := case when echovalue.token_format_ok(p_token)
-                   then pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')) end;
+    v_hash := echovalue._token_hash(p_token);
     select t.wallet_id, t.id,
            case when t.is_root then '' else t.wallet_id || ':' || t.id end,
            t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
@@ -102,19 +139,6 @@ begin
     end if;
     return v_wallet;
 end;
-$$;
-
--- The non-root token paying for this transaction's charges of p_wallet, or NULL (root token,
--- or no token: email, recharge).
--- One expression, so the planner inlines it: a SQL function it cannot inline is parsed and
--- planned again in every transaction (perf: 15% of a KV get's time in the database).
-create or replace function echovalue._caller_token(p_wallet bigint) returns bigint
-language sql stable as $$
-    select case when pg_catalog.current_setting('echovalue.caller_token', true)
-                     like p_wallet || ':%'
-                then pg_catalog.split_part(
-                         pg_catalog.current_setting('echovalue.caller_token', true), ':', 2)::bigint
-           end
 $$;
 
 -- Credits a token spent in the rolling window ending now: whole hourly buckets, counting the
@@ -384,25 +408,6 @@ language sql immutable as $$
     end
 $$;
 
--- Why a group or key name is refused (p_what is 'group' or 'key'), or NULL when it is fine.
--- One expression, so the planner inlines it into the caller (see _caller_token).
-create or replace function echovalue._name_error(p_what text, p_name text) returns text
-language sql stable as $$
-    select case
-        when p_name is null
-          or pg_catalog.char_length(p_name) not between 1 and echovalue._setting('max_name_chars')
-            then pg_catalog.format('Bad Request: %s must be 1 to %s characters',
-                                   p_what, echovalue._setting('max_name_chars'))
-        when pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]'
-            then pg_catalog.format(
-                     'Bad Request: %s must not contain ''/'' or control characters', p_what)
-        when p_what = 'group' and p_name like 'reserved-%'
-            then 'Bad Request: group must not start with ''reserved-'''
-        when p_what = 'group' and p_name like '%---'
-            then 'Bad Request: group must not end with ''---'''
-    end
-$$;
-
 -- A ttl parameter in seconds: NULL or '0' mean the maximum; NULL result when invalid.
 -- At most 9 digits are cast, so huge inputs cannot overflow (the maximum is below 10^9).
 create or replace function echovalue._ttl_seconds(p_ttl text) returns int
@@ -463,10 +468,10 @@ begin
 
     v_token := echovalue._token_generate();
     insert into echovalue.wallets (balance, hash)
-    values (v_start, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), 'hex'))
+    values (v_start, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
     returning id into v_wallet;
     insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_wallet, pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), true, 'root',
+    values (v_wallet, echovalue._token_hash(v_token), true, 'root',
             echovalue._token_prefix(v_token));
 
     -- token_new is free by default; a priced one is paid from the starting credits if it can be
@@ -1104,7 +1109,7 @@ begin
     v_new := echovalue._token_generate();
     insert into echovalue.tokens as t
         (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
-    values (v_wallet, pg_catalog.sha256(pg_catalog.convert_to(v_new, 'UTF8')),
+    values (v_wallet, echovalue._token_hash(v_new),
             v_spec ->> 'label', echovalue._token_prefix(v_new),
             (v_spec #>> '{limits,per_request}')::numeric::bigint,
             (v_spec #>> '{limits,daily}')::numeric::bigint,

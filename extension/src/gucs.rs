@@ -287,11 +287,42 @@ pub fn maintenance_database() -> String {
         .unwrap_or_else(|| "postgres".to_owned())
 }
 
+/// The integer settings the SQL functions read with `_setting`, by name without the prefix.
+fn int_setting(name: &str) -> Option<&'static GucSetting<i32>> {
+    Some(match name {
+        "start_credits" => &START_CREDITS,
+        "token_rate_seconds" => &TOKEN_RATE_SECONDS,
+        "max_name_chars" => &MAX_NAME_CHARS,
+        "max_value_chars" => &MAX_VALUE_CHARS,
+        "max_ttl_seconds" => &MAX_TTL_SECONDS,
+        "logs_default_n" => &LOGS_DEFAULT_N,
+        "logs_max_n" => &LOGS_MAX_N,
+        "log_retention_days" => &LOG_RETENTION_DAYS,
+        "inactive_days" => &INACTIVE_DAYS,
+        "maintenance_batch" => &MAINTENANCE_BATCH,
+        "max_tokens" => &MAX_TOKENS,
+        "revoked_token_days" => &REVOKED_TOKEN_DAYS,
+        "webhook_max_url_chars" => &WEBHOOK_MAX_URL_CHARS,
+        "webhook_max_headers" => &WEBHOOK_MAX_HEADERS,
+        "webhook_max_header_value_chars" => &WEBHOOK_MAX_HEADER_VALUE_CHARS,
+        "attachment_retention_hours" => &ATTACHMENT_RETENTION_HOURS,
+        "message_retention_hours" => &MESSAGE_RETENTION_HOURS,
+        "attachment_url_seconds" => &ATTACHMENT_URL_SECONDS,
+        _ => return None,
+    })
+}
+
 /// `echovalue._setting(name)`: the integer setting `echovalue.<name>`, for the SQL functions.
 /// A C function, so calling it loads the library and the setting is always defined; and it is
-/// cheap enough for every request (it replaced a plpgsql helper on the request path).
+/// cheap enough for every request (it replaced a plpgsql helper on the request path). The
+/// settings defined in [`init`] are read from their variables, which Postgres keeps current
+/// (`SET`, `set_config`, reloads); any other name through Postgres's own look-up, which raises
+/// an error for an unknown one.
 #[pg_extern(stable, parallel_safe, name = "_setting")]
 fn setting(p_name: &str) -> i32 {
+    if let Some(s) = int_setting(p_name) {
+        return s.get();
+    }
     let Ok(name) = CString::new(format!("echovalue.{p_name}")) else {
         error!("echovalue: setting name {p_name:?} holds a NUL character");
     };
@@ -302,5 +333,22 @@ fn setting(p_name: &str) -> i32 {
     match value.to_str().ok().and_then(|v| v.parse::<i32>().ok()) {
         Some(v) => v,
         None => error!("echovalue: setting echovalue.{p_name} is not an integer"),
+    }
+}
+
+/// `echovalue._caller_token(wallet)`: the non-root token paying for this transaction's
+/// charges of `wallet`, from the setting `echovalue.caller_token` ('<wallet>:<token>', which
+/// `_wallet_resolve` sets), or NULL (a root token, or no token: email, recharge). It runs
+/// twice on every request; as SQL it was an expression set up again in every transaction.
+#[pg_extern(stable, parallel_safe, name = "_caller_token")]
+fn caller_token(p_wallet: i64) -> Option<i64> {
+    let value = CALLER_TOKEN.get()?;
+    let (wallet, token) = value.to_str().ok()?.split_once(':')?;
+    if wallet != p_wallet.to_string() {
+        return None;
+    }
+    match token.parse() {
+        Ok(token) => Some(token),
+        Err(_) => error!("echovalue: echovalue.caller_token holds no token id"),
     }
 }

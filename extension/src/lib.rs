@@ -4,15 +4,18 @@
 //!
 //! Layout: the business rules are plpgsql in `src/sql/*.sql`, pulled into the install script
 //! by [`extension_sql_file!`] in dependency order (tables first, grants last). Rust holds only
-//! what SQL cannot do well: the token format with its checksum (`token.rs`), random bytes for
-//! secrets (`random.rs`), the settings
-//! (`gucs.rs`, registered when the library loads) and the maintenance background worker
-//! (`worker.rs`, registered only when the library is in `shared_preload_libraries`).
+//! what SQL cannot do well: the token format with its checksum and hash (`token.rs`), random
+//! bytes for secrets (`random.rs`), the settings (`gucs.rs`, registered when the library
+//! loads), the maintenance background worker (`worker.rs`, registered only when the library is
+//! in `shared_preload_libraries`), and the small checks every request makes (`names.rs`,
+//! `_caller_token`, `_setting`): plpgsql sets each of its expressions up again in every
+//! transaction, which costs more than these checks themselves.
 
 use pgrx::prelude::*;
 
 mod gucs;
 mod hmac;
+mod names;
 mod random;
 mod token;
 mod worker;

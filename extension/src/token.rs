@@ -5,6 +5,7 @@
 //! and the fixed prefix lets secret scanners recognise leaked tokens.
 
 use pgrx::prelude::*;
+use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "ev_tok_sk_live_";
 const RANDOM_CHARS: usize = 32;
@@ -59,6 +60,15 @@ pub fn generate() -> Result<String, getrandom::Error> {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn token_format_ok(token: &str) -> bool {
     is_well_formed(token)
+}
+
+/// `echovalue._token_hash(token)`: the SHA-256 a token is stored and looked up by, or NULL
+/// for a malformed token, which then matches no token. (`_wallet_resolve` runs it on every
+/// request; as SQL, the format check, `convert_to` and `sha256` were an expression set up
+/// again in every transaction.)
+#[pg_extern(immutable, strict, parallel_safe, name = "_token_hash")]
+fn token_hash(token: &str) -> Option<Vec<u8>> {
+    is_well_formed(token).then(|| Sha256::digest(token.as_bytes()).to_vec())
 }
 
 /// A new random token; the caller stores only its SHA-256.

@@ -16,3 +16,7 @@ drop function echovalue._setting(text);
 
 -- Logs: no foreign key to wallets (see schema.sql); maintenance deletes a purged wallet's logs.
 alter table echovalue.logs drop constraint logs_wallet_id_fkey;
+
+-- _name_error and _caller_token are Rust functions now (created below), as _setting.
+drop function echovalue._name_error(text, text);
+drop function echovalue._caller_token(bigint);

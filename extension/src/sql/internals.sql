@@ -51,8 +51,7 @@ begin
     -- Few statements and expressions: each costs a set-up in every transaction, and this runs
     -- on every request. A malformed token gets a NULL hash, which matches no token; the hash
     -- is computed once here, not per row if the planner ever scans.
-    v_hash := case when echovalue.token_format_ok(p_token)
-                   then pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')) end;
+    v_hash := echovalue._token_hash(p_token);
     select t.wallet_id, t.id,
            case when t.is_root then '' else t.wallet_id || ':' || t.id end,
            t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
@@ -77,18 +76,9 @@ begin
 end;
 $$;
 
--- The non-root token paying for this transaction's charges of p_wallet, or NULL (root token,
--- or no token: email, recharge).
--- One expression, so the planner inlines it: a SQL function it cannot inline is parsed and
--- planned again in every transaction (perf: 15% of a KV get's time in the database).
-create function echovalue._caller_token(p_wallet bigint) returns bigint
-language sql stable as $$
-    select case when pg_catalog.current_setting('echovalue.caller_token', true)
-                     like p_wallet || ':%'
-                then pg_catalog.split_part(
-                         pg_catalog.current_setting('echovalue.caller_token', true), ':', 2)::bigint
-           end
-$$;
+-- echovalue._caller_token(wallet), the non-root token paying for this transaction's charges
+-- of that wallet or NULL (root token, or no token: email, recharge), is a Rust function
+-- (gucs.rs).
 
 -- Credits a token spent in the rolling window ending now: whole hourly buckets, counting the
 -- oldest hour in full, so a spend leaves the window between p_window and p_window + 1 hour
@@ -357,24 +347,8 @@ language sql immutable as $$
     end
 $$;
 
--- Why a group or key name is refused (p_what is 'group' or 'key'), or NULL when it is fine.
--- One expression, so the planner inlines it into the caller (see _caller_token).
-create function echovalue._name_error(p_what text, p_name text) returns text
-language sql stable as $$
-    select case
-        when p_name is null
-          or pg_catalog.char_length(p_name) not between 1 and echovalue._setting('max_name_chars')
-            then pg_catalog.format('Bad Request: %s must be 1 to %s characters',
-                                   p_what, echovalue._setting('max_name_chars'))
-        when pg_catalog.strpos(p_name, '/') > 0 or p_name ~ '[\u0001-\u001f\u007f-\u009f]'
-            then pg_catalog.format(
-                     'Bad Request: %s must not contain ''/'' or control characters', p_what)
-        when p_what = 'group' and p_name like 'reserved-%'
-            then 'Bad Request: group must not start with ''reserved-'''
-        when p_what = 'group' and p_name like '%---'
-            then 'Bad Request: group must not end with ''---'''
-    end
-$$;
+-- echovalue._name_error(what, name), why a group or key name is refused or NULL, is a Rust
+-- function (names.rs).
 
 -- A ttl parameter in seconds: NULL or '0' mean the maximum; NULL result when invalid.
 -- At most 9 digits are cast, so huge inputs cannot overflow (the maximum is below 10^9).

@@ -165,7 +165,7 @@ begin
     v_new := echovalue._token_generate();
     insert into echovalue.tokens as t
         (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
-    values (v_wallet, pg_catalog.sha256(pg_catalog.convert_to(v_new, 'UTF8')),
+    values (v_wallet, echovalue._token_hash(v_new),
             v_spec ->> 'label', echovalue._token_prefix(v_new),
             (v_spec #>> '{limits,per_request}')::numeric::bigint,
             (v_spec #>> '{limits,daily}')::numeric::bigint,

@@ -35,10 +35,10 @@ begin
 
     v_token := echovalue._token_generate();
     insert into echovalue.wallets (balance, hash)
-    values (v_start, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), 'hex'))
+    values (v_start, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
     returning id into v_wallet;
     insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_wallet, pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), true, 'root',
+    values (v_wallet, echovalue._token_hash(v_token), true, 'root',
             echovalue._token_prefix(v_token));
 
     -- token_new is free by default; a priced one is paid from the starting credits if it can be
