@@ -208,7 +208,7 @@ def main():
     global args_global
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--url", required=True)
-    p.add_argument("--url-nobatch", required=True, help="the proxy with hot-token batching off")
+    p.add_argument("--url-nobatch", required=True, help="the proxy with batching off")
     p.add_argument("--proxy-pid", type=int, required=True)
     p.add_argument("--pg-pid", type=int, required=True, help="the postmaster's")
     p.add_argument("--pg-host", required=True)

@@ -70,7 +70,7 @@ start_proxy() {
 LISTEN="127.0.0.1:$(ev_free_port 0)"
 start_proxy "$LISTEN" "$TMP/proxy.log"
 PROXY_PID=${BENCH_PIDS[0]}
-# The same proxy with hot-token batching off (ECHOVALUE_BATCH_MAX=1), for the hot-token row:
+# The same proxy with batching off (ECHOVALUE_BATCH_MAX=1), for the hot-token row:
 # what one token gets when every call is its own transaction.
 LISTEN_NOBATCH="127.0.0.1:$(ev_free_port 0)"
 start_proxy "$LISTEN_NOBATCH" "$TMP/proxy-nobatch.log" 1

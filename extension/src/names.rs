@@ -2,9 +2,10 @@
 //!
 //! A Rust function rather than SQL because it runs twice on every key-value request: the SQL
 //! expression it replaces was inlined into the plpgsql callers, and plpgsql sets every
-//! expression up again in each transaction. Callgrind counted that set-up (function look-ups,
-//! expression steps for the CASE, the regex and the format calls) at about 7% of a KV get's
-//! instructions in the database; a call of this function is one expression step.
+//! expression up again in each transaction (function look-ups, expression steps for the CASE,
+//! the regex and the format calls); a call of this function is one expression step. With
+//! `_token_hash` and `_caller_token` moved to Rust likewise, callgrind counted a KV get at
+//! 444,000 instructions in the backend instead of 517,000.
 
 use pgrx::prelude::*;
 

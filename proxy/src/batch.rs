@@ -1,17 +1,28 @@
-//! Group commit per token: the calls of a hot token share transactions.
+//! Group commit: calls share transactions when they would otherwise wait.
 //!
-//! Every charge updates its wallet's row, and Postgres holds that row lock until the commit's
-//! WAL flush is done, so calls of one token commit one flush at a time. Here, the first call
-//! of a token runs alone as usual (no extra statements when there is no contention) and marks
-//! the token busy; calls of that token arriving meanwhile wait in a queue. When the busy call
-//! is done, a driver task runs the queue in batches of up to `ECHOVALUE_BATCH_MAX` calls, each
-//! batch one transaction ([`db::call_group`]): one flush for all, every call still seeing the
-//! ones before it, so each answer carries its own exact balance, and no answer leaves before
-//! its transaction committed. When the queue is empty the token's entry goes away.
+//! Two levels, both only under load, so a lone call runs alone with no extra statements:
 //!
-//! If a call of a batch fails in the database, the batch is rolled back and its calls run one
-//! by one, so one bad request never fails or loses the others. Calls are keyed by the token
-//! string, which is never logged. Other tokens of the same wallet are not batched together.
+//! * **Per token.** Every charge updates its wallet's row, and Postgres holds that row lock
+//!   until the commit's WAL flush is done, so calls of one token commit one flush at a time.
+//!   The first call of a token marks the token busy; calls of that token arriving meanwhile
+//!   wait in the token's queue, and when the busy call is done a driver task runs the queue in
+//!   batches of up to `ECHOVALUE_BATCH_MAX` calls. A token therefore has at most one call or
+//!   batch in the database at a time.
+//! * **Across tokens.** At most `ECHOVALUE_BATCH_SLOTS` transactions run at once (one per
+//!   slot). A call or token batch that finds every slot taken waits, and the next slot to come
+//!   free runs everything that waited (up to `ECHOVALUE_BATCH_MAX` calls) as one transaction:
+//!   one commit and one WAL flush instead of one per request, which is where a small request
+//!   spends much of its time in the database. The tokens of one transaction are distinct (see
+//!   above) and sorted, so two transactions lock wallets in the same order, unless several
+//!   tokens of one wallet are busy at once (a deadlock Postgres then breaks: the transaction it
+//!   aborts is rolled back and its calls run one by one).
+//!
+//! Every batch is one transaction ([`db::call_group`]): its calls run in order, each seeing
+//! the ones before it, so each answer carries its own exact balance, and no answer leaves
+//! before its transaction committed. If a call of a batch fails in the database, the batch is
+//! rolled back and its calls run one by one, so one bad request never fails or loses the
+//! others. Calls are keyed by the token string, which is never logged. Calls without a token
+//! (new wallets, Stripe events) always run alone.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -92,16 +103,86 @@ impl<T> Queues<T> {
     }
 }
 
+/// The slots bookkeeping alone: how many more transactions may start now, and what waits for
+/// a slot, oldest first.
+#[derive(Debug)]
+pub struct Slots<U> {
+    free: usize,
+    waiting: VecDeque<U>,
+}
+
+impl<U> Slots<U> {
+    /// `n` transactions at once (at least one).
+    pub fn new(n: usize) -> Self {
+        Slots {
+            free: n.max(1),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// A unit arrives: when a slot is free it is taken and the unit comes back (the caller
+    /// runs it now); otherwise the unit waits (`None`).
+    pub fn arrive(&mut self, unit: U) -> Option<U> {
+        if self.free > 0 {
+            self.free -= 1;
+            Some(unit)
+        } else {
+            self.waiting.push_back(unit);
+            None
+        }
+    }
+
+    /// A slot's transaction is done: the units to run next in it, oldest first, as many as
+    /// fit in `max` calls (`size` counts a unit's calls; the first is taken whatever its size).
+    /// When nothing waits, the slot is freed and the result is empty.
+    pub fn next(&mut self, max: usize, size: impl Fn(&U) -> usize) -> Vec<U> {
+        let mut units = Vec::new();
+        let mut calls = 0;
+        while let Some(unit) = self.waiting.front() {
+            let n = size(unit);
+            if !units.is_empty() && calls + n > max {
+                break;
+            }
+            calls += n;
+            units.extend(self.waiting.pop_front());
+        }
+        if units.is_empty() {
+            self.free += 1;
+        }
+        units
+    }
+
+    /// Slots free now.
+    pub fn free(&self) -> usize {
+        self.free
+    }
+
+    /// Removes whatever waits, freeing the slot of the caller.
+    pub fn abandon(&mut self) -> Vec<U> {
+        self.free += 1;
+        self.waiting.drain(..).collect()
+    }
+}
+
 /// A queued call and where its answer goes.
 struct Waiting {
     statement: Statement,
     reply: oneshot::Sender<Answer>,
 }
 
+/// Calls of one token, in arrival order, to run in one transaction (with other units when they
+/// waited for a slot); `done` is told once every call of it has its answer.
+struct Unit {
+    token: String,
+    calls: Vec<Waiting>,
+    done: oneshot::Sender<()>,
+}
+
 struct Inner {
     pool: Pool,
     max: usize,
     queues: Mutex<Queues<Waiting>>,
+    slots: Mutex<Slots<Unit>>,
     metrics: BatchMetrics,
 }
 
@@ -109,6 +190,11 @@ impl Inner {
     fn queues(&self) -> MutexGuard<'_, Queues<Waiting>> {
         // No code panics while holding the lock; if it ever did, the map is still consistent.
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Slots<Unit>> {
+        // As above: nothing panics while holding it.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -118,13 +204,15 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// `max` is the largest batch; 1 turns batching off.
-    pub fn new(pool: Pool, max: usize, metrics: BatchMetrics) -> Self {
+    /// `max` is the largest batch, 1 turns batching off; `slots` is how many transactions of
+    /// token calls run at once.
+    pub fn new(pool: Pool, max: usize, slots: usize, metrics: BatchMetrics) -> Self {
         Batcher {
             inner: Arc::new(Inner {
                 pool,
                 max,
                 queues: Mutex::new(Queues::default()),
+                slots: Mutex::new(Slots::new(slots)),
                 metrics,
             }),
         }
@@ -145,19 +233,19 @@ impl Batcher {
             }
             arrived
         };
-        let Some(Waiting { statement, .. }) = arrived else {
-            return answer.await.unwrap_or_else(|_| {
-                Err(DbError::Internal("a batch ended without answering".into()))
-            });
-        };
-        // From here until it drops, this call holds the token: dropping the guard (when the
-        // call is done, or when the request is cancelled) hands any queue to a driver.
-        let _busy = Busy {
-            inner: self.inner.clone(),
-            token: token.to_owned(),
-            held: true,
-        };
-        db::call(&self.inner.pool, &statement).await
+        if let Some(first) = arrived {
+            // From here until it drops, this call holds the token: dropping the guard (when
+            // the call is done, or when the request is cancelled) hands any queue to a driver.
+            let _busy = Busy {
+                inner: self.inner.clone(),
+                token: token.to_owned(),
+                held: true,
+            };
+            submit(&self.inner, token, vec![first]).await;
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(DbError::Internal("a batch ended without answering".into())))
     }
 }
 
@@ -216,17 +304,125 @@ async fn drive(mut busy: Busy) {
         if batch.is_empty() {
             return;
         }
-        run_batch(&busy.inner, batch).await;
+        let token = busy.token.clone();
+        submit(&busy.inner, &token, batch).await;
     }
 }
 
-async fn run_batch(inner: &Inner, batch: Vec<Waiting>) {
-    // A call whose client went away while it waited never ran: it is not run now.
-    let (statements, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .filter(|w| !w.reply.is_closed())
-        .map(|w| (w.statement, w.reply))
-        .unzip();
+/// Runs calls of `token` in a slot's transaction, and resolves once each has its answer: at
+/// once in a free slot, or, when every slot is taken, in the next one to come free, together
+/// with everything else that waited.
+async fn submit(inner: &Arc<Inner>, token: &str, calls: Vec<Waiting>) {
+    let (done, finished) = oneshot::channel();
+    let n = calls.len();
+    let unit = Unit {
+        token: token.to_owned(),
+        calls,
+        done,
+    };
+    let arrived = {
+        let mut slots = inner.slots();
+        let arrived = slots.arrive(unit);
+        if arrived.is_none() {
+            inner.metrics.queued.inc_by(to_i64(n));
+        }
+        arrived
+    };
+    let Some(unit) = arrived else {
+        // A slot's driver runs it; an error here means that driver is gone, and then so is
+        // every reply of the unit, which its callers see.
+        let _ = finished.await;
+        return;
+    };
+    // Held until this unit is done; dropping it (also when the request is cancelled) hands
+    // the slot to whatever waits.
+    let _slot = Slot {
+        inner: inner.clone(),
+        held: true,
+    };
+    execute(inner, vec![unit]).await;
+}
+
+/// Holds a slot. Dropped while units wait, it spawns a driver for them (which then holds the
+/// slot); otherwise it frees the slot. So a slot never stays taken with nobody running what
+/// waits for it, even when a request is cancelled or a driver panics.
+struct Slot {
+    inner: Arc<Inner>,
+    held: bool,
+}
+
+impl Slot {
+    /// The next units for this slot; empty when nothing waits, and then the slot is free.
+    fn next(&mut self) -> Vec<Unit> {
+        let mut slots = self.inner.slots();
+        let units = slots.next(self.inner.max, |u| u.calls.len());
+        let calls: usize = units.iter().map(|u| u.calls.len()).sum();
+        self.inner.metrics.queued.dec_by(to_i64(calls));
+        drop(slots);
+        if units.is_empty() {
+            self.held = false;
+        }
+        units
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let units = self.next();
+        if units.is_empty() {
+            return;
+        }
+        self.held = false;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = self.inner.clone();
+            runtime.spawn(async move {
+                let mut slot = Slot { inner, held: true };
+                let mut units = units;
+                while !units.is_empty() {
+                    execute(&slot.inner, units).await;
+                    units = slot.next();
+                }
+            });
+            return;
+        }
+        // No runtime left (shutting down): the waiting calls get an error, not silence.
+        let mut slots = self.inner.slots();
+        let abandoned = slots.abandon();
+        drop(slots);
+        let calls: usize = units.iter().chain(&abandoned).map(|u| u.calls.len()).sum();
+        self.inner.metrics.queued.dec_by(to_i64(calls));
+        drop(units);
+        drop(abandoned);
+    }
+}
+
+/// Runs units as one transaction (a single call alone), answers every call, then tells each
+/// unit it is done. Units are sorted by token, so every transaction locks wallets in one order.
+async fn execute(inner: &Inner, mut units: Vec<Unit>) {
+    units.sort_by(|a, b| a.token.cmp(&b.token));
+    let mut statements = Vec::new();
+    let mut replies = Vec::new();
+    let mut dones = Vec::with_capacity(units.len());
+    for unit in units {
+        for call in unit.calls {
+            // A call whose client went away while it waited never ran: it is not run now.
+            if !call.reply.is_closed() {
+                statements.push(call.statement);
+                replies.push(call.reply);
+            }
+        }
+        dones.push(unit.done);
+    }
+    run_batch(inner, &statements, replies).await;
+    for done in dones {
+        let _ = done.send(());
+    }
+}
+
+async fn run_batch(inner: &Inner, statements: &[Statement], replies: Vec<oneshot::Sender<Answer>>) {
     if statements.len() < 2 {
         // A batch of one is a plain call: no BEGIN/COMMIT round trips.
         for (statement, reply) in statements.iter().zip(replies) {
@@ -239,7 +435,7 @@ async fn run_batch(inner: &Inner, batch: Vec<Waiting>) {
         .metrics
         .batched_requests
         .inc_by(u64::try_from(statements.len()).unwrap_or(u64::MAX));
-    match db::call_group(&inner.pool, &statements).await {
+    match db::call_group(&inner.pool, statements).await {
         Ok(answers) => {
             for (answer, reply) in answers.into_iter().zip(replies) {
                 let _ = reply.send(answer);
@@ -257,7 +453,7 @@ async fn run_batch(inner: &Inner, batch: Vec<Waiting>) {
                 calls = statements.len(),
                 "a call failed in a batch; the batch was rolled back and its calls run one by one"
             );
-            // In arrival order, each in its own transaction, as if there had been no batch.
+            // In the batch's order, each in its own transaction, as if there had been no batch.
             for (statement, reply) in statements.iter().zip(replies) {
                 let _ = reply.send(db::call(&inner.pool, statement).await);
             }
@@ -313,6 +509,50 @@ mod tests {
         // Unknown keys are idle.
         assert!(q.next_batch("x", 4).is_empty());
         assert!(q.release_if_idle("x"));
+    }
+
+    #[test]
+    fn slots_run_at_once_until_taken_then_hand_on_what_waited() {
+        let mut s = Slots::new(2);
+        assert_eq!(s.arrive("a"), Some("a"));
+        assert_eq!(s.arrive("b"), Some("b"));
+        assert_eq!(s.free(), 0);
+        // Every slot taken: the rest waits, in arrival order.
+        assert_eq!(s.arrive("c"), None);
+        assert_eq!(s.arrive("d"), None);
+        assert_eq!(s.arrive("e"), None);
+        // A slot comes free: it takes what waited, at most `max` calls (one each here).
+        assert_eq!(s.next(2, |_| 1), vec!["c", "d"]);
+        assert_eq!(s.next(2, |_| 1), vec!["e"]);
+        assert_eq!(s.free(), 0);
+        // Nothing waits: the slot is freed, and so is the other when it is done.
+        assert!(s.next(2, |_| 1).is_empty());
+        assert_eq!(s.free(), 1);
+        assert!(s.next(2, |_| 1).is_empty());
+        assert_eq!(s.free(), 2);
+        // Zero slots would stop everything: there is always one.
+        assert_eq!(Slots::new(0).arrive(1), Some(1));
+    }
+
+    #[test]
+    fn a_slot_takes_units_whole_and_at_least_one() {
+        let mut s = Slots::new(1);
+        assert_eq!(s.arrive(vec![0]), Some(vec![0]));
+        for unit in [vec![1; 5], vec![2; 3], vec![3; 2], vec![4; 9]] {
+            assert_eq!(s.arrive(unit), None);
+        }
+        // 5 + 3 fit in 8; the next unit would not, so it waits for the next transaction.
+        assert_eq!(s.next(8, Vec::len), vec![vec![1; 5], vec![2; 3]]);
+        assert_eq!(s.next(8, Vec::len), vec![vec![3; 2]]);
+        // A unit larger than `max` still runs (alone), never waits forever.
+        assert_eq!(s.next(8, Vec::len), vec![vec![4; 9]]);
+        assert!(s.next(8, Vec::len).is_empty());
+        assert_eq!(s.free(), 1);
+        // Abandoning hands back what waited and frees the caller's slot.
+        assert_eq!(s.arrive(vec![5]), Some(vec![5]));
+        assert_eq!(s.arrive(vec![6]), None);
+        assert_eq!(s.abandon(), vec![vec![6]]);
+        assert_eq!(s.free(), 1);
     }
 
     #[test]

@@ -40,11 +40,17 @@ pub struct Config {
           value_parser = clap::value_parser!(usize))]
     pub pool_size: usize,
 
-    /// Most queued calls of one token run together in one transaction (group commit); 1 turns
-    /// batching off.
+    /// Most queued calls run together in one transaction (group commit); 1 turns batching
+    /// off.
     #[arg(long, env = "ECHOVALUE_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX,
           value_parser = parse_batch_max)]
     pub batch_max: usize,
+
+    /// Transactions of token calls in the database at once (default: this machine's cores, at
+    /// least 2, at most the pool size). Calls that find every slot taken wait, and run together
+    /// in the next slot to come free (group commit).
+    #[arg(long, env = "ECHOVALUE_BATCH_SLOTS", value_parser = clap::value_parser!(usize))]
+    pub batch_slots: Option<usize>,
 
     /// Seconds to wait for a pooled connection (or to open one) before answering 503.
     #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = DEFAULT_DB_TIMEOUT_SECS)]
@@ -153,6 +159,7 @@ impl Default for Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             batch_max: DEFAULT_BATCH_MAX,
+            batch_slots: None,
             db_timeout_secs: DEFAULT_DB_TIMEOUT_SECS,
             trust_forwarded: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -167,6 +174,21 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// `ECHOVALUE_BATCH_SLOTS`, or its default: the cores of this machine (at least 2), which
+    /// is the database's when it runs here; never more than the pool, never 0.
+    pub fn batch_slots(&self) -> usize {
+        let cores = || {
+            std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .max(2)
+        };
+        self.batch_slots
+            .unwrap_or_else(cores)
+            .clamp(1, self.pool_size.max(1))
+    }
+}
+
 /// `--print-config` output: one `ECHOVALUE_*=value` line per setting, ready for an env file.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -178,6 +200,7 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "ECHOVALUE_POOL_SIZE={}", self.pool_size)?;
         writeln!(f, "ECHOVALUE_BATCH_MAX={}", self.batch_max)?;
+        writeln!(f, "ECHOVALUE_BATCH_SLOTS={}", self.batch_slots())?;
         writeln!(f, "ECHOVALUE_DB_TIMEOUT_SECS={}", self.db_timeout_secs)?;
         writeln!(f, "ECHOVALUE_TRUST_FORWARDED={}", self.trust_forwarded)?;
         writeln!(f, "ECHOVALUE_MAX_BODY_BYTES={}", self.max_body_bytes)?;
@@ -264,6 +287,22 @@ mod tests {
         assert_eq!(parsed, Config::default());
         assert_eq!(parsed.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(parsed.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn batch_slots_default_to_the_cores_within_the_pool() {
+        let mut c = Config::default();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(c.batch_slots(), cores.clamp(2, c.pool_size));
+        c.pool_size = 1;
+        assert_eq!(c.batch_slots(), 1);
+        c.pool_size = 8;
+        c.batch_slots = Some(3);
+        assert_eq!(c.batch_slots(), 3);
+        c.batch_slots = Some(50);
+        assert_eq!(c.batch_slots(), 8);
+        c.batch_slots = Some(0);
+        assert_eq!(c.batch_slots(), 1);
     }
 
     #[test]

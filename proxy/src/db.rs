@@ -317,15 +317,27 @@ pub enum GroupError {
     Statement(DbError),
 }
 
-/// Runs statements of one token in ONE transaction on one connection: `BEGIN`, the
-/// statements pipelined in the given order (each sees the effects of those before it, so every
-/// outcome carries its own exact balance), then `COMMIT`, one WAL flush for all. `now()` is the
-/// transaction's start, which is after every one of these requests arrived, so their
+/// Runs statements in ONE transaction on one connection, in one round trip: `BEGIN`, the
+/// statements in the given order (each sees the effects of those before it, so every outcome
+/// carries its own exact balance) and `COMMIT`, pipelined; one WAL flush for all. `now()` is
+/// the transaction's start, which is after every one of these requests arrived, so their
 /// timestamps stay consistent. Outcomes are handed back only once `COMMIT` succeeded.
+///
+/// If a statement fails, Postgres aborts the transaction, the statements after it fail too and
+/// `COMMIT` rolls back: nothing is applied ([`GroupError::Statement`]). If `BEGIN` itself
+/// failed on a live connection, each statement ran and committed on its own, so each gets its
+/// own result, exactly as alone.
 pub async fn call_group(
     pool: &Pool,
     statements: &[Statement],
 ) -> Result<Vec<Result<Outcome, DbError>>, GroupError> {
+    type Step<'c> = Pin<
+        Box<
+            dyn Future<Output = Result<Option<tokio_postgres::Row>, tokio_postgres::Error>>
+                + Send
+                + 'c,
+        >,
+    >;
     let client = pool
         .get()
         .await
@@ -339,36 +351,46 @@ pub async fn call_group(
             .map_err(|e| GroupError::Statement(from_query(e)))?;
         prepared.push(stmt);
     }
-    if let Err(e) = client.batch_execute("begin").await {
-        // In a transaction or not, nobody knows: this connection is not reused.
-        drop(deadpool_postgres::Object::take(client));
-        return Err(GroupError::All(from_query(e)));
-    }
     let params: Vec<_> = statements.iter().map(Statement::params).collect();
-    let queries = prepared
-        .iter()
-        .zip(&params)
-        .map(|(stmt, params)| client.query_one(stmt, params));
-    let rows = join_in_order(queries.collect()).await;
-    if let Some(e) = rows.iter().find_map(|r| r.as_ref().err()) {
+    let mut steps: Vec<Step<'_>> = Vec::with_capacity(statements.len() + 2);
+    steps.push(Box::pin(async {
+        client.batch_execute("begin").await.map(|()| None)
+    }));
+    for (stmt, params) in prepared.iter().zip(&params) {
+        steps.push(Box::pin(async {
+            client.query_one(stmt, params).await.map(Some)
+        }));
+    }
+    steps.push(Box::pin(async {
+        client.batch_execute("commit").await.map(|()| None)
+    }));
+    let mut results = join_in_order(steps).await;
+    let commit = results.pop().unwrap_or(Ok(None));
+    let begin = results.remove(0);
+    let outcome = |row: Result<Option<tokio_postgres::Row>, tokio_postgres::Error>| {
+        let row = row.map_err(from_query)?;
+        let row = row.ok_or_else(|| DbError::Internal("a statement returned no row".into()))?;
+        Outcome::from_row(&row).map_err(from_query)
+    };
+    if begin.is_err() {
+        // No transaction: every statement that ran was its own; the connection's state is
+        // unknown, so it is not reused.
+        drop(deadpool_postgres::Object::take(client));
+        return Ok(results.into_iter().map(outcome).collect());
+    }
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         let detail = from_query_ref(e);
-        if client.batch_execute("rollback").await.is_err() {
+        if commit.is_err() {
             drop(deadpool_postgres::Object::take(client));
         }
         return Err(GroupError::Statement(detail));
     }
-    if let Err(e) = client.batch_execute("commit").await {
+    if let Err(e) = commit {
         // The transaction is over either way (rolled back, or the connection is gone).
         drop(deadpool_postgres::Object::take(client));
         return Err(GroupError::All(from_query(e)));
     }
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let row = row.map_err(from_query)?;
-            Outcome::from_row(&row).map_err(from_query)
-        })
-        .collect())
+    Ok(results.into_iter().map(outcome).collect())
 }
 
 /// Awaits the futures together, polling each in list order: `tokio-postgres` sends a query

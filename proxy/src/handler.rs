@@ -42,7 +42,12 @@ pub struct State {
 impl State {
     pub fn new(pool: Pool, config: Config) -> Self {
         let metrics = Metrics::new();
-        let batcher = Batcher::new(pool.clone(), config.batch_max, metrics.batch());
+        let batcher = Batcher::new(
+            pool.clone(),
+            config.batch_max,
+            config.batch_slots(),
+            metrics.batch(),
+        );
         State {
             pool,
             metrics,

@@ -37,16 +37,16 @@ pub struct Metrics {
     batch: BatchMetrics,
 }
 
-/// The counters of hot-token batching ([`crate::batch`]); clones share their values.
+/// The counters of group commit ([`crate::batch`]); clones share their values.
 #[derive(Clone, Debug, Default)]
 pub struct BatchMetrics {
-    /// Transactions that ran two or more queued calls of one token.
+    /// Transactions that ran two or more calls together.
     pub batches: Counter,
     /// Calls in those transactions.
     pub batched_requests: Counter,
     /// Batches rolled back because one of their calls failed; their calls ran one by one.
     pub fallbacks: Counter,
-    /// Calls waiting for their token's call in flight to finish.
+    /// Calls waiting for their token's call in flight, or for a free slot.
     pub queued: Gauge,
 }
 
@@ -101,7 +101,7 @@ impl Metrics {
         let batch = BatchMetrics::default();
         registry.register(
             "batches",
-            "Transactions that ran queued calls of one token together",
+            "Transactions that ran queued calls together",
             batch.batches.clone(),
         );
         registry.register(
@@ -116,7 +116,7 @@ impl Metrics {
         );
         registry.register(
             "batch_queued",
-            "Requests waiting for their token's call in flight",
+            "Requests waiting for their token's call in flight or for a free slot",
             batch.queued.clone(),
         );
         Metrics {

@@ -196,29 +196,33 @@ impl Admin {
     }
 
     /// Makes every write of `key` to the KV table fail in the database (SQLSTATE P0001), as a
-    /// broken call would; [`Admin::drop_kv_failure`] removes it.
+    /// broken call would; [`Admin::drop_kv_failure`] removes it. Each key has a trigger of its
+    /// own (and a function of its own), so tests running at once do not undo each other's.
     pub async fn fail_kv_writes_of(&self, key: &str) -> Result<()> {
+        let trigger = kv_failure_trigger(key);
         self.client
             .batch_execute(&format!(
-                "create or replace function public.ev_test_kv_fail() returns trigger \
+                "create or replace function public.{trigger}() returns trigger \
                  language plpgsql as $f$ begin \
                    raise exception 'ev_test: this key always fails'; \
                  end $f$; \
-                 drop trigger if exists ev_test_kv_fail on echovalue.kv; \
-                 create trigger ev_test_kv_fail before insert or update on echovalue.kv \
-                   for each row when (new.key = '{}') execute function public.ev_test_kv_fail();",
+                 drop trigger if exists {trigger} on echovalue.kv; \
+                 create trigger {trigger} before insert or update on echovalue.kv \
+                   for each row when (new.key = '{}') execute function public.{trigger}();",
                 key.replace('\'', "''")
             ))
             .await?;
         Ok(())
     }
 
-    pub async fn drop_kv_failure(&self) -> Result<()> {
+    /// Removes what [`Admin::fail_kv_writes_of`] made for `key`.
+    pub async fn drop_kv_failure(&self, key: &str) -> Result<()> {
         self.client
-            .batch_execute(
-                "drop trigger if exists ev_test_kv_fail on echovalue.kv; \
-                 drop function if exists public.ev_test_kv_fail();",
-            )
+            .batch_execute(&format!(
+                "drop trigger if exists {trigger} on echovalue.kv; \
+                 drop function if exists public.{trigger}();",
+                trigger = kv_failure_trigger(key)
+            ))
             .await?;
         Ok(())
     }
@@ -585,4 +589,18 @@ pub struct Tier {
     pub amount: i32,
     pub link_id: String,
     pub credits: i64,
+}
+
+/// The name of the trigger that fails KV writes of `key`: an identifier made of its letters
+/// and digits and a hash of the whole key.
+fn kv_failure_trigger(key: &str) -> String {
+    let readable: String = key
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(20)
+        .collect();
+    let hash = key
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("ev_test_kv_fail_{readable}_{hash:08x}")
 }
