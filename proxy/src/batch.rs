@@ -198,7 +198,7 @@ impl Inner {
     }
 }
 
-/// Runs API calls, batching those of a busy token. Cheap to share (one per proxy).
+/// Runs API calls, batching those that would wait. Cheap to share (one per proxy).
 pub struct Batcher {
     inner: Arc<Inner>,
 }
@@ -218,8 +218,9 @@ impl Batcher {
         }
     }
 
-    /// Runs one call: alone when it has no token, batching is off, or its token is idle;
-    /// otherwise after the token's call in flight, in a batch with the others that waited.
+    /// Runs one call: alone when it has no token or batching is off; otherwise once its token
+    /// is idle (after the token's call in flight, with the others that waited for it) and a
+    /// slot is free (in the next slot to come free, with everything else that waited).
     pub async fn call(&self, token: Option<&str>, statement: Statement) -> Answer {
         let Some(token) = token.filter(|_| self.inner.max > 1) else {
             return db::call(&self.inner.pool, &statement).await;

@@ -78,7 +78,7 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
-    /// Path of the Stripe webhook endpoint (point the Stripe dashboard at https://<host><path>).
+    /// Path of the Stripe webhook endpoint (point the Stripe dashboard at `https://<host><path>`).
     #[arg(long, env = "ECHOVALUE_STRIPE_WEBHOOK_PATH", default_value = DEFAULT_STRIPE_WEBHOOK_PATH,
           value_parser = parse_webhook_path)]
     pub stripe_webhook_path: String,

@@ -35,7 +35,7 @@ pub struct State {
     pub pool: Pool,
     pub metrics: Metrics,
     pub config: Config,
-    /// Runs the API calls, batching those of a busy token.
+    /// Runs the API calls, batching those that would wait (group commit).
     pub batcher: Batcher,
 }
 

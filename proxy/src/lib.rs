@@ -4,11 +4,12 @@
 //!
 //! Layout, one concern per module: [`config`] (every setting, flags + `ECHOVALUE_*` env),
 //! [`routes`] (the `match (method, path)` table), [`handler`] (one request start to finish),
-//! [`db`] (pool, prepared calls with named arguments, a token's group transaction), [`batch`]
-//! (hot tokens: calls of a busy token queue and commit together), [`outcome`] (the one
-//! outcome → response mapping and the proxy's own error replies), [`token`] (token format
-//! check), [`client`] (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept
-//! loop, graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook).
+//! [`db`] (pool, prepared calls with named arguments, a group transaction), [`batch`] (group
+//! commit: calls of a busy token, or that find every slot taken, commit together),
+//! [`outcome`] (the one outcome → response mapping and the proxy's own error replies),
+//! [`token`] (token format check), [`client`] (client address), [`cors`], [`metrics`]
+//! (Prometheus), [`server`] (accept loop, graceful stop), [`stripe`] (the `Stripe-Signature`
+//! check of the Stripe webhook).
 //!
 //! Stable API for embedding and integration tests:
 //!
