@@ -41,117 +41,180 @@ pub static MAINTENANCE_DATABASE: GucSetting<Option<CString>> =
 /// can reject longer strings without overflowing `int`.
 const TTL_CEILING: i32 = 315_360_000;
 
-fn int(name: &'static CStr, why: &'static CStr, s: &'static GucSetting<i32>, min: i32, max: i32) {
-    GucRegistry::define_int_guc(
-        name,
-        why,
-        c"",
-        s,
-        min,
-        max,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
+/// An integer setting of the SQL functions: `SUSET`, no unit.
+struct IntSetting {
+    /// The full name, `echovalue.<name>`.
+    name: &'static CStr,
+    why: &'static CStr,
+    setting: &'static GucSetting<i32>,
+    min: i32,
+    max: i32,
 }
+
+/// Every integer setting the SQL functions read: [`init`] defines them, `_setting` reads them.
+static INT_SETTINGS: [IntSetting; 18] = [
+    // Free credits of a new wallet: enough to try every endpoint (seed 002).
+    IntSetting {
+        name: c"echovalue.start_credits",
+        why: c"Credits a new wallet starts with.",
+        setting: &START_CREDITS,
+        min: 0,
+        max: i32::MAX,
+    },
+    // Stops wallet farming for free credits; per client address, enforced in the database.
+    IntSetting {
+        name: c"echovalue.token_rate_seconds",
+        why: c"Minimum seconds between two token creations from one client address.",
+        setting: &TOKEN_RATE_SECONDS,
+        min: 0,
+        max: 86_400,
+    },
+    // Group and key names are path segments: keep them short.
+    IntSetting {
+        name: c"echovalue.max_name_chars",
+        why: c"Maximum characters of a key-value group or key name.",
+        setting: &MAX_NAME_CHARS,
+        min: 1,
+        max: 1000,
+    },
+    // The store is for small values, not files.
+    IntSetting {
+        name: c"echovalue.max_value_chars",
+        why: c"Maximum characters of a stored value.",
+        setting: &MAX_VALUE_CHARS,
+        min: 0,
+        max: 1_000_000,
+    },
+    // Also the TTL when none is given, so nothing lives forever.
+    IntSetting {
+        name: c"echovalue.max_ttl_seconds",
+        why: c"Maximum and default time-to-live of a key, in seconds.",
+        setting: &MAX_TTL_SECONDS,
+        min: 1,
+        max: TTL_CEILING,
+    },
+    // A logs request without n returns a few entries, not a costly page.
+    IntSetting {
+        name: c"echovalue.logs_default_n",
+        why: c"Entries a logs request returns when n is not given.",
+        setting: &LOGS_DEFAULT_N,
+        min: 1,
+        max: 10_000,
+    },
+    // Bounds the work and the body of one logs request.
+    IntSetting {
+        name: c"echovalue.logs_max_n",
+        why: c"Most entries one logs request returns; larger n is cut to this.",
+        setting: &LOGS_MAX_N,
+        min: 1,
+        max: 10_000,
+    },
+    // Logs are for debugging recent calls; old ones are purged by maintenance.
+    IntSetting {
+        name: c"echovalue.log_retention_days",
+        why: c"Days a request log entry is kept.",
+        setting: &LOG_RETENTION_DAYS,
+        min: 1,
+        max: 3650,
+    },
+    // Abandoned wallets and their data are deleted (seed 002: two years).
+    IntSetting {
+        name: c"echovalue.inactive_days",
+        why: c"Days without a request after which a wallet and all its data are deleted.",
+        setting: &INACTIVE_DAYS,
+        min: 1,
+        max: 36_500,
+    },
+    // Keeps each purge transaction short so it never holds many row locks.
+    IntSetting {
+        name: c"echovalue.maintenance_batch",
+        why: c"Rows purged per table per maintenance transaction.",
+        setting: &MAINTENANCE_BATCH,
+        min: 1,
+        max: 1_000_000,
+    },
+    // Each token is a credential to audit; a wallet needs a handful, not thousands.
+    IntSetting {
+        name: c"echovalue.max_tokens",
+        why: c"Most live (not revoked) tokens a wallet may have, its root token included.",
+        setting: &MAX_TOKENS,
+        min: 1,
+        max: 100_000,
+    },
+    // Revoked tokens stay listed for a while so their owner sees what was revoked and when.
+    IntSetting {
+        name: c"echovalue.revoked_token_days",
+        why: c"Days a revoked token stays listed before maintenance deletes it.",
+        setting: &REVOKED_TOKEN_DAYS,
+        min: 1,
+        max: 3650,
+    },
+    // Browsers and servers commonly cap URLs near 2 KiB; longer ones are abuse, not webhooks.
+    IntSetting {
+        name: c"echovalue.webhook_max_url_chars",
+        why: c"Maximum characters of a webhook URL.",
+        setting: &WEBHOOK_MAX_URL_CHARS,
+        min: 16,
+        max: 65_536,
+    },
+    // Custom headers are for an auth header or two; each one is sent with every delivery.
+    IntSetting {
+        name: c"echovalue.webhook_max_headers",
+        why: c"Maximum number of custom headers of a webhook.",
+        setting: &WEBHOOK_MAX_HEADERS,
+        min: 0,
+        max: 100,
+    },
+    // Bounds what every delivery carries; a bearer token or API key fits easily.
+    IntSetting {
+        name: c"echovalue.webhook_max_header_value_chars",
+        why: c"Maximum characters of one custom webhook header value.",
+        setting: &WEBHOOK_MAX_HEADER_VALUE_CHARS,
+        min: 1,
+        max: 8192,
+    },
+    // Attachments are downloaded by the webhook receiver soon after delivery; keeping them
+    // longer than the retry window only costs space.
+    IntSetting {
+        name: c"echovalue.attachment_retention_hours",
+        why: c"Hours a received attachment is kept before maintenance purges it.",
+        setting: &ATTACHMENT_RETENTION_HOURS,
+        min: 1,
+        max: 87_600,
+    },
+    // A message (and its delivery row) is kept past the ~1 day retry window so its log
+    // entries can be matched with it; only finished deliveries are purged.
+    IntSetting {
+        name: c"echovalue.message_retention_hours",
+        why: c"Hours a received message with a finished delivery is kept before maintenance purges it.",
+        setting: &MESSAGE_RETENTION_HOURS,
+        min: 1,
+        max: 87_600,
+    },
+    // Download URLs in a payload are bearer credentials: short-lived (seed 002: 1 hour).
+    IntSetting {
+        name: c"echovalue.attachment_url_seconds",
+        why: c"Seconds an attachment download URL in a webhook payload stays valid.",
+        setting: &ATTACHMENT_URL_SECONDS,
+        min: 60,
+        max: 604_800,
+    },
+];
 
 /// Settings read by the SQL functions; safe to define whenever the library loads.
 pub fn init() {
-    // Free credits of a new wallet: enough to try every endpoint (seed 002).
-    int(
-        c"echovalue.start_credits",
-        c"Credits a new wallet starts with.",
-        &START_CREDITS,
-        0,
-        i32::MAX,
-    );
-    // Stops wallet farming for free credits; per client address, enforced in the database.
-    int(
-        c"echovalue.token_rate_seconds",
-        c"Minimum seconds between two token creations from one client address.",
-        &TOKEN_RATE_SECONDS,
-        0,
-        86_400,
-    );
-    // Group and key names are path segments: keep them short.
-    int(
-        c"echovalue.max_name_chars",
-        c"Maximum characters of a key-value group or key name.",
-        &MAX_NAME_CHARS,
-        1,
-        1000,
-    );
-    // The store is for small values, not files.
-    int(
-        c"echovalue.max_value_chars",
-        c"Maximum characters of a stored value.",
-        &MAX_VALUE_CHARS,
-        0,
-        1_000_000,
-    );
-    // Also the TTL when none is given, so nothing lives forever.
-    int(
-        c"echovalue.max_ttl_seconds",
-        c"Maximum and default time-to-live of a key, in seconds.",
-        &MAX_TTL_SECONDS,
-        1,
-        TTL_CEILING,
-    );
-    // A logs request without n returns a few entries, not a costly page.
-    int(
-        c"echovalue.logs_default_n",
-        c"Entries a logs request returns when n is not given.",
-        &LOGS_DEFAULT_N,
-        1,
-        10_000,
-    );
-    // Bounds the work and the body of one logs request.
-    int(
-        c"echovalue.logs_max_n",
-        c"Most entries one logs request returns; larger n is cut to this.",
-        &LOGS_MAX_N,
-        1,
-        10_000,
-    );
-    // Logs are for debugging recent calls; old ones are purged by maintenance.
-    int(
-        c"echovalue.log_retention_days",
-        c"Days a request log entry is kept.",
-        &LOG_RETENTION_DAYS,
-        1,
-        3650,
-    );
-    // Abandoned wallets and their data are deleted (seed 002: two years).
-    int(
-        c"echovalue.inactive_days",
-        c"Days without a request after which a wallet and all its data are deleted.",
-        &INACTIVE_DAYS,
-        1,
-        36_500,
-    );
-    // Keeps each purge transaction short so it never holds many row locks.
-    int(
-        c"echovalue.maintenance_batch",
-        c"Rows purged per table per maintenance transaction.",
-        &MAINTENANCE_BATCH,
-        1,
-        1_000_000,
-    );
-    // Each token is a credential to audit; a wallet needs a handful, not thousands.
-    int(
-        c"echovalue.max_tokens",
-        c"Most live (not revoked) tokens a wallet may have, its root token included.",
-        &MAX_TOKENS,
-        1,
-        100_000,
-    );
-    // Revoked tokens stay listed for a while so their owner sees what was revoked and when.
-    int(
-        c"echovalue.revoked_token_days",
-        c"Days a revoked token stays listed before maintenance deletes it.",
-        &REVOKED_TOKEN_DAYS,
-        1,
-        3650,
-    );
+    for s in &INT_SETTINGS {
+        GucRegistry::define_int_guc(
+            s.name,
+            s.why,
+            c"",
+            s.setting,
+            s.min,
+            s.max,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
+    }
     // Request state, not settings: the API functions set them locally in their transaction
     // (as the superuser that owns them), so the proxy's role cannot forge them with SET.
     internal(
@@ -171,33 +234,9 @@ fn internal(name: &'static CStr, why: &'static CStr, s: &'static GucSetting<Opti
     GucRegistry::define_string_guc(name, why, c"", s, GucContext::Suset, GucFlags::NO_SHOW_ALL);
 }
 
-/// Settings of Mail2Webhook: webhook configuration bounds, the inbound mail domain and the
-/// attachment retention.
+/// The other settings of Mail2Webhook: insecure webhooks for tests, the inbound mail domain and
+/// the public URL (its bounds and retentions are in [`INT_SETTINGS`]).
 fn webhook_and_mail() {
-    // Browsers and servers commonly cap URLs near 2 KiB; longer ones are abuse, not webhooks.
-    int(
-        c"echovalue.webhook_max_url_chars",
-        c"Maximum characters of a webhook URL.",
-        &WEBHOOK_MAX_URL_CHARS,
-        16,
-        65_536,
-    );
-    // Custom headers are for an auth header or two; each one is sent with every delivery.
-    int(
-        c"echovalue.webhook_max_headers",
-        c"Maximum number of custom headers of a webhook.",
-        &WEBHOOK_MAX_HEADERS,
-        0,
-        100,
-    );
-    // Bounds what every delivery carries; a bearer token or API key fits easily.
-    int(
-        c"echovalue.webhook_max_header_value_chars",
-        c"Maximum characters of one custom webhook header value.",
-        &WEBHOOK_MAX_HEADER_VALUE_CHARS,
-        1,
-        8192,
-    );
     // Off in production: webhooks must be HTTPS on a public address. Test set-ups turn it on
     // to deliver to a receiver on this machine; superuser-only so no API caller can flip it.
     GucRegistry::define_bool_guc(
@@ -217,32 +256,6 @@ fn webhook_and_mail() {
         &MAIL_DOMAIN,
         GucContext::Suset,
         GucFlags::default(),
-    );
-    // Attachments are downloaded by the webhook receiver soon after delivery; keeping them
-    // longer than the retry window only costs space.
-    int(
-        c"echovalue.attachment_retention_hours",
-        c"Hours a received attachment is kept before maintenance purges it.",
-        &ATTACHMENT_RETENTION_HOURS,
-        1,
-        87_600,
-    );
-    // A message (and its delivery row) is kept past the ~1 day retry window so its log
-    // entries can be matched with it; only finished deliveries are purged.
-    int(
-        c"echovalue.message_retention_hours",
-        c"Hours a received message with a finished delivery is kept before maintenance purges it.",
-        &MESSAGE_RETENTION_HOURS,
-        1,
-        87_600,
-    );
-    // Download URLs in a payload are bearer credentials: short-lived (seed 002: 1 hour).
-    int(
-        c"echovalue.attachment_url_seconds",
-        c"Seconds an attachment download URL in a webhook payload stays valid.",
-        &ATTACHMENT_URL_SECONDS,
-        60,
-        604_800,
     );
     // Payloads carry absolute download URLs; the database cannot know how the proxy is reached.
     GucRegistry::define_string_guc(
@@ -287,29 +300,12 @@ pub fn maintenance_database() -> String {
         .unwrap_or_else(|| "postgres".to_owned())
 }
 
-/// The integer settings the SQL functions read with `_setting`, by name without the prefix.
+/// The integer setting `echovalue.<name>` of [`INT_SETTINGS`].
 fn int_setting(name: &str) -> Option<&'static GucSetting<i32>> {
-    Some(match name {
-        "start_credits" => &START_CREDITS,
-        "token_rate_seconds" => &TOKEN_RATE_SECONDS,
-        "max_name_chars" => &MAX_NAME_CHARS,
-        "max_value_chars" => &MAX_VALUE_CHARS,
-        "max_ttl_seconds" => &MAX_TTL_SECONDS,
-        "logs_default_n" => &LOGS_DEFAULT_N,
-        "logs_max_n" => &LOGS_MAX_N,
-        "log_retention_days" => &LOG_RETENTION_DAYS,
-        "inactive_days" => &INACTIVE_DAYS,
-        "maintenance_batch" => &MAINTENANCE_BATCH,
-        "max_tokens" => &MAX_TOKENS,
-        "revoked_token_days" => &REVOKED_TOKEN_DAYS,
-        "webhook_max_url_chars" => &WEBHOOK_MAX_URL_CHARS,
-        "webhook_max_headers" => &WEBHOOK_MAX_HEADERS,
-        "webhook_max_header_value_chars" => &WEBHOOK_MAX_HEADER_VALUE_CHARS,
-        "attachment_retention_hours" => &ATTACHMENT_RETENTION_HOURS,
-        "message_retention_hours" => &MESSAGE_RETENTION_HOURS,
-        "attachment_url_seconds" => &ATTACHMENT_URL_SECONDS,
-        _ => return None,
-    })
+    INT_SETTINGS
+        .iter()
+        .find(|s| s.name.to_bytes().strip_prefix(b"echovalue.") == Some(name.as_bytes()))
+        .map(|s| s.setting)
 }
 
 /// `echovalue._setting(name)`: the integer setting `echovalue.<name>`, for the SQL functions.
@@ -344,7 +340,7 @@ fn setting(p_name: &str) -> i32 {
 fn caller_token(p_wallet: i64) -> Option<i64> {
     let value = CALLER_TOKEN.get()?;
     let (wallet, token) = value.to_str().ok()?.split_once(':')?;
-    if wallet != p_wallet.to_string() {
+    if wallet.parse() != Ok(p_wallet) {
         return None;
     }
     match token.parse() {

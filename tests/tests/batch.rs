@@ -361,19 +361,29 @@ fn spawn_one_set_per_wallet(
     }
 }
 
+/// A proxy with one slot, a lead wallet of 100 credits and `n` more wallets, wallet i holding
+/// `credits(i)`.
+async fn one_slot(
+    n: usize,
+    credits: impl Fn(usize) -> i64,
+) -> Result<(TestProxy, Admin, Wallet, Vec<Wallet>)> {
+    let proxy = TestProxy::start_with(|c| c.batch_slots = Some(1)).await?;
+    let admin = Admin::connect().await?;
+    let lead = admin.new_wallet_with(100).await?;
+    let mut wallets = Vec::with_capacity(n);
+    for i in 0..n {
+        wallets.push(admin.new_wallet_with(credits(i)).await?);
+    }
+    Ok((proxy, admin, lead, wallets))
+}
+
 /// Group commit across tokens: with the one slot taken by a call stuck on a row lock, calls of
 /// other tokens wait in the proxy, then run as ONE transaction with exact answers each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_of_different_tokens_share_a_transaction_when_every_slot_is_taken() -> Result<()> {
     const N: usize = 6;
-    let proxy = TestProxy::start_with(|c| c.batch_slots = Some(1)).await?;
-    let admin = Admin::connect().await?;
+    let (proxy, admin, lead_wallet, wallets) = one_slot(N, |i| 10 + i as i64).await?;
     let api = proxy.api();
-    let lead_wallet = admin.new_wallet_with(100).await?;
-    let mut wallets = Vec::new();
-    for credits in 0..N as i64 {
-        wallets.push(admin.new_wallet_with(10 + credits).await?);
-    }
 
     let mut lead = JoinSet::new();
     let (locker, pid) = lock_and_lead(&proxy, &lead_wallet, &mut lead, "x").await?;
@@ -425,14 +435,8 @@ async fn calls_of_different_tokens_share_a_transaction_when_every_slot_is_taken(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_call_among_other_tokens_fails_alone() -> Result<()> {
     const N: usize = 5;
-    let proxy = TestProxy::start_with(|c| c.batch_slots = Some(1)).await?;
-    let admin = Admin::connect().await?;
+    let (proxy, admin, lead_wallet, wallets) = one_slot(N, |_| 20).await?;
     let api = proxy.api();
-    let lead_wallet = admin.new_wallet_with(100).await?;
-    let mut wallets = Vec::new();
-    for _ in 0..N {
-        wallets.push(admin.new_wallet_with(20).await?);
-    }
     admin.fail_kv_writes_of("boom-x").await?;
     let outcome = async {
         let mut lead = JoinSet::new();
