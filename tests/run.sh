@@ -5,7 +5,7 @@
 # in a temp dir (own socket dir and port; the machine's default cluster is never touched), then
 # runs, continuing past failures so one run shows everything:
 #   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name),
-#      and the upgrade path from every earlier version kept in sql/
+#      and the upgrade path from every earlier version kept in tests/upgrade/
 #   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL and
 #      ECHOVALUE_TEST_MAILHOOK_BIN (the built worker binary; the SMTP tests run it with swaks
 #      and Python smtplib)
@@ -113,7 +113,7 @@ run_regress() {
 }
 
 # --- 1b. the upgrade path --------------------------------------------------------------------
-# Each earlier version whose install script is kept in sql/ is created, given a wallet and
+# Each earlier version whose install script is kept in tests/upgrade/ is created, given a wallet and
 # updated with ALTER EXTENSION; its catalog must then equal a fresh install's
 # (tests/upgrade/catalog.sql), and the old wallet must still work.
 run_upgrade() {
@@ -123,10 +123,9 @@ run_upgrade() {
     ev_psql postgres -c 'drop database if exists ev_up_fresh' -c 'create database ev_up_fresh'
     ev_psql ev_up_fresh -c 'create extension echovalue'
     ev_psql ev_up_fresh -f tests/upgrade/catalog.sql >"$TMP/upgrade-fresh.txt"
-    for base in sql/echovalue--*.sql; do
-        case $base in *--*--*) continue ;; esac # an upgrade script, not an install script
+    for base in tests/upgrade/echovalue--*.sql; do
         [ -e "$base" ] || continue
-        version=${base#sql/echovalue--}
+        version=${base#tests/upgrade/echovalue--}
         version=${version%.sql}
         # cargo pgrx installs the current version and the upgrade scripts, not old versions.
         if ev_is_root; then install -m 0644 "$base" "$ext_dir/"; else sudo install -m 0644 "$base" "$ext_dir/"; fi

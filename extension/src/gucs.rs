@@ -21,8 +21,6 @@ pub static MAINTENANCE_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static REVOKED_TOKEN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
-pub static CALLER_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static LIMIT_REFUSAL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WEBHOOK_MAX_URL_CHARS: GucSetting<i32> = GucSetting::<i32>::new(2048);
 pub static WEBHOOK_MAX_HEADERS: GucSetting<i32> = GucSetting::<i32>::new(20);
 pub static WEBHOOK_MAX_HEADER_VALUE_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -215,23 +213,7 @@ pub fn init() {
             GucFlags::default(),
         );
     }
-    // Request state, not settings: the API functions set them locally in their transaction
-    // (as the superuser that owns them), so the proxy's role cannot forge them with SET.
-    internal(
-        c"echovalue.caller_token",
-        c"Internal: '<wallet id>:<token id>' of the non-root token resolved by this transaction.",
-        &CALLER_TOKEN,
-    );
-    internal(
-        c"echovalue.limit_refusal",
-        c"Internal: the spending-limit refusal of the last charge, as JSON.",
-        &LIMIT_REFUSAL,
-    );
     webhook_and_mail();
-}
-
-fn internal(name: &'static CStr, why: &'static CStr, s: &'static GucSetting<Option<CString>>) {
-    GucRegistry::define_string_guc(name, why, c"", s, GucContext::Suset, GucFlags::NO_SHOW_ALL);
 }
 
 /// The other settings of Mail2Webhook: insecure webhooks for tests, the inbound mail domain and
@@ -329,22 +311,5 @@ fn setting(p_name: &str) -> i32 {
     match value.to_str().ok().and_then(|v| v.parse::<i32>().ok()) {
         Some(v) => v,
         None => error!("echovalue: setting echovalue.{p_name} is not an integer"),
-    }
-}
-
-/// `echovalue._caller_token(wallet)`: the non-root token paying for this transaction's
-/// charges of `wallet`, from the setting `echovalue.caller_token` ('<wallet>:<token>', which
-/// `_wallet_resolve` sets), or NULL (a root token, or no token: email, recharge). It runs
-/// twice on every request; as SQL it was an expression set up again in every transaction.
-#[pg_extern(stable, parallel_safe, name = "_caller_token")]
-fn caller_token(p_wallet: i64) -> Option<i64> {
-    let value = CALLER_TOKEN.get()?;
-    let (wallet, token) = value.to_str().ok()?.split_once(':')?;
-    if wallet.parse() != Ok(p_wallet) {
-        return None;
-    }
-    match token.parse() {
-        Ok(token) => Some(token),
-        Err(_) => error!("echovalue: echovalue.caller_token holds no token id"),
     }
 }

@@ -7,12 +7,14 @@
 //! what SQL cannot do well: the token format with its checksum and hash (`token.rs`), random
 //! bytes for secrets (`random.rs`), the settings (`gucs.rs`, registered when the library
 //! loads), the maintenance background worker (`worker.rs`, registered only when the library is
-//! in `shared_preload_libraries`), and the small checks every request makes (`names.rs`,
-//! `_caller_token`, `_setting`): plpgsql sets each of its expressions up again in every
-//! transaction, which costs more than these checks themselves.
+//! in `shared_preload_libraries`), the small checks every request makes (`names.rs`,
+//! `_setting`: plpgsql sets each of its expressions up again in every transaction, which costs
+//! more than these checks themselves), and the C symbols that the scripts of earlier versions
+//! name (`compat.rs`).
 
 use pgrx::prelude::*;
 
+mod compat;
 mod gucs;
 mod hmac;
 mod names;

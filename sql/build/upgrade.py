@@ -1,57 +1,150 @@
 #!/usr/bin/env python3
-"""Builds the upgrade script sql/echovalue--FROM--TO.sql from the sources; run it from the
+"""Builds the upgrade script sql/echovalue--FROM--TO.sql: what changed between the install
+script of FROM (kept in tests/upgrade/) and the current one, and nothing else. Run it from the
 repository root after any change to extension/src/sql or the Rust functions, until TO is
-released (only the newest script is rebuilt; released ones are never edited):
+released (released scripts are never edited):
 
     (cd extension && cargo pgrx schema pg15 -o /tmp/echovalue--cur.sql)
-    python3 sql/build/upgrade.py 0.2.0 0.3.0 /tmp/echovalue--cur.sql
+    python3 sql/build/upgrade.py 0.3.0 0.4.0 /tmp/echovalue--cur.sql
 
-The script is: the hand-written head (sql/build/FROM--TO.head.sql: changes to tables and types,
-and drops), the Rust functions new since FROM as cargo pgrx generates them, every SQL function
-of the files FROM had as `create or replace`, the files new in TO as they are, and grants.sql.
-tests/run.sh checks the result: FROM updated with it must have the catalog of a fresh install.
+The script is:
+1. the hand-written head, sql/build/FROM--TO.head.sql: changes to tables, types and data,
+   and the drops those need (a type can only be dropped after the functions that use it);
+2. `drop function if exists` for each function that is gone or whose arguments or result
+   changed (CREATE OR REPLACE cannot change those);
+3. each function that is new or whose definition changed, in the install script's order
+   (which is the dependency order of extension/src/lib.rs), as `create or replace`;
+4. grants.sql as the install script has it, when a function was created (new functions must
+   get exactly their grants) or the grants changed.
+
+Functions are compared by their normalised definition: the text from `create function` to
+its end, without the comments before it (they are not part of the catalog) and, for Rust
+functions, without the source location cargo pgrx prints. Every other statement of the two
+install scripts (tables, types, inserts) is compared too, and each one that differs is printed
+on stderr: the head must cover it. tests/run.sh is the guard: FROM updated with the result
+must have exactly the catalog of a fresh install (tests/upgrade/catalog.sql).
 """
 import re
 import sys
 
-# The files of extension/src/sql each version added, in lib.rs order.
-FILES = {
-    "0.1.0": ["internals", "token", "kv", "logs", "recharge", "refuse", "maintenance"],
-    "0.2.0": ["keys", "stripe", "webhook", "mail", "delivery"],
-    "0.3.0": [],
-}
-VERSIONS = list(FILES)
-
-old, new, cur_install = sys.argv[1], sys.argv[2], sys.argv[3]
-head_path = f"sql/build/{old}--{new}.head.sql"
-old_install = f"sql/echovalue--{old}.sql"
-out_path = f"sql/echovalue--{old}--{new}.sql"
-old_files = [f for v in VERSIONS[: VERSIONS.index(old) + 1] for f in FILES[v]]
-new_files = FILES[new]
+SQL_FUNCTION = re.compile(r"^create (?:or replace )?function echovalue\.(\w+)\(.*?^\$\$;\n",
+                          re.M | re.S | re.I)
+RUST_FUNCTION = re.compile(r'^CREATE +FUNCTION "(\w+)"\(.*?;\n', re.M | re.S)
+GRANTS = re.compile(r"^-- Privileges, last:.*?^to echovalue_worker;\n", re.M | re.S)
 
 
-def sql_functions(text):
-    return re.findall(r"^(?:--[^\n]*\n)*create function .*?^\$\$;\n", text, re.M | re.S)
+def functions(text):
+    """name -> (signature, normalised definition, definition as written) of every function."""
+    found = {}
+    for pattern, rust in ((SQL_FUNCTION, False), (RUST_FUNCTION, True)):
+        for m in pattern.finditer(text):
+            name, body = m.group(1), m.group(0)
+            if name in found:
+                sys.exit(f"upgrade.py: function {name} is defined twice; overloads are not handled")
+            norm = re.sub(r"^create (or replace )?function", "create function", body, flags=re.I)
+            args, rest = matching_paren(body)
+            returns = re.match(r"\s*returns\s+(.*?)\s*(?:$|\blanguage\b|\bimmutable\b|\bstable\b|"
+                               r"\bvolatile\b|\bstrict\b|/\*)", rest, re.S | re.I)
+            ins, outs = arg_types(args)
+            result = returns.group(1).lower() if returns else ""
+            signature = (ins, f"{result} ({outs})" if outs else result)
+            found[name] = (signature, norm, body)
+    return found
 
 
-def rust_functions(text):
-    return {m.group(1): m.group(0) for m in re.finditer(
-        r'^/\* <begin connected objects> \*/\n-- [^\n]*\n(?:--[^\n]*\n)*CREATE  FUNCTION "([^"]+)".*?;\n/\* </end connected objects> \*/\n',
-        text, re.M | re.S)}
+def matching_paren(body):
+    """The text inside the first parenthesis of body, and the text after it."""
+    start = body.index("(")
+    depth = 0
+    for i in range(start, len(body)):
+        depth += body[i] == "("
+        depth -= body[i] == ")"
+        if depth == 0:
+            return body[start + 1:i], body[i + 1:]
+    sys.exit("upgrade.py: unbalanced parentheses in " + body[:80])
 
 
-old_rust = rust_functions(open(old_install).read())
-cur_rust = rust_functions(open(cur_install).read())
-parts = [open(head_path).read().rstrip() + "\n"]
-new_rust = [body for name, body in cur_rust.items() if name not in old_rust]
-parts.append(f"-- Rust functions new in {new} (as cargo pgrx generates them).\n\n" + "\n".join(new_rust))
-funcs = []
-for f in old_files:
-    for block in sql_functions(open(f"extension/src/sql/{f}.sql").read()):
-        funcs.append(re.sub(r"^create function", "create or replace function", block, count=1, flags=re.M))
-parts.append(f"-- The functions of the files {old} had, replaced in place.\n\n" + "\n".join(funcs))
-for f in new_files:
-    parts.append(f"-- extension/src/sql/{f}.sql, new in {new}.\n\n" + open(f"extension/src/sql/{f}.sql").read())
-parts.append("-- Privileges, as in a fresh install (extension/src/sql/grants.sql).\n\n" + open("extension/src/sql/grants.sql").read())
-open(out_path, "w").write("\n".join(p.rstrip() + "\n" for p in parts))
-print(f"{out_path}: {len(new_rust)} new Rust functions, {len(funcs)} replaced SQL functions", file=sys.stderr)
+def arg_types(args):
+    """The argument types as DROP FUNCTION takes them (no names, defaults or OUT arguments),
+    and the types of the OUT arguments, which are part of the result."""
+    args = re.sub(r"/\*.*?\*/", "", args)
+    types, outs = [], []
+    for arg in split_top_level(args):
+        arg = re.split(r"\s+default\s+|\s*=\s*", arg.strip(), maxsplit=1, flags=re.I)[0]
+        if not arg:
+            continue
+        words = arg.split()
+        mode = words[0].lower() if words[0].lower() in ("in", "out", "inout", "variadic") else ""
+        words = words[1:] if mode else words
+        kind = " ".join(words[1:] if len(words) > 1 else words).lower()
+        (outs if mode == "out" else types).append(kind)
+        if mode == "inout":
+            outs.append(kind)
+    return ", ".join(types), ", ".join(outs)
+
+
+def split_top_level(text):
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += ch in "(["
+        depth -= ch in ")]"
+        cur += ch
+    return parts + [cur]
+
+
+def other_statements(text):
+    """Every statement that is not a function, normalised (comments and layout dropped)."""
+    text = SQL_FUNCTION.sub("", RUST_FUNCTION.sub("", text))
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = re.sub(r"--[^\n]*", "", text)
+    statements = re.findall(r"do \$\$.*?\$\$;|[^;]+;", text, re.S)
+    return [" ".join(s.split()) for s in statements if s.strip(" \n;")]
+
+
+def main():
+    old, new, cur_path = sys.argv[1:4]
+    old_text = open(f"tests/upgrade/echovalue--{old}.sql").read()
+    cur_text = open(cur_path).read()
+    old_fns, cur_fns = functions(old_text), functions(cur_text)
+
+    drops, creates, created_new = [], [], False
+    for name, (sig, _, _) in old_fns.items():
+        if name not in cur_fns or cur_fns[name][0] != sig:
+            drops.append(f"drop function if exists echovalue.{name}({sig[0]});\n")
+    for name, (sig, norm, body) in cur_fns.items():
+        if name in old_fns and old_fns[name][1] == norm:
+            continue
+        created_new |= name not in old_fns or old_fns[name][0] != sig
+        creates.append(re.sub(r"^create function", "create or replace function", body,
+                              count=1, flags=re.M | re.I))
+
+    old_grants, cur_grants = GRANTS.search(old_text), GRANTS.search(cur_text)
+    parts = [open(f"sql/build/{old}--{new}.head.sql").read()]
+    if drops:
+        parts.append("-- Functions gone, or whose arguments or result changed.\n\n" + "".join(drops))
+    if creates:
+        parts.append(f"-- Functions new or changed in {new}.\n\n" + "\n".join(creates))
+    if created_new or old_grants.group(0) != cur_grants.group(0):
+        parts.append("-- Privileges, as in a fresh install (extension/src/sql/grants.sql).\n\n"
+                     + cur_grants.group(0))
+    out_path = f"sql/echovalue--{old}--{new}.sql"
+    open(out_path, "w").write("\n".join(p.rstrip() + "\n" for p in parts))
+
+    # as sets: cargo pgrx orders the blocks by a dependency graph, not always the same way
+    old_other = set(other_statements(GRANTS.sub("", old_text)))
+    cur_other = set(other_statements(GRANTS.sub("", cur_text)))
+    changed = [f"- {s}" for s in sorted(old_other - cur_other)]
+    changed += [f"+ {s}" for s in sorted(cur_other - old_other)]
+    print(f"{out_path}: {len(drops)} dropped, {len(creates)} created or replaced functions",
+          file=sys.stderr)
+    if changed:
+        print("other statements that differ (the head must cover them):", file=sys.stderr)
+        for line in changed:
+            print("  " + line[:200], file=sys.stderr)
+
+
+main()

@@ -63,5 +63,5 @@ select 'member', d.classid::regclass::text, count(*)
  order by 2;
 
 -- operator data the extension ships
-select 'price', operation, credits from echovalue.prices order by 2;
+select 'price', operation, credits, endpoint from echovalue.prices order by 2;
 select 'tier', amount, credits, link, stripe_link_id from echovalue.recharge_tiers order by 2;

@@ -32,19 +32,25 @@ language sql immutable as $$
     select echovalue._outcome(401, 'Unauthorized', null, null)
 $$;
 
--- The wallet of a live token, or NULL (malformed, unknown or revoked). It also records, for
--- the rest of the transaction, which non-root token is paying (the setting
--- echovalue.caller_token, '<wallet>:<token>', or '' for a root token): every charge of that
--- wallet in this transaction then goes through the token's spending limits (_charge).
+-- The request context. Every API function reads:
+--
+--     resolve (_wallet_resolve → a caller) → validate (_fail, a charged error) →
+--     pay (_pay → a payment, or its refusal) → act → finish (_finish: log and answer)
+--
+-- The caller and the payment are values passed from step to step; nothing about a request is
+-- kept anywhere else, so the calls of several tokens can share one transaction (the proxy's
+-- group commit). extension/CONTRACT.md shows the shape with an example.
+
+-- Who calls: the wallet, token and limits of a live token, and the request as it is logged;
+-- wallet_id is NULL for a malformed, unknown or revoked token (answer _unauthorized()).
 -- The token row is read, not locked: requests of one wallet meet only on the wallet's row, so
 -- a hot token costs one row lock per request, not two. last_used is written at most once a
 -- minute per token, which keeps a write (and its WAL) off most requests.
-create function echovalue._wallet_resolve(p_token text) returns bigint
+create function echovalue._wallet_resolve(p_token text, p_method text, p_path text)
+returns echovalue.caller
 language plpgsql volatile as $$
 declare
-    v_wallet bigint;
-    v_token bigint;
-    v_caller text;
+    v_caller echovalue.caller;
     v_stale boolean;
     v_hash bytea;
 begin
@@ -52,33 +58,22 @@ begin
     -- on every request. A malformed token gets a NULL hash, which matches no token; the hash
     -- is computed once here, not per row if the planner ever scans.
     v_hash := echovalue._token_hash(p_token);
-    select t.wallet_id, t.id,
-           case when t.is_root then '' else t.wallet_id || ':' || t.id end,
+    select t.wallet_id, t.id, t.is_root, t.limit_per_request, t.limit_daily, t.limit_monthly,
+           p_method, p_path,
            t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
-      into v_wallet, v_token, v_caller, v_stale
+      into v_caller.wallet_id, v_caller.token_id, v_caller.is_root, v_caller.limit_per_request,
+           v_caller.limit_daily, v_caller.limit_monthly, v_caller.method, v_caller.path, v_stale
       from echovalue.tokens t
      where t.hash = v_hash and t.revoked is null;
     if v_stale then
         -- SKIP LOCKED: a concurrent request of this token is already recording its use
         update echovalue.tokens t set last_used = pg_catalog.now()
-         where t.id = (select x.id from echovalue.tokens x where x.id = v_token
+         where t.id = (select x.id from echovalue.tokens x where x.id = v_caller.token_id
                           for update skip locked);
     end if;
-    -- set only when changed: a set_config costs more than the read, and at the start of a
-    -- transaction both hold '' (the values set here are transaction-local)
-    if coalesce(pg_catalog.current_setting('echovalue.caller_token', true), '')
-           <> coalesce(v_caller, '')
-       or coalesce(pg_catalog.current_setting('echovalue.limit_refusal', true), '') <> '' then
-        perform pg_catalog.set_config('echovalue.caller_token', coalesce(v_caller, ''), true);
-        perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
-    end if;
-    return v_wallet;
+    return v_caller;
 end;
 $$;
-
--- echovalue._caller_token(wallet), the non-root token paying for this transaction's charges
--- of that wallet or NULL (root token, or no token: email, recharge), is a Rust function
--- (gucs.rs).
 
 -- Credits a token spent in the rolling window ending now: whole hourly buckets, counting the
 -- oldest hour in full, so a spend leaves the window between p_window and p_window + 1 hour
@@ -95,43 +90,6 @@ begin
 end;
 $$;
 
--- Whether p_token may spend p_cost more credits under its limits. When not, the 402 body is
--- kept in echovalue.limit_refusal for _insufficient to answer with.
-create function echovalue._limits_allow(p_wallet bigint, p_token bigint, p_cost int)
-returns boolean
-language plpgsql volatile as $$
-declare
-    v_token echovalue.tokens;
-    v_used bigint;
-    v_refusal text;
-begin
-    select * into v_token from echovalue.tokens t where t.id = p_token;
-    if v_token.limit_per_request is not null and p_cost > v_token.limit_per_request then
-        v_refusal := echovalue._limit_refusal('per_request', 'Per-request limit exceeded',
-                                              0, p_cost, v_token.limit_per_request);
-    end if;
-    if v_refusal is null and v_token.limit_daily is not null then
-        v_used := echovalue._token_usage(p_wallet, p_token, interval '24 hours');
-        if v_used + p_cost > v_token.limit_daily then
-            v_refusal := echovalue._limit_refusal('daily', 'Daily limit exceeded',
-                                                  v_used, p_cost, v_token.limit_daily);
-        end if;
-    end if;
-    if v_refusal is null and v_token.limit_monthly is not null then
-        v_used := echovalue._token_usage(p_wallet, p_token, interval '30 days');
-        if v_used + p_cost > v_token.limit_monthly then
-            v_refusal := echovalue._limit_refusal('monthly', 'Monthly limit exceeded',
-                                                  v_used, p_cost, v_token.limit_monthly);
-        end if;
-    end if;
-    if v_refusal is null then
-        return true;
-    end if;
-    perform pg_catalog.set_config('echovalue.limit_refusal', v_refusal, true);
-    return false;
-end;
-$$;
-
 -- The JSON body of a spending-limit 402, compact and in SPEC section 9's order.
 create function echovalue._limit_refusal(
     p_limit text, p_description text, p_current bigint, p_requested bigint, p_max bigint
@@ -143,30 +101,62 @@ language sql immutable as $$
         p_current, p_requested, p_max)
 $$;
 
--- x-limit-daily-remaining / x-limit-monthly-remaining for a paying token with those limits,
--- so clients need no extra call; NULL for root tokens and tokens without them.
-create function echovalue._limit_headers(p_wallet bigint) returns jsonb
+-- Why one rolling-window limit (p_max credits in p_window; NULL = none) refuses p_cost more
+-- credits (the 402 body), or NULL.
+create function echovalue._window_refusal(
+    p_caller echovalue.caller, p_cost int, p_limit text, p_description text, p_max bigint,
+    p_window interval
+) returns text
 language plpgsql stable as $$
 declare
-    v_token bigint := echovalue._caller_token(p_wallet);
-    v_daily bigint;
-    v_monthly bigint;
-    v_headers jsonb := '{}';
+    v_used bigint;
 begin
-    if v_token is null then
+    if p_max is null then
         return null;
     end if;
-    select t.limit_daily, t.limit_monthly into v_daily, v_monthly
-      from echovalue.tokens t where t.id = v_token;
-    if v_daily is not null then
+    v_used := echovalue._token_usage(p_caller.wallet_id, p_caller.token_id, p_window);
+    if v_used + p_cost <= p_max then
+        return null;
+    end if;
+    return echovalue._limit_refusal(p_limit, p_description, v_used, p_cost, p_max);
+end;
+$$;
+
+-- Why the caller's limits refuse p_cost more credits (the 402 body), or NULL when they allow
+-- it: the per-request limit first, then the daily and the monthly one.
+create function echovalue._limits_refusal(p_caller echovalue.caller, p_cost int) returns text
+language sql stable as $$
+    select coalesce(
+        case when p_cost > p_caller.limit_per_request
+             then echovalue._limit_refusal('per_request', 'Per-request limit exceeded',
+                                           0, p_cost, p_caller.limit_per_request) end,
+        echovalue._window_refusal(p_caller, p_cost, 'daily', 'Daily limit exceeded',
+                                  p_caller.limit_daily, interval '24 hours'),
+        echovalue._window_refusal(p_caller, p_cost, 'monthly', 'Monthly limit exceeded',
+                                  p_caller.limit_monthly, interval '30 days'))
+$$;
+
+-- x-limit-daily-remaining / x-limit-monthly-remaining for a caller with those limits, so
+-- clients need no extra call; NULL for root tokens and tokens without them.
+create function echovalue._limit_headers(p_caller echovalue.caller) returns jsonb
+language plpgsql stable as $$
+declare
+    v_headers jsonb := '{}';
+begin
+    if p_caller.limit_daily is null and p_caller.limit_monthly is null then
+        return null;
+    end if;
+    if p_caller.limit_daily is not null then
         v_headers := v_headers || pg_catalog.jsonb_build_object('x-limit-daily-remaining',
-            greatest(0, v_daily - echovalue._token_usage(p_wallet, v_token, interval '24 hours'))::text);
+            greatest(0, p_caller.limit_daily - echovalue._token_usage(
+                p_caller.wallet_id, p_caller.token_id, interval '24 hours'))::text);
     end if;
-    if v_monthly is not null then
+    if p_caller.limit_monthly is not null then
         v_headers := v_headers || pg_catalog.jsonb_build_object('x-limit-monthly-remaining',
-            greatest(0, v_monthly - echovalue._token_usage(p_wallet, v_token, interval '30 days'))::text);
+            greatest(0, p_caller.limit_monthly - echovalue._token_usage(
+                p_caller.wallet_id, p_caller.token_id, interval '30 days'))::text);
     end if;
-    return nullif(v_headers, '{}');
+    return v_headers;
 end;
 $$;
 
@@ -177,18 +167,19 @@ language sql immutable strict parallel safe as $$
     select pg_catalog.left(p_token, 19) || '...' || pg_catalog.right(p_token, 4)
 $$;
 
--- Price of an operation in credits; an unknown operation is a caller bug.
-create function echovalue._price(p_operation text) returns int
+-- An operation's row of echovalue.prices: its price and the endpoint its log entries name.
+-- An unknown operation is a caller bug.
+create function echovalue._price(p_operation text) returns echovalue.prices
 language plpgsql stable as $$
 declare
-    v_credits int;
+    v_price echovalue.prices;
 begin
-    select p.credits into v_credits from echovalue.prices p where p.operation = p_operation;
-    if v_credits is null then
+    select * into v_price from echovalue.prices p where p.operation = p_operation;
+    if not found then
         raise exception 'echovalue: no price for operation "%"', p_operation
             using errcode = 'invalid_parameter_value';
     end if;
-    return v_credits;
+    return v_price;
 end;
 $$;
 
@@ -199,37 +190,6 @@ create function echovalue._last_used(p_last_used timestamptz) returns timestampt
 language sql stable as $$
     select case when p_last_used > pg_catalog.now() - interval '1 hour' then p_last_used
                 else pg_catalog.now() end
-$$;
-
--- Takes p_cost credits if the wallet has them and the paying token's spending limits allow
--- it. The wallet's row lock serializes every charge of a wallet, so the balance never goes
--- negative; for a limited token the row is locked before its usage is read, so parallel
--- requests of one token cannot overrun a limit either (each reads the usage the previous one
--- committed). A non-root token's spend is added to its hourly usage bucket in the same
--- transaction. Returns the new balance, or NULL (see echovalue.limit_refusal for why).
-create function echovalue._charge(p_wallet bigint, p_cost int) returns bigint
-language plpgsql volatile as $$
-declare
-    v_token bigint := echovalue._caller_token(p_wallet);
-    v_balance bigint;
-begin
-    if v_token is not null and p_cost > 0 then
-        perform from echovalue.wallets w where w.id = p_wallet for no key update;
-        if not echovalue._limits_allow(p_wallet, v_token, p_cost) then
-            return null;
-        end if;
-    end if;
-    update echovalue.wallets w
-       set balance = w.balance - p_cost, last_used = echovalue._last_used(w.last_used)
-     where w.id = p_wallet and w.balance >= p_cost
-    returning w.balance into v_balance;
-    if v_balance is not null and v_token is not null and p_cost > 0 then
-        insert into echovalue.token_usage as u (wallet_id, token_id, hour, credits)
-        values (p_wallet, v_token, pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC'), p_cost)
-        on conflict (wallet_id, token_id, hour) do update set credits = u.credits + excluded.credits;
-    end if;
-    return v_balance;
-end;
 $$;
 
 -- Appends one request log entry; it expires after echovalue.log_retention_days.
@@ -249,102 +209,126 @@ end;
 $$;
 
 -- The 402 answer for a request that cannot be paid: nothing charged, logged with cost 0.
--- Either the wallet lacks the credits (`Insufficient credits`) or the paying token's spending
--- limit refused the charge (the JSON body _limits_allow left in echovalue.limit_refusal).
+-- Either the wallet lacks the credits (`Insufficient credits`) or the caller's spending limit
+-- refused the charge (p_limit_refusal, the JSON body of _limits_refusal).
 create function echovalue._insufficient(
-    p_wallet bigint, p_endpoint text, p_method text, p_path text
+    p_caller echovalue.caller, p_endpoint text, p_limit_refusal text
 ) returns echovalue.outcome
 language plpgsql volatile as $$
 declare
     v_balance bigint;
-    v_refusal text := nullif(pg_catalog.current_setting('echovalue.limit_refusal', true), '');
 begin
     update echovalue.wallets w set last_used = echovalue._last_used(w.last_used)
-     where w.id = p_wallet
+     where w.id = p_caller.wallet_id
     returning w.balance into v_balance;
     if v_balance is null then
         -- the wallet was purged while this request waited for its lock
         return echovalue._unauthorized();
     end if;
-    if v_refusal is not null then
-        perform pg_catalog.set_config('echovalue.limit_refusal', '', true);
-        perform echovalue._log(p_wallet, p_endpoint, p_method, p_path, 402,
-                               (v_refusal::json) ->> 'error_description', 0, v_balance);
-        return echovalue._outcome(402, v_refusal, 0, v_balance, 'application/json',
-                                  echovalue._limit_headers(p_wallet));
+    if p_limit_refusal is not null then
+        perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path,
+                               402, (p_limit_refusal::json) ->> 'error_description', 0, v_balance);
+        return echovalue._outcome(402, p_limit_refusal, 0, v_balance, 'application/json',
+                                  echovalue._limit_headers(p_caller));
     end if;
-    perform echovalue._log(p_wallet, p_endpoint, p_method, p_path,
+    perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path,
                            402, 'Insufficient credits', 0, v_balance);
     return echovalue._outcome(402, 'Insufficient credits', 0, v_balance,
-                              p_headers => echovalue._limit_headers(p_wallet));
+                              p_headers => echovalue._limit_headers(p_caller));
 end;
 $$;
 
--- Logs a charged request (its body is the error text when status >= 400) and answers it.
+-- Pays for p_units of p_operation, within the caller's spending limits: (endpoint, cost,
+-- balance after, NULL), or (endpoint, 0, NULL, the 402 outcome) with nothing taken and the
+-- refusal logged. A NULL balance means refused (test that, not `refusal is not null`, which is
+-- false for an outcome with a NULL field). Every charge of a wallet goes through here.
+-- The wallet's row lock serializes the charges of a wallet, so the balance never goes
+-- negative; for a limited token the row is locked before its usage is read, so parallel
+-- requests of one token cannot overrun a limit either (each reads the usage the previous one
+-- committed). A non-root token's spend is added to its hourly usage bucket in the same
+-- transaction. A caller without a token (mail to a mailbox address) has no limits.
+create function echovalue._pay(
+    p_caller echovalue.caller, p_operation text, p_units int default 1
+) returns echovalue.payment
+language plpgsql volatile as $$
+declare
+    v_price echovalue.prices := echovalue._price(p_operation);
+    v_cost int := v_price.credits * p_units;
+    v_refusal text;
+    v_balance bigint;
+begin
+    if v_cost < 0 then
+        raise exception 'echovalue: _pay needs a price and units of at least 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if v_cost > 0 and (p_caller.limit_per_request is not null or p_caller.limit_daily is not null
+                       or p_caller.limit_monthly is not null) then
+        perform from echovalue.wallets w where w.id = p_caller.wallet_id for no key update;
+        v_refusal := echovalue._limits_refusal(p_caller, v_cost);
+    end if;
+    if v_refusal is null then
+        update echovalue.wallets w
+           set balance = w.balance - v_cost, last_used = echovalue._last_used(w.last_used)
+         where w.id = p_caller.wallet_id and w.balance >= v_cost
+        returning w.balance into v_balance;
+    end if;
+    if v_balance is null then
+        return row(v_price.endpoint, 0, null,
+                   echovalue._insufficient(p_caller, v_price.endpoint, v_refusal))::echovalue.payment;
+    end if;
+    if v_cost > 0 and not p_caller.is_root then
+        insert into echovalue.token_usage as u (wallet_id, token_id, hour, credits)
+        values (p_caller.wallet_id, p_caller.token_id,
+                pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC'), v_cost)
+        on conflict (wallet_id, token_id, hour) do update set credits = u.credits + excluded.credits;
+    end if;
+    return row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment;
+end;
+$$;
+
+-- Logs a paid request under its operation's endpoint (the body is the error text when
+-- status >= 400) and answers it, with the caller's limit headers.
 create function echovalue._finish(
-    p_wallet bigint, p_endpoint text, p_method text, p_path text,
-    p_status int, p_body text, p_cost int, p_balance bigint,
+    p_caller echovalue.caller, p_paid echovalue.payment, p_status int, p_body text,
     p_content_type text default 'text/plain; charset=utf-8'
 ) returns echovalue.outcome
 language plpgsql volatile as $$
 begin
-    perform echovalue._log(p_wallet, p_endpoint, p_method, p_path, p_status,
-                           case when p_status >= 400 then p_body end, p_cost, p_balance);
-    return echovalue._outcome(p_status, p_body, p_cost, p_balance, p_content_type,
-                              -- (a call only for a paying token that may have limits)
-                              case when echovalue._caller_token(p_wallet) is not null
-                                   then echovalue._limit_headers(p_wallet) end);
+    perform echovalue._log(p_caller.wallet_id, p_paid.endpoint, p_caller.method, p_caller.path,
+                           p_status, case when p_status >= 400 then p_body end,
+                           p_paid.cost, p_paid.balance);
+    return echovalue._outcome(p_status, p_body, p_paid.cost, p_paid.balance, p_content_type,
+                              echovalue._limit_headers(p_caller));
 end;
 $$;
 
--- Pays for p_units of p_operation from a resolved wallet, within the paying token's limits:
--- (cost, balance after, NULL), or (0, NULL, the 402 outcome) with nothing taken and the refusal
--- logged: a NULL balance means refused (test that, not `refusal is not null`, which is false
--- for an outcome with a NULL field). Every API function pays through here.
-create function echovalue._pay(
-    p_wallet bigint, p_operation text, p_endpoint text, p_method text, p_path text,
-    p_units int default 1
-) returns echovalue.payment
-language plpgsql volatile as $$
-declare
-    v_cost int := echovalue._price(p_operation) * p_units;
-    v_balance bigint := echovalue._charge(p_wallet, v_cost);
-begin
-    if v_balance is null then
-        return row(0, null, echovalue._insufficient(p_wallet, p_endpoint, p_method, p_path))
-            ::echovalue.payment;
-    end if;
-    return row(v_cost, v_balance, null)::echovalue.payment;
-end;
-$$;
-
--- An error on a resolved wallet: charged the operation's price and logged, or 402.
+-- An error on a resolved wallet: charged p_units of the operation's price and logged, or 402.
 create function echovalue._fail(
-    p_wallet bigint, p_operation text, p_endpoint text, p_method text, p_path text,
-    p_status int, p_error text, p_units int default 1
+    p_caller echovalue.caller, p_operation text, p_status int, p_error text,
+    p_units int default 1
 ) returns echovalue.outcome
 language plpgsql volatile as $$
 declare
-    v_paid echovalue.payment := echovalue._pay(p_wallet, p_operation, p_endpoint, p_method,
-                                               p_path, p_units);
+    v_paid echovalue.payment := echovalue._pay(p_caller, p_operation, p_units);
 begin
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    return echovalue._finish(p_wallet, p_endpoint, p_method, p_path,
-                             p_status, p_error, v_paid.cost, v_paid.balance);
+    return echovalue._finish(p_caller, v_paid, p_status, p_error);
 end;
 $$;
 
--- The log endpoint of a price operation.
-create function echovalue._endpoint_of(p_operation text) returns text
-language sql immutable as $$
-    select case
-        when p_operation like 'kv\_%' then 'kv'
-        when p_operation like 'webhook\_%' then 'webhook'
-        when p_operation = 'email' then 'email'
-        else 'token'
-    end
+-- The charged 403 for a request that only the wallet's root token may make, or NULL when the
+-- caller is the root token.
+create function echovalue._root_only(p_caller echovalue.caller, p_operation text)
+returns echovalue.outcome
+language plpgsql volatile as $$
+begin
+    if p_caller.is_root then
+        return null;
+    end if;
+    return echovalue._fail(p_caller, p_operation, 403, 'Forbidden');
+end;
 $$;
 
 -- echovalue._name_error(what, name), why a group or key name is refused or NULL, is a Rust

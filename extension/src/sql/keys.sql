@@ -2,7 +2,7 @@
 -- token only (any other token gets 403). Each call costs its price (`token_key_create`,
 -- `token_key_list`, `token_key_revoke`) and is logged under endpoint `token`. A new token is
 -- shown once, in the answer that creates it; only its SHA-256 is kept. Spending limits are
--- enforced by _charge (internals.sql) for every request the token pays for.
+-- enforced by _pay (internals.sql) for every request the token pays for.
 
 -- A number or JSON null.
 create function echovalue._json_num(p_value bigint) returns text
@@ -96,20 +96,6 @@ begin
 end;
 $$;
 
--- The charged 403 for a request that only the wallet's root token may make, or NULL when the
--- paying token is the root one.
-create function echovalue._root_only(
-    p_wallet bigint, p_operation text, p_method text, p_path text
-) returns echovalue.outcome
-language plpgsql volatile as $$
-begin
-    if echovalue._caller_token(p_wallet) is null then
-        return null;
-    end if;
-    return echovalue._fail(p_wallet, p_operation, 'token', p_method, p_path, 403, 'Forbidden');
-end;
-$$;
-
 -- POST /token/keys: a new token for the caller's wallet, with an optional label and limits.
 -- spec is the request body as sent: {"label":…,"limits":{"per_request":…,"daily":…,
 -- "monthly":…}}, every field optional; '' counts as {}. The answer is the only time the new
@@ -123,9 +109,8 @@ create function echovalue.token_key_create(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(token_key_create.token);
-    v_method text := token_key_create.http_method;
-    v_path text := token_key_create.http_path;
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
+        token_key_create.http_method, token_key_create.http_path);
     v_refusal echovalue.outcome;
     v_spec jsonb;
     v_error text;
@@ -134,10 +119,10 @@ declare
     v_new text;
     v_row echovalue.tokens;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_refusal := echovalue._root_only(v_wallet, 'token_key_create', v_method, v_path);
+    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
     if v_refusal.status is not null then
         return v_refusal;
     end if;
@@ -148,35 +133,35 @@ begin
     end;
     v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
     -- the wallet's row lock makes the count and the insert one step for parallel creates
-    perform from echovalue.wallets w where w.id = v_wallet for no key update;
+    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
     if v_error is null
        and (select pg_catalog.count(*) from echovalue.tokens t
-             where t.wallet_id = v_wallet and t.revoked is null) >= v_max then
+             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
         v_error := pg_catalog.format(
             'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
     end if;
     if v_error is not null then
-        return echovalue._fail(v_wallet, 'token_key_create', 'token', v_method, v_path, 400, v_error);
+        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
     end if;
-    v_paid := echovalue._pay(v_wallet, 'token_key_create', 'token', v_method, v_path);
+    v_paid := echovalue._pay(v_caller, 'token_key_create');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
     v_new := echovalue._token_generate();
     insert into echovalue.tokens as t
         (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
-    values (v_wallet, echovalue._token_hash(v_new),
+    values (v_caller.wallet_id, echovalue._token_hash(v_new),
             v_spec ->> 'label', echovalue._token_prefix(v_new),
             (v_spec #>> '{limits,per_request}')::numeric::bigint,
             (v_spec #>> '{limits,daily}')::numeric::bigint,
             (v_spec #>> '{limits,monthly}')::numeric::bigint)
     returning * into v_row;
-    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200,
+    return echovalue._finish(v_caller, v_paid, 200,
         pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
             echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
             echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
             echovalue._json_str(echovalue._ts(v_row.created))),
-        v_paid.cost, v_paid.balance, 'application/json');
+        'application/json');
 end;
 $$;
 
@@ -190,30 +175,28 @@ create function echovalue.token_key_list(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(token_key_list.token);
-    v_method text := token_key_list.http_method;
-    v_path text := token_key_list.http_path;
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
+        token_key_list.http_method, token_key_list.http_path);
     v_refusal echovalue.outcome;
     v_paid echovalue.payment;
     v_body text;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_refusal := echovalue._root_only(v_wallet, 'token_key_list', v_method, v_path);
+    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
     if v_refusal.status is not null then
         return v_refusal;
     end if;
-    v_paid := echovalue._pay(v_wallet, 'token_key_list', 'token', v_method, v_path);
+    v_paid := echovalue._pay(v_caller, 'token_key_list');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
     select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
                                                          order by t.created, t.id), '') || ']}'
       into v_body
-      from echovalue.tokens t where t.wallet_id = v_wallet;
-    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, v_body,
-                             v_paid.cost, v_paid.balance, 'application/json');
+      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;
 $$;
 
@@ -229,41 +212,38 @@ create function echovalue.token_key_revoke(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(token_key_revoke.token);
-    v_method text := token_key_revoke.http_method;
-    v_path text := coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id);
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
+        token_key_revoke.http_method,
+        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
     v_refusal echovalue.outcome;
     v_paid echovalue.payment;
     v_target echovalue.tokens;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_refusal := echovalue._root_only(v_wallet, 'token_key_revoke', v_method, v_path);
+    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
     if v_refusal.status is not null then
         return v_refusal;
     end if;
-    v_paid := echovalue._pay(v_wallet, 'token_key_revoke', 'token', v_method, v_path);
+    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
     if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
         select * into v_target from echovalue.tokens t
-         where t.wallet_id = v_wallet and t.public_id = token_key_revoke.key_id::uuid
+         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
            for update;
     end if;
     if v_target.id is null then
-        return echovalue._finish(v_wallet, 'token', v_method, v_path, 404, 'Not Found',
-                                 v_paid.cost, v_paid.balance);
+        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
     end if;
     if v_target.is_root then
-        return echovalue._finish(v_wallet, 'token', v_method, v_path, 400,
-                                 'Bad Request: the root token cannot be revoked',
-                                 v_paid.cost, v_paid.balance);
+        return echovalue._finish(v_caller, v_paid, 400,
+                                 'Bad Request: the root token cannot be revoked');
     end if;
     update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
      where t.id = v_target.id;
-    return echovalue._finish(v_wallet, 'token', v_method, v_path, 200, 'OK',
-                             v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;

@@ -49,27 +49,26 @@ create function echovalue.logs_get(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(logs_get.token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
+                                                            logs_get.http_path);
     v_n int;
     v_k int;
     v_paid echovalue.payment;
     v_entries text;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
     v_n := echovalue._logs_n(logs_get.n);
     if v_n is null then
         -- charged as one entry: the smallest logs request
-        return echovalue._fail(v_wallet, 'logs_entry', 'token', logs_get.http_method, logs_get.http_path,
-                               400, 'Bad Request: n must be a positive integer');
+        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
     end if;
     select pg_catalog.count(*)::int into v_k
       from (select 1 from echovalue.logs l
-             where l.wallet_id = v_wallet and l.expires_at > pg_catalog.now()
+             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
              limit v_n) as kept;
-    v_paid := echovalue._pay(v_wallet, 'logs_entry',
-                             'token', logs_get.http_method, logs_get.http_path, p_units => v_k);
+    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -77,11 +76,10 @@ begin
     select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
       into v_entries
       from (select * from echovalue.logs l
-             where l.wallet_id = v_wallet and l.expires_at > pg_catalog.now()
+             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
              order by l.id desc
              limit v_k) as l;
-    return echovalue._finish(v_wallet, 'token', logs_get.http_method, logs_get.http_path, 200,
-                             '{"logs":[' || v_entries || '],"n":' || v_k || '}',
-                             v_paid.cost, v_paid.balance, 'application/json');
+    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
+                             'application/json');
 end;
 $$;

@@ -80,7 +80,7 @@ select pg_catalog.pg_extension_config_dump('echovalue.deliveries_id_seq', '');
 -- <mailbox>@<mail domain> or <token>@<mail domain>, compared ignoring case (mailbox ids and
 -- tokens are lowercase); the wallet must have a webhook.
 create function echovalue._mail_route(
-    p_recipient text, out o_wallet bigint, out o_code int, out o_message text
+    p_recipient text, out o_caller echovalue.caller, out o_code int, out o_message text
 )
 language plpgsql volatile as $$
 declare
@@ -98,16 +98,19 @@ begin
         o_message := '5.7.1 relaying denied: not a domain of this service';
         return;
     end if;
+    -- mail to a token's address is paid by that token, within its limits; to a mailbox
+    -- address by the wallet, with no token's limits
     if echovalue.token_format_ok(v_local) then
-        o_wallet := echovalue._wallet_resolve(v_local);
+        o_caller := echovalue._wallet_resolve(v_local, 'SMTP', null);
     else
-        select m.wallet_id into o_wallet from echovalue.mailboxes m where m.mailbox = v_local;
+        select m.wallet_id into o_caller.wallet_id from echovalue.mailboxes m where m.mailbox = v_local;
+        o_caller.method := 'SMTP';
     end if;
-    if o_wallet is null then
+    if o_caller.wallet_id is null then
         o_code := 550;
         o_message := '5.1.1 no such mailbox';
-    elsif not exists (select 1 from echovalue.webhooks h where h.wallet_id = o_wallet) then
-        o_wallet := null;
+    elsif not exists (select 1 from echovalue.webhooks h where h.wallet_id = o_caller.wallet_id) then
+        o_caller := null;
         o_code := 550;
         o_message := '5.1.1 mailbox has no webhook configured';
     end if;
@@ -128,7 +131,8 @@ begin
         return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
     end if;
     if not exists (select 1 from echovalue.wallets w
-                    where w.id = v_route.o_wallet and w.balance >= echovalue._price('email')) then
+                    where w.id = (v_route.o_caller).wallet_id
+                      and w.balance >= (echovalue._price('email')).credits) then
         return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
     end if;
     return row(250, '2.1.5 recipient ok')::echovalue.smtp_reply;
@@ -158,9 +162,8 @@ language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_route record;
-    v_path text;
-    v_cost int;
-    v_balance bigint;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
     v_message bigint;
     v_delivery bigint;
     v_n int := coalesce(pg_catalog.cardinality(mail_receive.attachment_contents), 0);
@@ -175,31 +178,32 @@ begin
     if v_route.o_code is not null then
         return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
     end if;
-    v_path := echovalue._mailbox_address((echovalue._mailbox_ensure(v_route.o_wallet)).mailbox);
-    v_cost := echovalue._price('email');
-    v_balance := echovalue._charge(v_route.o_wallet, v_cost);
-    if v_balance is null then
-        perform echovalue._insufficient(v_route.o_wallet, 'email', 'SMTP', v_path);
+    v_caller := v_route.o_caller;
+    -- logged under the mailbox address, never the token
+    v_caller.path := echovalue._mailbox_address(
+        (echovalue._mailbox_ensure(v_caller.wallet_id)).mailbox);
+    v_paid := echovalue._pay(v_caller, 'email');
+    if v_paid.balance is null then
         return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
     end if;
 
     insert into echovalue.messages as m
         (wallet_id, external_id, from_email, from_name, subject, text_body, html_body, headers, size_bytes)
     values
-        (v_route.o_wallet, mail_receive.message_id, mail_receive.from_email, mail_receive.from_name,
+        (v_caller.wallet_id, mail_receive.message_id, mail_receive.from_email, mail_receive.from_name,
          mail_receive.subject, mail_receive.text_body, mail_receive.html_body,
          coalesce(mail_receive.headers, '{}'::jsonb), mail_receive.size_bytes)
     returning m.id into v_message;
     insert into echovalue.attachments
         (wallet_id, message_id, position, filename, content_type, size, content)
-    select v_route.o_wallet, v_message, a.pos, a.filename,
+    select v_caller.wallet_id, v_message, a.pos, a.filename,
            coalesce(a.content_type, 'application/octet-stream'), pg_catalog.octet_length(a.content), a.content
       from unnest(mail_receive.attachment_filenames, mail_receive.attachment_content_types,
                   mail_receive.attachment_contents) with ordinality as a(filename, content_type, content, pos);
     insert into echovalue.deliveries as d (wallet_id, message_id)
-    values (v_route.o_wallet, v_message)
+    values (v_caller.wallet_id, v_message)
     returning d.id into v_delivery;
-    perform echovalue._log(v_route.o_wallet, 'email', 'SMTP', v_path, 200, null, v_cost, v_balance);
+    perform echovalue._finish(v_caller, v_paid, 200, null);
     perform pg_catalog.pg_notify('echovalue_mail', v_delivery::text);
     return row(250, '2.0.0 queued as ' || v_message)::echovalue.smtp_reply;
 end;

@@ -25,14 +25,15 @@ create function echovalue.recharge_link(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(recharge_link.token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
+        recharge_link.http_method, recharge_link.http_path);
     v_amount text := coalesce(recharge_link.amount, '1');
     v_found boolean;
     v_link text;
     v_hash text;
     v_paid echovalue.payment;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
     if v_amount ~ '^[0-9]{1,9}$' then
@@ -40,24 +41,19 @@ begin
           from echovalue.recharge_tiers t where t.amount = v_amount::int;
     end if;
     if v_found is null then
-        return echovalue._fail(v_wallet, 'recharge_link', 'token', recharge_link.http_method,
-            recharge_link.http_path, 400,
-            'Bad Request: amount must be '
+        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
             || coalesce((select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount)
                            from echovalue.recharge_tiers t), 'a configured tier'));
     end if;
     if v_link is null then
-        return echovalue._fail(v_wallet, 'recharge_link', 'token', recharge_link.http_method,
-                               recharge_link.http_path, 501, 'Not Implemented');
+        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
     end if;
-    v_paid := echovalue._pay(v_wallet, 'recharge_link',
-                             'token', recharge_link.http_method, recharge_link.http_path);
+    v_paid := echovalue._pay(v_caller, 'recharge_link');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    select w.hash into v_hash from echovalue.wallets w where w.id = v_wallet;
-    return echovalue._finish(v_wallet, 'token', recharge_link.http_method, recharge_link.http_path, 200,
-        echovalue._url_with_param(v_link, 'client_reference_id', v_hash),
-        v_paid.cost, v_paid.balance);
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200,
+        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
 end;
 $$;

@@ -13,16 +13,15 @@ create function echovalue.request_refuse(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
     if status is null or status not between 400 and 599 or error is null then
         raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
             using errcode = 'invalid_parameter_value';
     end if;
-    return echovalue._fail(v_wallet, operation, echovalue._endpoint_of(operation),
-                           http_method, http_path, status, error);
+    return echovalue._fail(v_caller, operation, status, error);
 end;
 $$;

@@ -81,17 +81,20 @@ create table echovalue.logs (
 -- fraction of a btree's cost per insert.
 create index logs_expires_at_idx on echovalue.logs using brin (expires_at);
 
--- Price list in credits; the operator may change it.
+-- Price list in credits; the operator may change the credits. Each operation also names the
+-- endpoint its log entries carry (SPEC section 6), so no API function repeats it.
 create table echovalue.prices (
     operation text primary key,
-    credits   int not null check (credits >= 0)
+    credits   int not null check (credits >= 0),
+    endpoint  text not null
 );
-insert into echovalue.prices (operation, credits) values
-    ('token_new', 0), ('wallet_get', 1), ('recharge_link', 0),
-    ('kv_set', 1), ('kv_get', 1), ('kv_delete', 1),
-    ('webhook_set', 1), ('webhook_get', 1), ('webhook_delete', 1),
-    ('email', 1), ('logs_entry', 1),
-    ('token_key_create', 1), ('token_key_list', 1), ('token_key_revoke', 1);
+insert into echovalue.prices (operation, credits, endpoint) values
+    ('token_new', 0, 'token'), ('wallet_get', 1, 'token'), ('recharge_link', 0, 'token'),
+    ('kv_set', 1, 'kv'), ('kv_get', 1, 'kv'), ('kv_delete', 1, 'kv'),
+    ('webhook_set', 1, 'webhook'), ('webhook_get', 1, 'webhook'), ('webhook_delete', 1, 'webhook'),
+    ('email', 1, 'email'), ('logs_entry', 1, 'token'),
+    ('token_key_create', 1, 'token'), ('token_key_list', 1, 'token'),
+    ('token_key_revoke', 1, 'token');
 
 -- Recharge tiers; link is the operator's Stripe Payment Link (none until configured).
 create table echovalue.recharge_tiers (
@@ -119,12 +122,28 @@ create type echovalue.outcome as (
     headers      jsonb
 );
 
--- What paying for an operation gave (internals.sql, _pay): the credits taken and the balance
--- after, or a NULL balance and the 402 outcome to answer with (nothing taken).
+-- Who calls (internals.sql, _wallet_resolve): the paying wallet and token with its spending
+-- limits (NULL = none), and the request as its log entry records it. wallet_id is NULL when
+-- no live token was given; token_id is NULL when no token pays (mail to a mailbox address).
+create type echovalue.caller as (
+    wallet_id         bigint,
+    token_id          bigint,
+    is_root           boolean,
+    limit_per_request bigint,
+    limit_daily       bigint,
+    limit_monthly     bigint,
+    method            text,
+    path              text
+);
+
+-- What paying for an operation gave (internals.sql, _pay): the endpoint its log entry names,
+-- the credits taken and the balance after, or a NULL balance and the 402 outcome to answer
+-- with (nothing taken).
 create type echovalue.payment as (
-    cost    int,
-    balance bigint,
-    refusal echovalue.outcome
+    endpoint text,
+    cost     int,
+    balance  bigint,
+    refusal  echovalue.outcome
 );
 
 -- User data and operator settings survive pg_dump.

@@ -17,9 +17,11 @@ declare
     v_allowed boolean;
     v_last timestamptz;
     v_token text;
-    v_wallet bigint;
-    v_cost int;
-    v_balance bigint;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
 begin
     insert into echovalue.token_rate as r (client, last_at)
     values (v_client, pg_catalog.now())
@@ -35,21 +37,16 @@ begin
 
     v_token := echovalue._token_generate();
     insert into echovalue.wallets (balance, hash)
-    values (v_start, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_wallet;
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
     insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_wallet, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token));
-
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost := echovalue._price('token_new');
-    v_balance := echovalue._charge(v_wallet, v_cost);
-    if v_balance is null then
-        v_cost := 0;
-        v_balance := v_start;
-    end if;
-    perform echovalue._log(v_wallet, 'token', http_method, http_path, 200, null, v_cost, v_balance);
-    return echovalue._outcome(200, v_token, v_cost, v_balance);
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
 end;
 $$;
 
@@ -62,22 +59,21 @@ create function echovalue.wallet_get(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
     v_paid echovalue.payment;
     v_body text;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_paid := echovalue._pay(v_wallet, 'wallet_get', 'token', http_method, http_path);
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
     select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
                              echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
       into v_body
-      from echovalue.wallets w where w.id = v_wallet;
-    return echovalue._finish(v_wallet, 'token', http_method, http_path, 200, v_body,
-                             v_paid.cost, v_paid.balance, 'application/json');
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;
 $$;

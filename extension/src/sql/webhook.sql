@@ -289,33 +289,31 @@ create function echovalue.webhook_set(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(webhook_set.token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_set.token, webhook_set.http_method,
+                                                            webhook_set.http_path);
     v_error text;
     v_config jsonb;
     v_paid echovalue.payment;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
     select e.p_error, e.p_config into v_error, v_config from echovalue._webhook_body_error(webhook_set.body) e;
     if v_error is not null then
-        return echovalue._fail(v_wallet, 'webhook_set', 'webhook', webhook_set.http_method,
-                               webhook_set.http_path, 400, v_error);
+        return echovalue._fail(v_caller, 'webhook_set', 400, v_error);
     end if;
-    v_paid := echovalue._pay(v_wallet, 'webhook_set',
-                             'webhook', webhook_set.http_method, webhook_set.http_path);
+    v_paid := echovalue._pay(v_caller, 'webhook_set');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    perform echovalue._mailbox_ensure(v_wallet);
+    perform echovalue._mailbox_ensure(v_caller.wallet_id);
     insert into echovalue.webhooks as h (wallet_id, url, headers)
-    values (v_wallet, v_config ->> 'url',
+    values (v_caller.wallet_id, v_config ->> 'url',
             case when pg_catalog.jsonb_typeof(v_config -> 'headers') = 'object'
                  then v_config -> 'headers' else '{}'::jsonb end)
     on conflict (wallet_id)
     do update set url = excluded.url, headers = excluded.headers, updated = pg_catalog.now();
-    return echovalue._finish(v_wallet, 'webhook', webhook_set.http_method, webhook_set.http_path,
-                             200, 'OK', v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -329,7 +327,8 @@ create function echovalue.webhook_get(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(webhook_get.token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_get.token, webhook_get.http_method,
+                                                            webhook_get.http_path);
     v_paid echovalue.payment;
     v_mailbox echovalue.mailboxes;
     v_hash text;
@@ -337,18 +336,17 @@ declare
     v_email text;
     v_body text;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_paid := echovalue._pay(v_wallet, 'webhook_get',
-                             'webhook', webhook_get.http_method, webhook_get.http_path);
+    v_paid := echovalue._pay(v_caller, 'webhook_get');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    v_mailbox := echovalue._mailbox_ensure(v_wallet);
+    v_mailbox := echovalue._mailbox_ensure(v_caller.wallet_id);
     v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
-    select echovalue._json_str(w.hash) into v_hash from echovalue.wallets w where w.id = v_wallet;
-    select * into v_hook from echovalue.webhooks h where h.wallet_id = v_wallet;
+    select echovalue._json_str(w.hash) into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    select * into v_hook from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id;
     if found then
         v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s}',
             echovalue._json_str(v_hook.url),
@@ -358,8 +356,7 @@ begin
     else
         v_body := pg_catalog.format('{"email":%s,"hash":%s}', v_email, v_hash);
     end if;
-    return echovalue._finish(v_wallet, 'webhook', webhook_get.http_method, webhook_get.http_path,
-                             200, v_body, v_paid.cost, v_paid.balance, 'application/json');
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;
 $$;
 
@@ -372,23 +369,21 @@ create function echovalue.webhook_delete(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_wallet bigint := echovalue._wallet_resolve(webhook_delete.token);
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_delete.token, webhook_delete.http_method,
+                                                            webhook_delete.http_path);
     v_paid echovalue.payment;
 begin
-    if v_wallet is null then
+    if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_paid := echovalue._pay(v_wallet, 'webhook_delete',
-                             'webhook', webhook_delete.http_method, webhook_delete.http_path);
+    v_paid := echovalue._pay(v_caller, 'webhook_delete');
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    delete from echovalue.webhooks h where h.wallet_id = v_wallet;
+    delete from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id;
     if not found then
-        return echovalue._finish(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path,
-                                 404, 'Webhook Not Found', v_paid.cost, v_paid.balance);
+        return echovalue._finish(v_caller, v_paid, 404, 'Webhook Not Found');
     end if;
-    return echovalue._finish(v_wallet, 'webhook', webhook_delete.http_method, webhook_delete.http_path,
-                             200, 'OK', v_paid.cost, v_paid.balance);
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;

@@ -149,12 +149,13 @@ select count(*) as tokens_left from echovalue.tokens where wallet_id = :w;
 select count(*) as buckets_left from echovalue.token_usage where wallet_id = :w;
 rollback;
 
--- the request state cannot be forged by the proxy's role
+-- the request context is a value passed from step to step, not a setting: the proxy's role
+-- can neither resolve a caller nor pay with one it made up
 begin;
 set local role echovalue_proxy;
-set echovalue.caller_token = '1:1';
+select echovalue._wallet_resolve('x', 'GET', '/token');
 rollback;
 begin;
 set local role echovalue_proxy;
-select set_config('echovalue.limit_refusal', '{}', true);
+select echovalue._pay(row(1, 1, true, null, null, null, 'GET', '/')::echovalue.caller, 'kv_get');
 rollback;
