@@ -4,6 +4,7 @@
 # stops every process listed in BENCH_PIDS and the cluster.
 #   bench_begin NAME       all of the above, TMP=/tmp/echovalue-NAME.XXXXXX
 #   bench_build PACKAGE…   the extension (release) installed, and the release binaries built
+#   bench_wait_port HOST:PORT NAME LOG   up to 10 s for a listener; else NAME's LOG, status 1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -46,4 +47,14 @@ bench_build() {
     local args=() pkg
     for pkg in "$@"; do args+=(-p "$pkg"); done
     cargo build --release -q "${args[@]}"
+}
+
+bench_wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "bench: $2 on $1 did not start; its log:" >&2
+    cat "$3" >&2
+    return 1
 }

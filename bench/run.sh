@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The benchmark command: `bash bench/run.sh` (about 5 minutes on 2 cores).
+# The benchmark command: `bash bench/run.sh` (about 6 minutes on 2 cores).
 #
 # Builds release binaries, installs the extension (release) into the system Postgres 15, starts
 # a throwaway cluster and the proxy on loopback, fills them with benchmark wallets, then runs
 # bench/bench.py, which drives wrk (bench/wrk/api.lua) and pgbench (bench/pgbench/*.sql and the
-# built-in -N) and prints the results table. Everything is stopped and removed at the end.
+# built-in -N) and prints the results table. Row 5 is Redis behind webdis beside them
+# (bench/webdis.sh: installs redis-server and webdis if missing and root or sudo, else skips
+# the row). Everything is stopped and removed at the end.
 #
 # Settings (env): BENCH_SECONDS (per measurement, default 8), BENCH_OUT (also write the table
 # to this file), BENCH_POOL (proxy database connections, default 16: the proxy's own default),
-# BENCH_KEEP_TMP=1.
+# BENCH_WEBDIS=0 (no row 5), BENCH_KEEP_TMP=1.
 set -euo pipefail
 
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=bench/webdis.sh
+source "$ROOT/bench/webdis.sh"
 
 for tool in wrk "$EV_PG_BIN/pgbench" python3; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -62,13 +66,7 @@ start_proxy() {
         ECHOVALUE_DATABASE_URL="host=$EV_CLUSTER_DIR port=$PORT user=echovalue_proxy dbname=echovalue" \
         "$TARGET_DIR/release/echovalue-proxy" >"$2" 2>&1 9>&- &
     BENCH_PIDS+=($!)
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "bench: the proxy on $1 did not start; its log:" >&2
-    cat "$2" >&2
-    return 1
+    bench_wait_port "$1" "the proxy" "$2"
 }
 LISTEN="127.0.0.1:$(ev_free_port 0)"
 start_proxy "$LISTEN" "$TMP/proxy.log"
@@ -77,10 +75,12 @@ PROXY_PID=${BENCH_PIDS[0]}
 # what one token gets when every call is its own transaction.
 LISTEN_NOBATCH="127.0.0.1:$(ev_free_port 0)"
 start_proxy "$LISTEN_NOBATCH" "$TMP/proxy-nobatch.log" 1
+# Row 5: a private Redis (durable SET) behind webdis; WEBDIS_ARGS stays empty if they are missing.
+webdis_start "$TMP/webdis"
 
 python3 bench/bench.py \
     --url "http://$LISTEN" --url-nobatch "http://$LISTEN_NOBATCH" --proxy-pid "$PROXY_PID" \
     --pg-pid "$(head -n 1 "$EV_PGDATA/postmaster.pid")" \
     --pg-host "$EV_CLUSTER_DIR" --pg-port "$PORT" --pgbench "$EV_PG_BIN/pgbench" \
     --tokens-many "$TMP/tokens-many.txt" --tokens-hot "$TMP/tokens-hot.txt" \
-    --seconds "${BENCH_SECONDS:-8}" --work "$TMP" ${BENCH_OUT:+--out "$BENCH_OUT"}
+    --seconds "${BENCH_SECONDS:-8}" --work "$TMP" ${BENCH_OUT:+--out "$BENCH_OUT"} "${WEBDIS_ARGS[@]}"
