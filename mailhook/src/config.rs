@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use echovalue_common::redact::redact_password;
 
 const DEFAULT_DATABASE_URL: &str =
     "host=/var/run/postgresql user=echovalue_mailhook dbname=postgres";
@@ -250,30 +251,9 @@ impl Config {
     }
 }
 
-/// Hides the password of a `postgres://user:pw@host/db` URL or a `password=…` keyword.
-fn redact_password(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let (head, rest) = url.split_at(scheme_end + 3);
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!("{head}{}:***{}", &rest[..colon], &rest[at..]);
-            }
-        }
-        return url.to_owned();
-    }
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{redact_password, Config};
+    use super::Config;
     use clap::Parser;
 
     #[test]
@@ -303,25 +283,5 @@ mod tests {
         let printed = c.to_string();
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(printed.contains("ECHOVALUE_MAILHOOK_POLL_SECS=30"));
-    }
-
-    #[test]
-    fn hides_url_password() {
-        assert_eq!(
-            redact_password("postgresql://u:secret@h:5432/db"),
-            "postgresql://u:***@h:5432/db"
-        );
-        assert_eq!(
-            redact_password("postgresql://u@h/db"),
-            "postgresql://u@h/db"
-        );
-    }
-
-    #[test]
-    fn hides_keyword_password() {
-        assert_eq!(
-            redact_password("host=/tmp user=u password=secret dbname=d"),
-            "host=/tmp user=u password=*** dbname=d"
-        );
     }
 }

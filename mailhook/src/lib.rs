@@ -49,13 +49,7 @@ pub use config::Config;
 /// Runs the SMTP receiver, the listener and every worker until `shutdown` resolves, then lets
 /// each finish the item in hand (open SMTP sessions within the shutdown grace) and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut pg: tokio_postgres::Config = config
-        .database_url
-        .parse()
-        .context("the database URL is not a valid libpq connection string or URL")?;
-    if pg.get_application_name().is_none() {
-        pg.application_name("echovalue-mailhook");
-    }
+    let pg = echovalue_common::pool::pg_config(&config.database_url, store::APPLICATION_NAME)?;
     let (stop, stopped) = watch::channel(false);
 
     let recharge_wake = Arc::new(Notify::new());

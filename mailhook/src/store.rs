@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Pool, QueueMode};
 
 use crate::message::Parsed;
 use crate::smtp_command::Reply;
+
+/// `application_name` of every connection of the mailhook, unless the URL sets one.
+pub const APPLICATION_NAME: &str = "echovalue-mailhook";
 
 /// Named arguments, so a signature drift in the extension fails loudly.
 const RCPT_SQL: &str = "select code, message from echovalue.mail_rcpt_check(recipient => $1)";
@@ -94,28 +96,15 @@ impl Store {
 
 /// A lazily connecting pool of at most `size` connections to the database.
 pub fn pool(database_url: &str, size: usize, timeout: Duration) -> anyhow::Result<Pool> {
-    let mut pg: tokio_postgres::Config = database_url
-        .parse()
-        .context("the database URL is not a valid libpq connection string or URL")?;
-    if pg.get_application_name().is_none() {
-        pg.application_name("echovalue-mailhook");
-    }
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+    echovalue_common::pool::build(
+        database_url,
+        &echovalue_common::pool::Settings {
+            application_name: APPLICATION_NAME,
+            max_size: size,
+            timeout,
+            queue_mode: QueueMode::Fifo,
         },
-    );
-    let timeout = Some(timeout);
-    Pool::builder(manager)
-        .max_size(size.max(1))
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(timeout)
-        .create_timeout(timeout)
-        .recycle_timeout(timeout)
-        .build()
-        .context("cannot build the database pool")
+    )
 }
 
 /// An `echovalue.smtp_reply` row as a reply; a code outside 200..=599 is a contract breach.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use clap::{ArgAction, Parser};
+use echovalue_common::redact::redact_password;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_DATABASE_URL: &str = "host=/var/run/postgresql user=echovalue_proxy dbname=postgres";
@@ -230,52 +231,6 @@ impl fmt::Display for Config {
     }
 }
 
-/// Hides the password of a libpq key=value string or a postgres:// URL.
-pub fn redact_password(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        if let Some(at) = authority.rfind('@') {
-            let userinfo = &authority[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &url[scheme_end + 3 + at..]
-                );
-            }
-        }
-        return redact_query_password(url);
-    }
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.trim() == "password" => "password=***".to_owned(),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn redact_query_password(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let query = query
-        .split('&')
-        .map(|p| {
-            if p.starts_with("password=") {
-                "password=***"
-            } else {
-                p
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{base}?{query}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,18 +340,5 @@ mod tests {
             );
         }
         assert!(Config::try_parse_from(["x", "--stripe-webhook-secret", ""]).is_err());
-    }
-
-    #[test]
-    fn redacts_url_forms() {
-        assert_eq!(
-            redact_password("postgres://u:p%40ss@db:5432/x?sslmode=disable"),
-            "postgres://u:***@db:5432/x?sslmode=disable"
-        );
-        assert_eq!(redact_password("postgres://u@db/x"), "postgres://u@db/x");
-        assert_eq!(
-            redact_password("postgresql://db/x?user=u&password=p"),
-            "postgresql://db/x?user=u&password=***"
-        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
+use echovalue_common::token;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -20,7 +21,7 @@ use crate::db::{self, Call, DbError};
 use crate::metrics::Metrics;
 use crate::outcome::{self, plain, Outcome, Reply};
 use crate::routes::{self, Name, Operation, Route};
-use crate::{cors, stripe, token};
+use crate::{cors, stripe};
 
 const VALUE_NOT_TEXT: &str = "Bad Request: value must be UTF-8 text without NUL characters";
 const WEBHOOK_NOT_TEXT: &str = "Bad Request: body must be a JSON object";

@@ -7,9 +7,8 @@
 //! [`db`] (pool, prepared calls with named arguments, a group transaction), [`batch`] (group
 //! commit: calls of a busy token, or that find every slot taken, commit together),
 //! [`outcome`] (the one outcome → response mapping and the proxy's own error replies),
-//! [`token`] (token format check), [`client`] (client address), [`cors`], [`metrics`]
-//! (Prometheus), [`server`] (accept loop, graceful stop), [`stripe`] (the `Stripe-Signature`
-//! check of the Stripe webhook).
+//! [`client`] (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop,
+//! graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook).
 //!
 //! Stable API for embedding and integration tests:
 //!
@@ -32,8 +31,8 @@
 //! ```
 //!
 //! [`run`] returns once the shutdown future resolved and open connections finished (or the
-//! grace period ran out). [`token::is_well_formed`] and [`token::checksum`] are public too, so
-//! tests can build well-formed tokens the database does not know.
+//! grace period ran out). The token format check, password redaction, the pool builder and the
+//! log and signal set-up are shared with the mailhook in `echovalue_common`.
 
 pub mod batch;
 pub mod client;
@@ -46,7 +45,6 @@ pub mod outcome;
 pub mod routes;
 pub mod server;
 pub mod stripe;
-pub mod token;
 
 pub use config::Config;
 pub use server::run;

@@ -92,7 +92,10 @@ async fn root_token_creates_lists_and_revokes_tokens() -> Result<()> {
     let b = r.json()?;
     let sub = b["token"].as_str().unwrap_or_default().to_owned();
     let id = b["id"].as_str().unwrap_or_default().to_owned();
-    assert!(token::format_ok(&sub), "not a well-formed token: {sub:?}");
+    assert!(
+        token::is_well_formed(&sub),
+        "not a well-formed token: {sub:?}"
+    );
     assert_ne!(sub, root.token);
     assert_eq!(b["label"], "CI pipeline");
     assert_eq!(

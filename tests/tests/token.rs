@@ -15,7 +15,10 @@ async fn post_token_new_returns_a_well_formed_token_with_100_credits() -> Result
     let r = proxy.api().token_new_from(&random_client_addr()).await?;
     assert_eq!(r.status, 200, "body {:?}", r.text());
     let tok = r.text();
-    assert!(token::format_ok(&tok), "not a well-formed token: {tok:?}");
+    assert!(
+        token::is_well_formed(&tok),
+        "not a well-formed token: {tok:?}"
+    );
     assert!(
         r.header("content-type")
             .unwrap_or("")
@@ -190,7 +193,7 @@ async fn legacy_root_post_creates_a_token() -> Result<()> {
         )
         .await?;
     assert_eq!(r.status, 200, "{:?}", r.text());
-    assert!(token::format_ok(&r.text()));
+    assert!(token::is_well_formed(&r.text()));
     let b = proxy.api().get("/", Some(&r.text())).await?;
     assert_eq!(b.json()?["wallet"], 99);
     Ok(())
