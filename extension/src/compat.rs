@@ -1,15 +1,34 @@
-//! C symbols that the scripts of earlier versions name and the current SQL no longer uses.
+//! C symbols that the SQL of earlier versions names and the current SQL no longer uses.
 //!
-//! `CREATE FUNCTION … LANGUAGE c` checks that its symbol is in the library, and an update from
-//! an old version runs every upgrade script in turn against the current library: 0.2.0→0.3.0
-//! creates `_caller_token` before 0.3.0→0.4.0 drops it. So the library keeps each such symbol,
-//! as a function that only refuses to run (`sql = false`: the current install script has none).
+//! The library is replaced when the package is, before `ALTER EXTENSION echovalue UPDATE`
+//! runs; until then the old version's functions call into the new library. And an update from
+//! an old version runs each upgrade script in turn against the current library, where
+//! `CREATE FUNCTION … LANGUAGE c` checks that its symbol exists (0.2.0→0.3.0 creates
+//! `_caller_token` before 0.3.0→0.4.0 drops it). So each such symbol stays, doing what it did
+//! for the SQL that calls it (`sql = false`: the current install script has none of them).
+
+use std::ffi::CStr;
 
 use pgrx::prelude::*;
 
-/// `caller_token_wrapper`, the symbol of 0.3.0's `echovalue._caller_token(bigint)` (the
-/// request state read back from a setting); 0.4.0 passes the caller as a value instead.
+/// `caller_token_wrapper`, the symbol of 0.3.0's `echovalue._caller_token(bigint)`: the
+/// non-root token paying for this transaction's charges of `wallet`, read from the setting
+/// `echovalue.caller_token` ('<wallet>:<token>') that 0.3.0's `_wallet_resolve` sets, or NULL.
+/// 0.4.0 passes the caller as a value and no longer defines the setting, so it is read by name
+/// (a placeholder, or unset).
 #[pg_extern(sql = false)]
-fn caller_token(_p_wallet: i64) -> Option<i64> {
-    error!("echovalue: _caller_token was removed in 0.4.0; run ALTER EXTENSION echovalue UPDATE")
+fn caller_token(p_wallet: i64) -> Option<i64> {
+    // SAFETY: a valid C string; with missing_ok = true Postgres returns NULL for an unknown
+    // setting, and the value lives until the next change of settings, after it is parsed here.
+    let value = unsafe { pg_sys::GetConfigOption(c"echovalue.caller_token".as_ptr(), true, false) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, so a NUL-terminated string owned by the settings machinery.
+    let value = unsafe { CStr::from_ptr(value) }.to_str().ok()?;
+    let (wallet, token) = value.split_once(':')?;
+    if wallet.parse() != Ok(p_wallet) {
+        return None;
+    }
+    token.parse().ok()
 }
