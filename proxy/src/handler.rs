@@ -14,21 +14,20 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 
+use percent_encoding::percent_decode_str;
+
+use crate::api::{self, sql_text, Arg, Function, NotText, Source, Statement};
 use crate::batch::Batcher;
 use crate::client::client_addr;
 use crate::config::Config;
-use crate::db::{self, Call, DbError};
+use crate::db::{self, DbError};
 use crate::metrics::Metrics;
 use crate::outcome::{self, plain, Outcome, Reply};
-use crate::routes::{self, Name, Operation, Route};
+use crate::routes::{self, Operation, Route};
 use crate::{cors, stripe};
 
-const VALUE_NOT_TEXT: &str = "Bad Request: value must be UTF-8 text without NUL characters";
-const WEBHOOK_NOT_TEXT: &str = "Bad Request: body must be a JSON object";
-const NAME_NOT_UTF8: &str = "Bad Request: group and key must be UTF-8 after percent-decoding";
 const TOKEN_FORM: &str = "Bad Request: body must be token=new";
 const LEGACY_FORM: &str = "Bad Request: body must be token=new or token=recharge";
-const SPEC_NOT_TEXT: &str = "Bad Request: body must be JSON";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What every request shares.
@@ -110,16 +109,22 @@ where
         .get("x-token")
         .and_then(|v| v.to_str().ok())
         .filter(|t| token::is_well_formed(t));
-    let method = parts.method.as_str();
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let query = parts.uri.query();
     let ctx = Ctx {
         state,
-        method,
-        path,
+        route,
+        method: parts.method.as_str(),
+        path: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
     };
+    let query = parts.uri.query();
 
     match op {
+        Operation::Api(function) => match token {
+            Some(token) => {
+                ctx.api(function, token, parts.uri.path(), query, body)
+                    .await
+            }
+            None => outcome::unauthorized(),
+        },
         Operation::NotFound => outcome::not_found(),
         Operation::Preflight => cors::preflight(route.allow()),
         Operation::Healthz => match db::ping(&state.pool).await {
@@ -137,15 +142,11 @@ where
         },
         Operation::MethodNotAllowed => {
             let refused = outcome::method_not_allowed(route.allow());
-            let mut reply = match route.refuse_operation() {
-                Some(operation) => {
-                    let status = StatusCode::METHOD_NOT_ALLOWED;
-                    ctx.refuse_optional(token, operation, status, "Method Not Allowed", refused)
-                        .await
-                }
-                None => refused,
-            };
-            if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            let mut reply = ctx
+                .refuse_optional(token, status, "Method Not Allowed", refused)
+                .await;
+            if reply.status() == status {
                 reply
                     .headers_mut()
                     .insert(http::header::ALLOW, HeaderValue::from_static(route.allow()));
@@ -179,7 +180,11 @@ where
                 .get("stripe-signature")
                 .map(|v| v.to_str().unwrap_or(""));
             match stripe::verify(&body, signature, secret.expose()) {
-                Ok(payload) => ctx.run(&Call::StripeEventRecord { payload }).await,
+                Ok(payload) => {
+                    let args = vec![Arg::from(payload)];
+                    ctx.run(ctx.statement(&api::STRIPE_EVENT_RECORD, None, args))
+                        .await
+                }
                 Err(rejection) => plain(StatusCode::BAD_REQUEST, rejection.body()),
             }
         }
@@ -192,161 +197,121 @@ where
             let addr = client_addr(peer, &parts.headers, state.config.trust_forwarded);
             ctx.token_form(&body, legacy, token, addr).await
         }
-        authed => {
-            let Some(token) = token else {
-                return outcome::unauthorized();
-            };
-            match authed {
-                Operation::WalletGet => ctx.run(&Call::WalletGet { token }).await,
-                Operation::RechargeLink => {
-                    let amount = query_param(query, "amount");
-                    ctx.run(&Call::RechargeLink {
-                        token,
-                        amount: amount.as_deref(),
-                    })
-                    .await
-                }
-                Operation::LogsGet => {
-                    let n = query_param(query, "n");
-                    ctx.run(&Call::LogsGet {
-                        token,
-                        n: n.as_deref(),
-                    })
-                    .await
-                }
-                Operation::TokenKeyList => ctx.run(&Call::TokenKeyList { token }).await,
-                Operation::TokenKeyCreate => {
-                    let body = match read_body(body, &state.config).await {
-                        Ok(b) => b,
-                        Err(reply) => return reply,
-                    };
-                    match sql_text(&body) {
-                        Some(spec) => ctx.run(&Call::TokenKeyCreate { token, spec }).await,
-                        None => {
-                            let status = StatusCode::BAD_REQUEST;
-                            ctx.refuse(token, "token_key_create", status, SPEC_NOT_TEXT)
-                                .await
-                        }
-                    }
-                }
-                Operation::TokenKeyRevoke(key_id) => {
-                    // An id that is not UTF-8 names no key: the database answers 404 for it.
-                    let key_id = key_id.as_deref().unwrap_or("");
-                    ctx.run(&Call::TokenKeyRevoke { token, key_id }).await
-                }
-                Operation::KvGet(Name { group, key }) => {
-                    ctx.run(&Call::KvGet {
-                        token,
-                        group: &group,
-                        key: &key,
-                    })
-                    .await
-                }
-                Operation::KvDelete(Name { group, key }) => {
-                    ctx.run(&Call::KvDelete {
-                        token,
-                        group: &group,
-                        key: &key,
-                    })
-                    .await
-                }
-                Operation::KvSet(Name { group, key }) => {
-                    let body = match read_body(body, &state.config).await {
-                        Ok(b) => b,
-                        Err(reply) => return reply,
-                    };
-                    let ttl = query_param(query, "ttl");
-                    match sql_text(&body) {
-                        Some(value) => {
-                            let call = Call::KvSet {
-                                token,
-                                group: &group,
-                                key: &key,
-                                value,
-                                ttl: ttl.as_deref(),
-                            };
-                            ctx.run(&call).await
-                        }
-                        None => {
-                            ctx.refuse(token, "kv_set", StatusCode::BAD_REQUEST, VALUE_NOT_TEXT)
-                                .await
-                        }
-                    }
-                }
-                Operation::WebhookGet => ctx.run(&Call::WebhookGet { token }).await,
-                Operation::WebhookDelete => ctx.run(&Call::WebhookDelete { token }).await,
-                Operation::WebhookSet => {
-                    let body = match read_body(body, &state.config).await {
-                        Ok(b) => b,
-                        Err(reply) => return reply,
-                    };
-                    match sql_text(&body) {
-                        Some(body) => ctx.run(&Call::WebhookSet { token, body }).await,
-                        None => {
-                            let status = StatusCode::BAD_REQUEST;
-                            ctx.refuse(token, "webhook_set", status, WEBHOOK_NOT_TEXT)
-                                .await
-                        }
-                    }
-                }
-                Operation::BadName { operation } => {
-                    ctx.refuse(token, operation, StatusCode::BAD_REQUEST, NAME_NOT_UTF8)
-                        .await
-                }
-                // Answered above without a token; listed so a new variant is a compile error.
-                Operation::NotFound
-                | Operation::Preflight
-                | Operation::Healthz
-                | Operation::Metrics
-                | Operation::MethodNotAllowed
-                | Operation::AttachmentGet(_)
-                | Operation::TokenForm
-                | Operation::LegacyForm
-                | Operation::StripeWebhook => outcome::internal_error(),
-            }
-        }
     }
 }
 
-/// The per-request context of a database call: the method and path that get logged.
+/// One request's side of its database calls: the route (whose pattern tells the extension
+/// what a refusal costs), and the method and path that get logged.
 struct Ctx<'a> {
     state: &'a State,
+    route: Route,
     method: &'a str,
     path: &'a str,
 }
 
 impl Ctx<'_> {
-    async fn run(&self, call: &Call<'_>) -> Reply {
-        match self.call(call).await {
+    fn statement(&self, f: &'static Function, token: Option<&str>, args: Vec<Arg>) -> Statement {
+        f.statement(token, args, self.method, self.path)
+    }
+
+    async fn run(&self, statement: Statement) -> Reply {
+        match self.state.batcher.call(statement).await {
             Ok(outcome) => outcome.into_reply(),
             Err(e) => failure(e),
         }
     }
 
-    async fn call(&self, call: &Call<'_>) -> Result<Outcome, DbError> {
-        let statement = call.statement(self.method, self.path);
-        self.state.batcher.call(call.token(), statement).await
+    /// An API function with its arguments taken from the request as [`Function::args`] says;
+    /// the body is read only when an argument needs it. An argument that is not text Postgres
+    /// can hold is the function's charged 400, never a database error.
+    async fn api<B>(
+        &self,
+        f: &'static Function,
+        token: &str,
+        raw_path: &str,
+        query: Option<&str>,
+        body: B,
+    ) -> Reply
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut body = Some(body);
+        let mut args = Vec::with_capacity(f.args.len());
+        for (name, source) in f.args {
+            let value = match *source {
+                Source::Token => Some(token.to_owned()),
+                Source::Segment(from_end, not_text) => {
+                    match (segment(raw_path, from_end), not_text) {
+                        (Some(text), _) => Some(text),
+                        (None, NotText::Empty) => Some(String::new()),
+                        (None, NotText::Refuse(error)) => {
+                            return self.refuse(token, StatusCode::BAD_REQUEST, error).await
+                        }
+                    }
+                }
+                Source::Query(key) => match query_param(query, key) {
+                    Some(v) if v.contains('\0') => {
+                        let error = format!("Bad Request: {key} must not hold a NUL character");
+                        return self.refuse(token, StatusCode::BAD_REQUEST, &error).await;
+                    }
+                    v => v,
+                },
+                Source::Body(error) => {
+                    let Some(body) = body.take() else {
+                        return outcome::internal_error(); // two body arguments: a table bug
+                    };
+                    let bytes = match read_body(body, &self.state.config).await {
+                        Ok(b) => b,
+                        Err(reply) => return reply,
+                    };
+                    match sql_text(&bytes) {
+                        Some(text) => Some(text.to_owned()),
+                        None => return self.refuse(token, StatusCode::BAD_REQUEST, error).await,
+                    }
+                }
+                Source::Given => {
+                    tracing::error!(function = f.name, argument = name, "no value for argument");
+                    return outcome::internal_error();
+                }
+            };
+            args.push(Arg::Text(value));
+        }
+        self.run(self.statement(f, Some(token), args)).await
     }
 
-    /// A refusal that needs a wallet (charged and logged like any error of the operation).
-    async fn refuse(&self, token: &str, operation: &str, status: StatusCode, error: &str) -> Reply {
-        let status = i32::from(status.as_u16());
-        self.run(&Call::Refuse {
-            token,
-            operation,
-            status,
-            error,
-        })
-        .await
+    /// A refusal that needs a wallet: charged and logged like any error of the request's
+    /// operation, which the extension decides from the route and the method.
+    async fn refuse(&self, token: &str, status: StatusCode, error: &str) -> Reply {
+        match self.refusal(token, status, error).await {
+            Ok(outcome) => outcome.into_reply(),
+            Err(e) => failure(e),
+        }
+    }
+
+    async fn refusal(
+        &self,
+        token: &str,
+        status: StatusCode,
+        error: &str,
+    ) -> Result<Outcome, DbError> {
+        let args = vec![
+            Arg::from(token),
+            Arg::from(self.route.pattern()),
+            Arg::Int(i32::from(status.as_u16())),
+            Arg::from(error),
+        ];
+        let statement = self.statement(&api::REQUEST_REFUSE, Some(token), args);
+        self.state.batcher.call(statement).await
     }
 
     /// A refusal that does not depend on the token: with a well-formed token the wallet is
-    /// charged and logged; without one, or with one the database does not know, the plain
-    /// refusal is the answer (the token was not needed to know the request is wrong).
+    /// charged and logged (when the route is one the extension prices); without one, or with
+    /// one the database does not know, the plain refusal is the answer (the token was not
+    /// needed to know the request is wrong).
     async fn refuse_optional(
         &self,
         token: Option<&str>,
-        operation: &str,
         status: StatusCode,
         error: &str,
         plain_reply: Reply,
@@ -354,15 +319,8 @@ impl Ctx<'_> {
         let Some(token) = token else {
             return plain_reply;
         };
-        let status = i32::from(status.as_u16());
-        let call = Call::Refuse {
-            token,
-            operation,
-            status,
-            error,
-        };
-        match self.call(&call).await {
-            Ok(o) if o.status == 401 => plain_reply,
+        match self.refusal(token, status, error).await {
+            Ok(o) if o.status == 401 || o.cost.is_none() => plain_reply,
             Ok(o) => o.into_reply(),
             Err(e) => failure(e),
         }
@@ -386,25 +344,38 @@ impl Ctx<'_> {
             }
         }
         match (kind.as_deref(), legacy) {
-            (Some("new"), _) => self.run(&Call::TokenNew { client_addr: addr }).await,
+            (Some("new"), _) => {
+                let args = vec![Arg::Inet(addr)];
+                self.run(self.statement(&api::TOKEN_NEW, None, args)).await
+            }
             (Some("recharge"), true) => match token {
+                Some(token) if !amount.as_deref().unwrap_or("").contains('\0') => {
+                    let args = vec![Arg::from(token), Arg::from(amount.as_deref())];
+                    self.run(self.statement(&api::RECHARGE_LINK, Some(token), args))
+                        .await
+                }
                 Some(token) => {
-                    self.run(&Call::RechargeLink {
-                        token,
-                        amount: amount.as_deref(),
-                    })
-                    .await
+                    let error = "Bad Request: amount must not hold a NUL character";
+                    self.refuse(token, StatusCode::BAD_REQUEST, error).await
                 }
                 None => outcome::unauthorized(),
             },
             _ => {
                 let error = if legacy { LEGACY_FORM } else { TOKEN_FORM };
                 let status = StatusCode::BAD_REQUEST;
-                self.refuse_optional(token, "token_new", status, error, plain(status, error))
+                self.refuse_optional(token, status, error, plain(status, error))
                     .await
             }
         }
     }
+}
+
+/// The path segment `from_end` places before the last (0 is the last), percent-decoded, when
+/// it is text Postgres can hold; `None` when it is not (or there is no such segment).
+fn segment(path: &str, from_end: usize) -> Option<String> {
+    let raw = path.rsplit('/').nth(from_end)?;
+    let bytes: Vec<u8> = percent_decode_str(raw).collect();
+    sql_text(&bytes).map(str::to_owned)
 }
 
 /// Reads a whole body within the size limit and the read timeout.
@@ -429,12 +400,6 @@ where
             ))
         }
     }
-}
-
-/// A request body as text Postgres can hold: UTF-8 without NUL (a `text` value cannot contain
-/// U+0000, and the database would answer 22021, a 500). `None` is the operation's 400.
-fn sql_text(body: &[u8]) -> Option<&str> {
-    std::str::from_utf8(body).ok().filter(|s| !s.contains('\0'))
 }
 
 /// A declared Content-Length above the limit is refused before any work is done.
@@ -483,11 +448,19 @@ mod tests {
     }
 
     #[test]
-    fn bodies_sql_can_hold() {
-        assert_eq!(sql_text(b"v \xc3\xa9"), Some("v é"));
-        assert_eq!(sql_text(b""), Some(""));
-        assert_eq!(sql_text(b"a\0b"), None);
-        assert_eq!(sql_text(b"\xff"), None);
+    fn path_segments_as_sql_text() {
+        assert_eq!(
+            segment("/kv/my%20group/k%2Fy", 1).as_deref(),
+            Some("my group")
+        );
+        assert_eq!(segment("/kv/my%20group/k%2Fy", 0).as_deref(), Some("k/y"));
+        assert_eq!(segment("/kv/%C3%A9/k", 1).as_deref(), Some("é"));
+        // the database owns the 1-to-30 rule: an empty group reaches it
+        assert_eq!(segment("/kv//k", 1).as_deref(), Some(""));
+        assert_eq!(segment("/kv/%FF/k", 1), None);
+        assert_eq!(segment("/a/%C3", 0), None);
+        assert_eq!(segment("/kv/a%00/k", 1), None);
+        assert_eq!(segment("/token/keys/%00", 0), None);
     }
 
     #[test]

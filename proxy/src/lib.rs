@@ -3,12 +3,15 @@
 //! renders the returned `echovalue.outcome` row; no business rule lives here.
 //!
 //! Layout, one concern per module: [`config`] (every setting, flags + `ECHOVALUE_*` env),
-//! [`routes`] (the `match (method, path)` table), [`handler`] (one request start to finish),
-//! [`db`] (pool, prepared calls with named arguments, a group transaction), [`batch`] (group
-//! commit: calls of a busy token, or that find every slot taken, commit together),
+//! [`routes`] (the `match (method, path)` table, one line per endpoint), [`api`] (the API
+//! functions of the extension, each with where its arguments come from), [`handler`] (one
+//! request start to finish: route → token → arguments, reading the body if one is needed →
+//! call → render), [`batch`] (group commit: calls of a busy token, or that find every slot
+//! taken, commit together), [`db`] (the pool, one call, a pipelined group transaction),
 //! [`outcome`] (the one outcome → response mapping and the proxy's own error replies),
 //! [`client`] (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop,
-//! graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook).
+//! graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook). The
+//! token format check is `echovalue_common::token`, shared with the mailhook and the tests.
 //!
 //! Stable API for embedding and integration tests:
 //!
@@ -34,6 +37,7 @@
 //! grace period ran out). The token format check, password redaction, the pool builder and the
 //! log and signal set-up are shared with the mailhook in `echovalue_common`.
 
+pub mod api;
 pub mod batch;
 pub mod client;
 pub mod config;

@@ -1,11 +1,13 @@
-//! The routing table: one `match (method, path)` from a request line to an [`Operation`].
+//! The routing table: one `match (method, path)` from a request line to an [`Operation`],
+//! most of them an API function of [`crate::api`] (one line per endpoint).
 //!
 //! Current paths (SPEC §2) win over the 2023 ones: a two-segment path whose first segment is a
 //! current top-level name (`/token/logs`, `/kv/x`, `/token/keys`, ...) is never read as a 2023
 //! `/{group}/{key}` path.
 
 use http::Method;
-use percent_encoding::percent_decode_str;
+
+use crate::api::{self, Function};
 
 /// A known path pattern; its [`Route::pattern`] is the metrics label (never the raw path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,61 +63,19 @@ impl Route {
             Route::Unknown => "",
         }
     }
-
-    /// The price operation charged when a known wallet calls this path with a wrong method.
-    pub fn refuse_operation(self) -> Option<&'static str> {
-        match self {
-            Route::Kv | Route::LegacyKv => Some("kv_get"),
-            Route::Token | Route::TokenLogs | Route::Root | Route::Logs => Some("wallet_get"),
-            Route::Recharge => Some("recharge_link"),
-            Route::TokenKeys => Some("token_key_list"),
-            Route::TokenKey => Some("token_key_revoke"),
-            Route::Webhook => Some("webhook_get"),
-            // the signed URL is the credential; no token, nothing to charge
-            Route::Attachment
-            | Route::Healthz
-            | Route::Metrics
-            | Route::StripeWebhook
-            | Route::Unknown => None,
-        }
-    }
-}
-
-/// A key-value address, percent-decoded. The database validates length and characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Name {
-    pub group: String,
-    pub key: String,
 }
 
 /// What a request asks for, before its body or headers are looked at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
+    /// An API function whose arguments come from the request (see [`api::Source`]).
+    Api(&'static Function),
     /// `POST /token`: the form body must be `token=new`.
     TokenForm,
     /// `POST /` (2023): form `token=new` or `token=recharge&amount=`.
     LegacyForm,
-    WalletGet,
-    RechargeLink,
-    LogsGet,
-    /// `POST /token/keys`: the JSON body is the new token's spec.
-    TokenKeyCreate,
-    TokenKeyList,
-    /// `DELETE /token/keys/{id}`, the id percent-decoded (`None` when not UTF-8: no such key).
-    TokenKeyRevoke(Option<String>),
-    KvSet(Name),
-    KvGet(Name),
-    KvDelete(Name),
-    /// `POST /webhook`: the JSON body is validated in SQL.
-    WebhookSet,
-    WebhookGet,
-    WebhookDelete,
     /// `GET /attachments/{id}?expires=…&sig=…`, the raw id segment (checked in SQL).
     AttachmentGet(String),
-    /// A kv path whose decoded group or key is not UTF-8; charged as `operation`.
-    BadName {
-        operation: &'static str,
-    },
     Healthz,
     Metrics,
     /// `POST` on the configured Stripe webhook path: verify, then record the event.
@@ -162,29 +122,25 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::OPTIONS, _) => Operation::Preflight,
 
         (&Method::POST, Route::Token) => Operation::TokenForm,
-        (&Method::GET, Route::Token | Route::Root) => Operation::WalletGet,
         (&Method::POST, Route::Root) => Operation::LegacyForm,
-        (&Method::GET, Route::Recharge) => Operation::RechargeLink,
-        (&Method::GET, Route::TokenLogs | Route::Logs) => Operation::LogsGet,
         (&Method::GET, Route::Healthz) => Operation::Healthz,
         (&Method::GET, Route::Metrics) => Operation::Metrics,
-        (&Method::POST, Route::TokenKeys) => Operation::TokenKeyCreate,
-        (&Method::GET, Route::TokenKeys) => Operation::TokenKeyList,
-        (&Method::DELETE, Route::TokenKey) => {
-            Operation::TokenKeyRevoke(path.rsplit('/').next().and_then(decode))
-        }
-        (&Method::POST, Route::Webhook) => Operation::WebhookSet,
-        (&Method::GET, Route::Webhook) => Operation::WebhookGet,
-        (&Method::DELETE, Route::Webhook) => Operation::WebhookDelete,
         (&Method::GET, Route::Attachment) => {
             Operation::AttachmentGet(path.rsplit('/').next().unwrap_or("").to_owned())
         }
 
-        (&Method::POST, Route::Kv | Route::LegacyKv) => kv(path, "kv_set", Operation::KvSet),
-        (&Method::GET, Route::Kv | Route::LegacyKv) => kv(path, "kv_get", Operation::KvGet),
-        (&Method::DELETE, Route::Kv | Route::LegacyKv) => {
-            kv(path, "kv_delete", Operation::KvDelete)
-        }
+        (&Method::GET, Route::Token | Route::Root) => Operation::Api(&api::WALLET_GET),
+        (&Method::GET, Route::Recharge) => Operation::Api(&api::RECHARGE_LINK),
+        (&Method::GET, Route::TokenLogs | Route::Logs) => Operation::Api(&api::LOGS_GET),
+        (&Method::POST, Route::TokenKeys) => Operation::Api(&api::TOKEN_KEY_CREATE),
+        (&Method::GET, Route::TokenKeys) => Operation::Api(&api::TOKEN_KEY_LIST),
+        (&Method::DELETE, Route::TokenKey) => Operation::Api(&api::TOKEN_KEY_REVOKE),
+        (&Method::POST, Route::Webhook) => Operation::Api(&api::WEBHOOK_SET),
+        (&Method::GET, Route::Webhook) => Operation::Api(&api::WEBHOOK_GET),
+        (&Method::DELETE, Route::Webhook) => Operation::Api(&api::WEBHOOK_DELETE),
+        (&Method::POST, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_SET),
+        (&Method::GET, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_GET),
+        (&Method::DELETE, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_DELETE),
 
         _ => Operation::MethodNotAllowed,
     };
@@ -217,34 +173,9 @@ fn route_of(path: &str) -> Route {
     }
 }
 
-fn kv(path: &str, operation: &'static str, make: fn(Name) -> Operation) -> Operation {
-    let mut segments = path.rsplit('/');
-    let (Some(key), Some(group)) = (segments.next(), segments.next()) else {
-        return Operation::NotFound;
-    };
-    match (decode(group), decode(key)) {
-        (Some(group), Some(key)) => make(Name { group, key }),
-        _ => Operation::BadName { operation },
-    }
-}
-
-fn decode(segment: &str) -> Option<String> {
-    percent_decode_str(segment)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn name(g: &str, k: &str) -> Name {
-        Name {
-            group: g.into(),
-            key: k.into(),
-        }
-    }
 
     fn op(m: Method, p: &str) -> Operation {
         resolve(&m, p).1
@@ -258,33 +189,38 @@ mod tests {
         );
         assert_eq!(
             resolve(&Method::GET, "/token"),
-            (Route::Token, Operation::WalletGet)
+            (Route::Token, Operation::Api(&api::WALLET_GET))
         );
-        assert_eq!(op(Method::GET, "/recharge"), Operation::RechargeLink);
+        assert_eq!(
+            op(Method::GET, "/recharge"),
+            Operation::Api(&api::RECHARGE_LINK)
+        );
         assert_eq!(
             resolve(&Method::GET, "/token/logs"),
-            (Route::TokenLogs, Operation::LogsGet)
+            (Route::TokenLogs, Operation::Api(&api::LOGS_GET))
         );
-        assert_eq!(
-            op(Method::POST, "/kv/g/k"),
-            Operation::KvSet(name("g", "k"))
-        );
-        assert_eq!(op(Method::GET, "/kv/g/k"), Operation::KvGet(name("g", "k")));
+        assert_eq!(op(Method::POST, "/kv/g/k"), Operation::Api(&api::KV_SET));
+        assert_eq!(op(Method::GET, "/kv/g/k"), Operation::Api(&api::KV_GET));
         assert_eq!(
             op(Method::DELETE, "/kv/g/k"),
-            Operation::KvDelete(name("g", "k"))
+            Operation::Api(&api::KV_DELETE)
         );
         assert_eq!(op(Method::GET, "/healthz"), Operation::Healthz);
         assert_eq!(op(Method::GET, "/metrics"), Operation::Metrics);
         assert_eq!(
             resolve(&Method::POST, "/webhook"),
-            (Route::Webhook, Operation::WebhookSet)
+            (Route::Webhook, Operation::Api(&api::WEBHOOK_SET))
         );
-        assert_eq!(op(Method::GET, "/webhook"), Operation::WebhookGet);
-        assert_eq!(op(Method::DELETE, "/webhook"), Operation::WebhookDelete);
+        assert_eq!(
+            op(Method::GET, "/webhook"),
+            Operation::Api(&api::WEBHOOK_GET)
+        );
+        assert_eq!(
+            op(Method::DELETE, "/webhook"),
+            Operation::Api(&api::WEBHOOK_DELETE)
+        );
         assert_eq!(op(Method::PUT, "/webhook"), Operation::MethodNotAllowed);
         assert_eq!(op(Method::GET, "/webhook/"), Operation::NotFound);
-        assert_eq!(Route::Webhook.refuse_operation(), Some("webhook_get"));
     }
 
     #[test]
@@ -293,25 +229,19 @@ mod tests {
             resolve(&Method::POST, "/"),
             (Route::Root, Operation::LegacyForm)
         );
-        assert_eq!(op(Method::GET, "/"), Operation::WalletGet);
+        assert_eq!(op(Method::GET, "/"), Operation::Api(&api::WALLET_GET));
         assert_eq!(
             resolve(&Method::GET, "/logs"),
-            (Route::Logs, Operation::LogsGet)
+            (Route::Logs, Operation::Api(&api::LOGS_GET))
         );
         assert_eq!(
             resolve(&Method::GET, "/g/k"),
-            (Route::LegacyKv, Operation::KvGet(name("g", "k")))
+            (Route::LegacyKv, Operation::Api(&api::KV_GET))
         );
-        assert_eq!(op(Method::POST, "/g/k"), Operation::KvSet(name("g", "k")));
-        assert_eq!(
-            op(Method::DELETE, "/g/k"),
-            Operation::KvDelete(name("g", "k"))
-        );
+        assert_eq!(op(Method::POST, "/g/k"), Operation::Api(&api::KV_SET));
+        assert_eq!(op(Method::DELETE, "/g/k"), Operation::Api(&api::KV_DELETE));
         // "logs" is not a current top-level name, so /logs/x is a 2023 kv path.
-        assert_eq!(
-            op(Method::GET, "/logs/x"),
-            Operation::KvGet(name("logs", "x"))
-        );
+        assert_eq!(op(Method::GET, "/logs/x"), Operation::Api(&api::KV_GET));
     }
 
     #[test]
@@ -341,19 +271,19 @@ mod tests {
     fn token_keys() {
         assert_eq!(
             resolve(&Method::POST, "/token/keys"),
-            (Route::TokenKeys, Operation::TokenKeyCreate)
+            (Route::TokenKeys, Operation::Api(&api::TOKEN_KEY_CREATE))
         );
-        assert_eq!(op(Method::GET, "/token/keys"), Operation::TokenKeyList);
+        assert_eq!(
+            op(Method::GET, "/token/keys"),
+            Operation::Api(&api::TOKEN_KEY_LIST)
+        );
         assert_eq!(
             resolve(&Method::DELETE, "/token/keys/ab%2Dc"),
-            (
-                Route::TokenKey,
-                Operation::TokenKeyRevoke(Some("ab-c".into()))
-            )
+            (Route::TokenKey, Operation::Api(&api::TOKEN_KEY_REVOKE))
         );
         assert_eq!(
             op(Method::DELETE, "/token/keys/%FF"),
-            Operation::TokenKeyRevoke(None)
+            Operation::Api(&api::TOKEN_KEY_REVOKE)
         );
         assert_eq!(
             op(Method::DELETE, "/token/keys"),
@@ -365,37 +295,10 @@ mod tests {
         );
         assert_eq!(op(Method::DELETE, "/token/keys/"), Operation::NotFound);
         assert_eq!(op(Method::DELETE, "/token/keys/a/b"), Operation::NotFound);
-        assert_eq!(Route::TokenKey.refuse_operation(), Some("token_key_revoke"));
         assert_eq!(
             resolve(&Method::GET, "/token/keys/secret-id").0.pattern(),
             "/token/keys/{id}"
         );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            op(Method::GET, "/kv/my%20group/k%2Fy"),
-            Operation::KvGet(name("my group", "k/y"))
-        );
-        assert_eq!(
-            op(Method::GET, "/kv/%C3%A9/k"),
-            Operation::KvGet(name("é", "k"))
-        );
-        assert_eq!(
-            op(Method::POST, "/kv/%FF/k"),
-            Operation::BadName {
-                operation: "kv_set"
-            }
-        );
-        assert_eq!(
-            op(Method::DELETE, "/a/%C3"),
-            Operation::BadName {
-                operation: "kv_delete"
-            }
-        );
-        // Empty group reaches the database, which owns the 1-to-30 rule.
-        assert_eq!(op(Method::GET, "/kv//k"), Operation::KvGet(name("", "k")));
     }
 
     #[test]
@@ -428,9 +331,6 @@ mod tests {
         assert_eq!(op(Method::OPTIONS, "/token"), Operation::Preflight);
         assert_eq!(op(Method::OPTIONS, "/nope"), Operation::NotFound);
         assert_eq!(Route::Kv.allow(), "GET, POST, DELETE, OPTIONS");
-        assert_eq!(Route::Kv.refuse_operation(), Some("kv_get"));
-        assert_eq!(Route::TokenLogs.refuse_operation(), Some("wallet_get"));
-        assert_eq!(Route::Healthz.refuse_operation(), None);
     }
 
     #[test]
@@ -450,10 +350,13 @@ mod tests {
         );
         assert_eq!(Route::StripeWebhook.allow(), "POST");
         // Other paths route as before; a 2023 kv path that is not the webhook stays one.
-        assert_eq!(hook(Method::GET, "/token").1, Operation::WalletGet);
+        assert_eq!(
+            hook(Method::GET, "/token").1,
+            Operation::Api(&api::WALLET_GET)
+        );
         assert_eq!(
             hook(Method::GET, "/stripe/other").1,
-            Operation::KvGet(name("stripe", "other"))
+            Operation::Api(&api::KV_GET)
         );
         assert_eq!(
             resolve_with_webhook(&Method::POST, "/hooks/s", "/hooks/s").1,
@@ -461,7 +364,7 @@ mod tests {
         );
         assert_eq!(
             resolve_with_webhook(&Method::POST, "/stripe/webhook", "/hooks/s").1,
-            Operation::KvSet(name("stripe", "webhook"))
+            Operation::Api(&api::KV_SET)
         );
     }
 
@@ -480,7 +383,6 @@ mod tests {
             resolve(&Method::POST, "/attachments/42").1,
             Operation::MethodNotAllowed
         );
-        assert_eq!(Route::Attachment.refuse_operation(), None);
         // never a 2023 kv path, nor a longer path
         assert_eq!(
             resolve(&Method::GET, "/attachments/").1,

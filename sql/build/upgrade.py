@@ -10,8 +10,8 @@ released (released scripts are never edited):
 The script is:
 1. the hand-written head, sql/build/FROM--TO.head.sql: changes to tables, types and data,
    and the drops those need (a type can only be dropped after the functions that use it);
-2. `drop function if exists` for each function that is gone or whose arguments or result
-   changed (CREATE OR REPLACE cannot change those);
+2. `drop function if exists` for each function that is gone or whose arguments (types or
+   names) or result changed (CREATE OR REPLACE cannot change those);
 3. each function that is new or whose definition changed, in the install script's order
    (which is the dependency order of extension/src/lib.rs), as `create or replace`;
 4. grants.sql as the install script has it, when a function was created (new functions must
@@ -45,9 +45,10 @@ def functions(text):
             args, rest = matching_paren(body)
             returns = re.match(r"\s*returns\s+(.*?)\s*(?:$|\blanguage\b|\bimmutable\b|\bstable\b|"
                                r"\bvolatile\b|\bstrict\b|/\*)", rest, re.S | re.I)
-            ins, outs = arg_types(args)
+            ins, outs, names = arg_types(args)
             result = returns.group(1).lower() if returns else ""
-            signature = (ins, f"{result} ({outs})" if outs else result)
+            # names too: CREATE OR REPLACE cannot rename an argument either
+            signature = (ins, f"{result} ({outs})" if outs else result, names)
             found[name] = (signature, norm, body)
     return found
 
@@ -66,9 +67,9 @@ def matching_paren(body):
 
 def arg_types(args):
     """The argument types as DROP FUNCTION takes them (no names, defaults or OUT arguments),
-    and the types of the OUT arguments, which are part of the result."""
+    the types of the OUT arguments, which are part of the result, and every argument's name."""
     args = re.sub(r"/\*.*?\*/", "", args)
-    types, outs = [], []
+    types, outs, names = [], [], []
     for arg in split_top_level(args):
         arg = re.split(r"\s+default\s+|\s*=\s*", arg.strip(), maxsplit=1, flags=re.I)[0]
         if not arg:
@@ -77,10 +78,11 @@ def arg_types(args):
         mode = words[0].lower() if words[0].lower() in ("in", "out", "inout", "variadic") else ""
         words = words[1:] if mode else words
         kind = " ".join(words[1:] if len(words) > 1 else words).lower()
+        names.append(words[0].strip('"').lower() if len(words) > 1 else "")
         (outs if mode == "out" else types).append(kind)
         if mode == "inout":
             outs.append(kind)
-    return ", ".join(types), ", ".join(outs)
+    return ", ".join(types), ", ".join(outs), ", ".join(names)
 
 
 def split_top_level(text):

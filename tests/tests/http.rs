@@ -334,3 +334,80 @@ async fn unreachable_database_is_503_without_details() -> Result<()> {
     assert_eq!(api.get("/metrics", None).await?.status, 200);
     Ok(())
 }
+
+/// Every argument reaches the database as text it can hold: a NUL character (or bytes that are
+/// not UTF-8) in a path segment or query value is the operation's charged 400, or for a token
+/// id one that names nothing (404), never a database error; and nothing is stored.
+#[tokio::test]
+async fn nul_in_path_or_query_is_a_charged_refusal_not_a_500() -> Result<()> {
+    let (proxy, admin) = setup().await?;
+    let api = proxy.api();
+    let w = admin.new_wallet().await?;
+    let cases: Vec<(Method, &str, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/kv/a%00/k",
+            400,
+            "Bad Request: group and key must be UTF-8",
+        ),
+        (
+            Method::GET,
+            "/kv/g/k%00",
+            400,
+            "Bad Request: group and key must be UTF-8",
+        ),
+        (
+            Method::DELETE,
+            "/g%00/k",
+            400,
+            "Bad Request: group and key must be UTF-8",
+        ),
+        (
+            Method::POST,
+            "/kv/g/k?ttl=%00",
+            400,
+            "Bad Request: ttl must not hold a NUL",
+        ),
+        (
+            Method::GET,
+            "/token/logs?n=%00",
+            400,
+            "Bad Request: n must not hold a NUL",
+        ),
+        (
+            Method::GET,
+            "/recharge?amount=1%00",
+            400,
+            "Bad Request: amount must not hold",
+        ),
+        (Method::DELETE, "/token/keys/%00", 404, "Not Found"),
+    ];
+    let mut balance = admin.balance(&w).await?;
+    let (logged_before, _) = admin.log_counts(&w).await?;
+    let n = cases.len() as i64;
+    for (method, path, status, text) in cases {
+        let r = api
+            .send(method.clone(), path, w.t(), Some(b"v".to_vec()), &[])
+            .await?;
+        assert_eq!(r.status, status, "{method} {path}: {:?}", r.text());
+        assert!(
+            r.text().starts_with(text),
+            "{method} {path}: {:?}",
+            r.text()
+        );
+        // charged what the operation costs, and logged (recharge links are free)
+        let cost = r.cost().unwrap_or(-1);
+        assert_eq!(
+            cost,
+            i64::from(!path.starts_with("/recharge")),
+            "{method} {path}"
+        );
+        balance -= cost;
+        assert_eq!(r.balance(), Some(balance), "{method} {path}");
+    }
+    assert_eq!(admin.balance(&w).await?, balance);
+    assert!(admin.kv_keys(&w, "g").await?.is_empty(), "nothing stored");
+    let (logged, _) = admin.log_counts(&w).await?;
+    assert_eq!(logged - logged_before, n, "every refusal is logged");
+    Ok(())
+}

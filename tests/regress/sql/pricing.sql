@@ -46,30 +46,41 @@ set local echovalue.token_rate_seconds = 0;
 select body as tok from echovalue.token_new(client_addr => inet '192.0.2.31') \gset
 select wallet_id as w from echovalue.tokens where hash = sha256(convert_to(:'tok', 'UTF8')) \gset
 
--- request_refuse: a request the proxy refused (405, body not UTF-8) is charged and logged
+-- request_refuse: a request the proxy refused (405, body not UTF-8) is charged and logged as
+-- the operation the extension finds for its route and method
 select status, body, content_type, cost, balance, headers
-  from echovalue.request_refuse(token => :'tok', operation => 'kv_get', status => 405,
+  from echovalue.request_refuse(token => :'tok', route => '/kv/{group}/{key}', status => 405,
                                 error => 'Method Not Allowed', http_method => 'PUT', http_path => '/kv/g/k');
 select status, body, cost, balance
-  from echovalue.request_refuse(token => :'tok', operation => 'kv_set', status => 400,
+  from echovalue.request_refuse(token => :'tok', route => '/kv/{group}/{key}', status => 400,
                                 error => 'Bad Request: body must be UTF-8', http_method => 'POST', http_path => '/kv/g/k');
 select status, body, cost, balance
-  from echovalue.request_refuse(token => :'tok', operation => 'wallet_get', status => 405,
+  from echovalue.request_refuse(token => :'tok', route => '/token', status => 405,
                                 error => 'Method Not Allowed', http_method => 'PATCH', http_path => '/token');
 select method, path, endpoint, status_code, error, cost, balance
   from echovalue.logs where wallet_id = :w order by id desc limit 3;
+-- the operation of every route the proxy has, by method (NULL: never charged)
+select r.route, m.method, echovalue._refusal_operation(r.route, m.method) as operation
+  from (values ('/token'), ('/token/logs'), ('/token/keys'), ('/token/keys/{id}'), ('/recharge'),
+               ('/kv/{group}/{key}'), ('/webhook'), ('/attachments/{id}'), ('/'), ('/logs'),
+               ('/{group}/{key}'), ('/healthz'), ('/metrics'), ('stripe-webhook'), ('unmatched'))
+       as r(route),
+       (values ('GET'), ('POST'), ('DELETE'), ('PUT')) as m(method)
+ order by r.route, m.method;
+-- a route that is never charged: the refusal as it is, nothing charged or logged
+select status, body, cost, balance
+  from echovalue.request_refuse(token => :'tok', route => '/healthz', status => 405,
+                                error => 'Method Not Allowed', http_method => 'POST', http_path => '/healthz');
+select count(*) as logged from echovalue.logs where wallet_id = :w and path = '/healthz';
 update echovalue.wallets set balance = 0 where id = :w;
 select status, body, cost, balance
-  from echovalue.request_refuse(token => :'tok', operation => 'kv_get', status => 405,
+  from echovalue.request_refuse(token => :'tok', route => '/kv/{group}/{key}', status => 405,
                                 error => 'Method Not Allowed', http_method => 'PUT', http_path => '/kv/g/k');
 select status, body, cost, balance
-  from echovalue.request_refuse(token => 'bad', operation => 'kv_get', status => 405,
+  from echovalue.request_refuse(token => 'bad', route => '/kv/{group}/{key}', status => 405,
                                 error => 'Method Not Allowed', http_method => 'PUT', http_path => '/kv/g/k');
 savepoint s;
-select status from echovalue.request_refuse(token => :'tok', operation => 'nope', status => 405,
-                                            error => 'Method Not Allowed', http_method => 'PUT', http_path => '/x');
-rollback to s;
-select status from echovalue.request_refuse(token => :'tok', operation => 'kv_get', status => 200,
+select status from echovalue.request_refuse(token => :'tok', route => '/kv/{group}/{key}', status => 200,
                                             error => 'OK', http_method => 'GET', http_path => '/x');
 rollback to s;
 

@@ -70,7 +70,7 @@ select status, body, cost, balance from echovalue.kv_delete(token => :'tok', grp
 select status, cost, balance from echovalue.wallet_get(token => :'tok');
 select status, cost, body::jsonb ->> 'n' as n from echovalue.logs_get(token => :'tok', n => '2');
 select status, body, cost from echovalue.recharge_link(token => :'tok', amount => '1');
-select status, cost from echovalue.request_refuse(token => :'tok', operation => 'kv_get', status => 405,
+select status, cost from echovalue.request_refuse(token => :'tok', route => '/kv/{group}/{key}', status => 405,
                                                   error => 'Method Not Allowed', http_method => 'PUT', http_path => '/kv/g/k');
 select jsonb_typeof(echovalue.maintenance_run()) as maintenance;
 select echovalue.token_format_ok(:'tok') as format_ok;

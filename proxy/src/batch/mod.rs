@@ -23,146 +23,27 @@
 //! rolled back and its calls run one by one, so one bad request never fails or loses the
 //! others. Calls are keyed by the token string, which is never logged. Calls without a token
 //! (new wallets, Stripe events) always run alone.
+//!
+//! Layout: [`queues`] and [`slots`] are the two levels' bookkeeping, plain data with unit
+//! tests; this module holds the tasks that drive them and the guards that hand work on.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 
-use crate::db::{self, DbError, GroupError, Statement};
+use crate::api::Statement;
+use crate::db::{self, DbError, GroupError};
 use crate::metrics::BatchMetrics;
 use crate::outcome::Outcome;
 
+mod queues;
+mod slots;
+
+pub use queues::Queues;
+pub use slots::Slots;
+
 type Answer = Result<Outcome, DbError>;
-
-/// The bookkeeping alone: which tokens are busy and what waits for each. A token has an entry
-/// exactly while a call of it runs (or a driver drains its queue).
-#[derive(Debug)]
-pub struct Queues<T> {
-    busy: HashMap<String, VecDeque<T>>,
-}
-
-impl<T> Default for Queues<T> {
-    fn default() -> Self {
-        Queues {
-            busy: HashMap::new(),
-        }
-    }
-}
-
-impl<T> Queues<T> {
-    /// A call of `key` arrives: when the key is idle it becomes busy and the item comes back
-    /// (the caller runs it now); when busy, the item joins the key's queue (`None`).
-    pub fn arrive(&mut self, key: &str, item: T) -> Option<T> {
-        match self.busy.get_mut(key) {
-            Some(queue) => {
-                queue.push_back(item);
-                None
-            }
-            None => {
-                self.busy.insert(key.to_owned(), VecDeque::new());
-                Some(item)
-            }
-        }
-    }
-
-    /// The next batch of `key`, oldest first, at most `max` items. When nothing waits, the key
-    /// becomes idle (its entry is removed) and the batch is empty.
-    pub fn next_batch(&mut self, key: &str, max: usize) -> Vec<T> {
-        let Some(queue) = self.busy.get_mut(key) else {
-            return Vec::new();
-        };
-        if queue.is_empty() {
-            self.busy.remove(key);
-            return Vec::new();
-        }
-        let n = queue.len().min(max.max(1));
-        queue.drain(..n).collect()
-    }
-
-    /// Makes `key` idle when nothing waits for it; `false` when calls wait (it stays busy).
-    pub fn release_if_idle(&mut self, key: &str) -> bool {
-        match self.busy.get(key) {
-            Some(queue) if !queue.is_empty() => false,
-            _ => {
-                self.busy.remove(key);
-                true
-            }
-        }
-    }
-
-    /// Removes `key` with whatever waits for it.
-    pub fn abandon(&mut self, key: &str) -> Vec<T> {
-        self.busy.remove(key).map(Vec::from).unwrap_or_default()
-    }
-
-    /// Number of busy keys.
-    pub fn busy_keys(&self) -> usize {
-        self.busy.len()
-    }
-}
-
-/// The slots bookkeeping alone: how many more transactions may start now, and what waits for
-/// a slot, oldest first.
-#[derive(Debug)]
-pub struct Slots<U> {
-    free: usize,
-    waiting: VecDeque<U>,
-}
-
-impl<U> Slots<U> {
-    /// `n` transactions at once (at least one).
-    pub fn new(n: usize) -> Self {
-        Slots {
-            free: n.max(1),
-            waiting: VecDeque::new(),
-        }
-    }
-
-    /// A unit arrives: when a slot is free it is taken and the unit comes back (the caller
-    /// runs it now); otherwise the unit waits (`None`).
-    pub fn arrive(&mut self, unit: U) -> Option<U> {
-        if self.free > 0 {
-            self.free -= 1;
-            Some(unit)
-        } else {
-            self.waiting.push_back(unit);
-            None
-        }
-    }
-
-    /// A slot's transaction is done: the units to run next in it, oldest first, as many as
-    /// fit in `max` calls (`size` counts a unit's calls; the first is taken whatever its size).
-    /// When nothing waits, the slot is freed and the result is empty.
-    pub fn next(&mut self, max: usize, size: impl Fn(&U) -> usize) -> Vec<U> {
-        let mut units = Vec::new();
-        let mut calls = 0;
-        while let Some(unit) = self.waiting.front() {
-            let n = size(unit);
-            if !units.is_empty() && calls + n > max {
-                break;
-            }
-            calls += n;
-            units.extend(self.waiting.pop_front());
-        }
-        if units.is_empty() {
-            self.free += 1;
-        }
-        units
-    }
-
-    /// Slots free now.
-    pub fn free(&self) -> usize {
-        self.free
-    }
-
-    /// Removes whatever waits, freeing the slot of the caller.
-    pub fn abandon(&mut self) -> Vec<U> {
-        self.free += 1;
-        self.waiting.drain(..).collect()
-    }
-}
 
 /// A queued call and where its answer goes.
 struct Waiting {
@@ -221,10 +102,11 @@ impl Batcher {
     /// Runs one call: alone when it has no token or batching is off; otherwise once its token
     /// is idle (after the token's call in flight, with the others that waited for it) and a
     /// slot is free (in the next slot to come free, with everything else that waited).
-    pub async fn call(&self, token: Option<&str>, statement: Statement) -> Answer {
-        let Some(token) = token.filter(|_| self.inner.max > 1) else {
+    pub async fn call(&self, mut statement: Statement) -> Answer {
+        let Some(token) = statement.token.take().filter(|_| self.inner.max > 1) else {
             return db::call(&self.inner.pool, &statement).await;
         };
+        let token = token.as_str();
         let (reply, answer) = oneshot::channel();
         let arrived = {
             let mut queues = self.inner.queues();
@@ -464,105 +346,4 @@ async fn run_batch(inner: &Inner, statements: &[Statement], replies: Vec<oneshot
 
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_call_leads_later_ones_queue() {
-        let mut q = Queues::default();
-        assert_eq!(q.arrive("a", 1), Some(1));
-        assert_eq!(q.arrive("a", 2), None);
-        assert_eq!(q.arrive("a", 3), None);
-        // Another key is independent.
-        assert_eq!(q.arrive("b", 10), Some(10));
-        assert_eq!(q.busy_keys(), 2);
-        assert!(q.release_if_idle("b"));
-        assert_eq!(q.busy_keys(), 1);
-        // Calls wait for "a": it stays busy.
-        assert!(!q.release_if_idle("a"));
-        assert_eq!(q.next_batch("a", 64), vec![2, 3]);
-        // Arrivals during a batch wait for the next one.
-        assert_eq!(q.arrive("a", 4), None);
-        assert_eq!(q.next_batch("a", 64), vec![4]);
-        assert_eq!(q.busy_keys(), 1);
-        // An empty queue ends the key's busy time: no entry is left behind.
-        assert_eq!(q.next_batch("a", 64), Vec::<i32>::new());
-        assert_eq!(q.busy_keys(), 0);
-        assert_eq!(q.arrive("a", 5), Some(5));
-    }
-
-    #[test]
-    fn batches_are_capped_and_in_arrival_order() {
-        let mut q = Queues::default();
-        assert_eq!(q.arrive("a", 0), Some(0));
-        for i in 1..=10 {
-            assert_eq!(q.arrive("a", i), None);
-        }
-        assert_eq!(q.next_batch("a", 4), vec![1, 2, 3, 4]);
-        assert_eq!(q.next_batch("a", 4), vec![5, 6, 7, 8]);
-        assert_eq!(q.next_batch("a", 0), vec![9]);
-        assert_eq!(q.next_batch("a", 4), vec![10]);
-        assert!(q.next_batch("a", 4).is_empty());
-        assert_eq!(q.busy_keys(), 0);
-        // Unknown keys are idle.
-        assert!(q.next_batch("x", 4).is_empty());
-        assert!(q.release_if_idle("x"));
-    }
-
-    #[test]
-    fn slots_run_at_once_until_taken_then_hand_on_what_waited() {
-        let mut s = Slots::new(2);
-        assert_eq!(s.arrive("a"), Some("a"));
-        assert_eq!(s.arrive("b"), Some("b"));
-        assert_eq!(s.free(), 0);
-        // Every slot taken: the rest waits, in arrival order.
-        assert_eq!(s.arrive("c"), None);
-        assert_eq!(s.arrive("d"), None);
-        assert_eq!(s.arrive("e"), None);
-        // A slot comes free: it takes what waited, at most `max` calls (one each here).
-        assert_eq!(s.next(2, |_| 1), vec!["c", "d"]);
-        assert_eq!(s.next(2, |_| 1), vec!["e"]);
-        assert_eq!(s.free(), 0);
-        // Nothing waits: the slot is freed, and so is the other when it is done.
-        assert!(s.next(2, |_| 1).is_empty());
-        assert_eq!(s.free(), 1);
-        assert!(s.next(2, |_| 1).is_empty());
-        assert_eq!(s.free(), 2);
-        // Zero slots would stop everything: there is always one.
-        assert_eq!(Slots::new(0).arrive(1), Some(1));
-    }
-
-    #[test]
-    fn a_slot_takes_units_whole_and_at_least_one() {
-        let mut s = Slots::new(1);
-        assert_eq!(s.arrive(vec![0]), Some(vec![0]));
-        for unit in [vec![1; 5], vec![2; 3], vec![3; 2], vec![4; 9]] {
-            assert_eq!(s.arrive(unit), None);
-        }
-        // 5 + 3 fit in 8; the next unit would not, so it waits for the next transaction.
-        assert_eq!(s.next(8, Vec::len), vec![vec![1; 5], vec![2; 3]]);
-        assert_eq!(s.next(8, Vec::len), vec![vec![3; 2]]);
-        // A unit larger than `max` still runs (alone), never waits forever.
-        assert_eq!(s.next(8, Vec::len), vec![vec![4; 9]]);
-        assert!(s.next(8, Vec::len).is_empty());
-        assert_eq!(s.free(), 1);
-        // Abandoning hands back what waited and frees the caller's slot.
-        assert_eq!(s.arrive(vec![5]), Some(vec![5]));
-        assert_eq!(s.arrive(vec![6]), None);
-        assert_eq!(s.abandon(), vec![vec![6]]);
-        assert_eq!(s.free(), 1);
-    }
-
-    #[test]
-    fn abandon_hands_back_what_waited() {
-        let mut q = Queues::default();
-        assert_eq!(q.arrive("a", 1), Some(1));
-        assert_eq!(q.arrive("a", 2), None);
-        assert_eq!(q.abandon("a"), vec![2]);
-        assert_eq!(q.busy_keys(), 0);
-        assert!(q.abandon("a").is_empty());
-    }
 }
