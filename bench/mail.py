@@ -2,7 +2,7 @@
 """Mail2Webhook throughput and latency: SMTP DATA to webhook receipt.
 
 Against a running database (ADMIN_URL, a superuser libpq URL for psql) and mailhook (SMTP at
-SMTP_HOST:SMTP_PORT, started with ECHOVALUE_DELIVERY_ALLOW_INSECURE=true): makes a funded wallet
+SMTP_HOST:SMTP_PORT, on a database with echovalue.webhook_allow_insecure = on): makes a funded wallet
 whose webhook is a local HTTP receiver on this process, sends N messages over C SMTP
 connections with smtplib, and prints messages per second (first DATA to last receipt) and the
 latency from each message's DATA to its webhook's arrival (p50, p99, max). Not a test: figures

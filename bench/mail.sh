@@ -13,9 +13,11 @@ bench_build echovalue-mailhook
 PORT=$(ev_free_port 55610)
 EV_PG_AUTH_HOST=trust ev_cluster_start "$TMP/pg" "$PORT" echovalue 9>&- >/dev/null 2>&1
 ev_db_prepare echovalue 2>/dev/null
+# loopback delivery to the local receiver: the one switch, for this throwaway database
+ev_psql echovalue -c 'alter database echovalue set echovalue.webhook_allow_insecure = on'
 SMTP_PORT=$(ev_free_port 0)
 ECHOVALUE_DATABASE_URL="postgresql://echovalue_mailhook@127.0.0.1:$PORT/echovalue" \
-    ECHOVALUE_SMTP_LISTEN="127.0.0.1:$SMTP_PORT" ECHOVALUE_DELIVERY_ALLOW_INSECURE=true \
+    ECHOVALUE_SMTP_LISTEN="127.0.0.1:$SMTP_PORT" \
     ECHOVALUE_LOG=warn "$TARGET_DIR/release/echovalue-mailhook" 9>&- 2>"$TMP/mailhook.log" &
 BENCH_PIDS+=($!)
 for _ in $(seq 1 100); do

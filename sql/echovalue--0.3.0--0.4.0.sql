@@ -40,6 +40,7 @@ drop function if exists echovalue._endpoint_of(text);
 drop function if exists echovalue._root_only(bigint, text, text, text);
 drop function if exists echovalue._mail_route(text);
 drop function if exists echovalue.request_refuse(text, text, int, text, text, text);
+drop function if exists echovalue.delivery_claim(int, int);
 drop function if exists echovalue._caller_token(bigint);
 
 -- Functions new or changed in 0.4.0.
@@ -243,127 +244,6 @@ begin
         return null;
     end if;
     return echovalue._fail(p_caller, p_operation, 403, 'Forbidden');
-end;
-$$;
-
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- unix-socket callers have no address: they share one bucket
-    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
-create or replace function echovalue.wallet_get(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'wallet_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
-                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
-      into v_body
-      from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
-language sql immutable as $$
-    select case
-        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
-            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
-        when p_route = '/webhook' then
-            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
-                          else 'webhook_get' end
-        when p_route = '/token/keys' then
-            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
-        when p_route = '/token/keys/{id}' then 'token_key_revoke'
-        when p_route = '/recharge' then 'recharge_link'
-        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
-        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
-        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
-    end
-$$;
-
-create or replace function echovalue.request_refuse(
-    token text,
-    route text,
-    status int,
-    error text,
-    http_method text,
-    http_path text
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_operation text := echovalue._refusal_operation(route, http_method);
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    if status is null or status not between 400 and 599 or error is null then
-        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    if v_operation is null then
-        return echovalue._outcome(status, error, null, null);
-    end if;
-    return echovalue._fail(v_caller, v_operation, status, error);
 end;
 $$;
 
@@ -594,6 +474,314 @@ begin
 end;
 $$;
 
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
+$$;
+
+create or replace function echovalue.request_refuse(
+    token text,
+    route text,
+    status int,
+    error text,
+    http_method text,
+    http_path text
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_operation text := echovalue._refusal_operation(route, http_method);
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if status is null or status not between 400 and 599 or error is null then
+        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if v_operation is null then
+        return echovalue._outcome(status, error, null, null);
+    end if;
+    return echovalue._fail(v_caller, v_operation, status, error);
+end;
+$$;
+
+create or replace function echovalue.token_key_create(
+    token text,
+    spec text default '{}',
+    http_method text default 'POST',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
+        token_key_create.http_method, token_key_create.http_path);
+    v_refusal echovalue.outcome;
+    v_spec jsonb;
+    v_error text;
+    v_max int := echovalue._setting('max_tokens');
+    v_paid echovalue.payment;
+    v_new text;
+    v_row echovalue.tokens;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    begin
+        v_spec := coalesce(nullif(pg_catalog.btrim(token_key_create.spec), ''), '{}')::jsonb;
+    exception when data_exception or program_limit_exceeded then
+        v_error := 'Bad Request: body must be JSON';
+    end;
+    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
+    -- the wallet's row lock makes the count and the insert one step for parallel creates
+    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
+    if v_error is null
+       and (select pg_catalog.count(*) from echovalue.tokens t
+             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
+        v_error := pg_catalog.format(
+            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
+    end if;
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_create');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    v_new := echovalue._token_generate();
+    insert into echovalue.tokens as t
+        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
+    values (v_caller.wallet_id, echovalue._token_hash(v_new),
+            v_spec ->> 'label', echovalue._token_prefix(v_new),
+            (v_spec #>> '{limits,per_request}')::numeric::bigint,
+            (v_spec #>> '{limits,daily}')::numeric::bigint,
+            (v_spec #>> '{limits,monthly}')::numeric::bigint)
+    returning * into v_row;
+    return echovalue._finish(v_caller, v_paid, 200,
+        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
+            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
+            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
+            echovalue._json_str(echovalue._ts(v_row.created))),
+        'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_list(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
+        token_key_list.http_method, token_key_list.http_path);
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_list');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
+                                                         order by t.created, t.id), '') || ']}'
+      into v_body
+      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_revoke(
+    token text,
+    key_id text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
+        token_key_revoke.http_method,
+        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_target echovalue.tokens;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+        select * into v_target from echovalue.tokens t
+         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
+           for update;
+    end if;
+    if v_target.id is null then
+        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
+    end if;
+    if v_target.is_root then
+        return echovalue._finish(v_caller, v_paid, 400,
+                                 'Bad Request: the root token cannot be revoked');
+    end if;
+    update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
+     where t.id = v_target.id;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.logs_get(
+    token text,
+    n text default null,
+    http_method text default 'GET',
+    http_path text default '/token/logs'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
+                                                            logs_get.http_path);
+    v_n int;
+    v_k int;
+    v_paid echovalue.payment;
+    v_entries text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_n := echovalue._logs_n(logs_get.n);
+    if v_n is null then
+        -- charged as one entry: the smallest logs request
+        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
+    end if;
+    select pg_catalog.count(*)::int into v_k
+      from (select 1 from echovalue.logs l
+             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
+             limit v_n) as kept;
+    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
+    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
+      into v_entries
+      from (select * from echovalue.logs l
+             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
+             order by l.id desc
+             limit v_k) as l;
+    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
+                             'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- unix-socket callers have no address: they share one bucket
+    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
 create or replace function echovalue.kv_set(
     token text,
     grp text,
@@ -749,190 +937,88 @@ begin
 end;
 $$;
 
-create or replace function echovalue.logs_get(
-    token text,
-    n text default null,
-    http_method text default 'GET',
-    http_path text default '/token/logs'
-) returns echovalue.outcome
-language plpgsql volatile security definer
+create or replace function echovalue.delivery_addresses_error(addrs inet[]) returns text
+language plpgsql stable security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
-                                                            logs_get.http_path);
-    v_n int;
-    v_k int;
-    v_paid echovalue.payment;
-    v_entries text;
+    v_insecure boolean := echovalue._setting_text('webhook_allow_insecure')::boolean;
+    v_class text;
 begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
+    if coalesce(pg_catalog.cardinality(addrs), 0) = 0
+       or pg_catalog.array_position(addrs, null) is not null then
+        return 'the host has no address';
     end if;
-    v_n := echovalue._logs_n(logs_get.n);
-    if v_n is null then
-        -- charged as one entry: the smallest logs request
-        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
+    if pg_catalog.cardinality(addrs) > 256 then
+        return 'the host has more than 256 addresses';
     end if;
-    select pg_catalog.count(*)::int into v_k
-      from (select 1 from echovalue.logs l
-             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
-             limit v_n) as kept;
-    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
-    if v_paid.balance is null then
-        return v_paid.refusal;
+    select c.class into v_class
+      from pg_catalog.unnest(addrs) with ordinality as a(addr, n),
+           echovalue.address_classify(a.addr) as c(class)
+     where c.class <> 'public' and not (c.class = 'loopback' and v_insecure)
+     order by a.n
+     limit 1;
+    if v_class is not null then
+        return pg_catalog.format('the host resolves to a non-public address (%s)', v_class);
     end if;
-    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
-    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
-      into v_entries
-      from (select * from echovalue.logs l
-             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
-             order by l.id desc
-             limit v_k) as l;
-    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
-                             'application/json');
+    return null;
 end;
 $$;
 
-create or replace function echovalue.token_key_create(
-    token text,
-    spec text default '{}',
-    http_method text default 'POST',
-    http_path text default '/token/keys'
-) returns echovalue.outcome
+create or replace function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
+returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
+               headers jsonb, secret text, payload text)
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
-        token_key_create.http_method, token_key_create.http_path);
-    v_refusal echovalue.outcome;
-    v_spec jsonb;
-    v_error text;
-    v_max int := echovalue._setting('max_tokens');
-    v_paid echovalue.payment;
-    v_new text;
-    v_row echovalue.tokens;
+    v_row record;
+    v_claimed int;
+    v_returned int;
 begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
+    if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
+       or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
+        raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
+            using errcode = 'invalid_parameter_value';
     end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    begin
-        v_spec := coalesce(nullif(pg_catalog.btrim(token_key_create.spec), ''), '{}')::jsonb;
-    exception when data_exception or program_limit_exceeded then
-        v_error := 'Bad Request: body must be JSON';
-    end;
-    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
-    -- the wallet's row lock makes the count and the insert one step for parallel creates
-    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
-    if v_error is null
-       and (select pg_catalog.count(*) from echovalue.tokens t
-             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
-        v_error := pg_catalog.format(
-            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
-    end if;
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_create');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    v_new := echovalue._token_generate();
-    insert into echovalue.tokens as t
-        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
-    values (v_caller.wallet_id, echovalue._token_hash(v_new),
-            v_spec ->> 'label', echovalue._token_prefix(v_new),
-            (v_spec #>> '{limits,per_request}')::numeric::bigint,
-            (v_spec #>> '{limits,daily}')::numeric::bigint,
-            (v_spec #>> '{limits,monthly}')::numeric::bigint)
-    returning * into v_row;
-    return echovalue._finish(v_caller, v_paid, 200,
-        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
-            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
-            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
-            echovalue._json_str(echovalue._ts(v_row.created))),
-        'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_list(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token/keys'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
-        token_key_list.http_method, token_key_list.http_path);
-    v_refusal echovalue.outcome;
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_list');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
-                                                         order by t.created, t.id), '') || ']}'
-      into v_body
-      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_revoke(
-    token text,
-    key_id text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
-        token_key_revoke.http_method,
-        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
-    v_refusal echovalue.outcome;
-    v_paid echovalue.payment;
-    v_target echovalue.tokens;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-        select * into v_target from echovalue.tokens t
-         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
-           for update;
-    end if;
-    if v_target.id is null then
-        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
-    end if;
-    if v_target.is_root then
-        return echovalue._finish(v_caller, v_paid, 400,
-                                 'Bad Request: the root token cannot be revoked');
-    end if;
-    update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
-     where t.id = v_target.id;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+    loop
+        v_claimed := 0;
+        v_returned := 0;
+        for v_row in
+            with due as (
+                select d.wallet_id, d.id from echovalue.deliveries d
+                 where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+                 order by d.next_attempt_at, d.id
+                 limit delivery_claim.batch
+                 for update skip locked)
+            update echovalue.deliveries d
+               set attempts = d.attempts + 1,
+                   next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
+              from due
+             where d.wallet_id = due.wallet_id and d.id = due.id
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id
+        loop
+            v_claimed := v_claimed + 1;
+            select h.url, h.headers, mb.secret into url, headers, secret
+              from echovalue.webhooks h
+              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+             where h.wallet_id = v_row.wallet_id;
+            if not found then
+                update echovalue.deliveries d
+                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
+                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                continue;
+            end if;
+            delivery_id := v_row.id;
+            attempt := v_row.attempts;
+            url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
+                                                   '^Bad Request: ', '');
+            webhook_id := v_row.webhook_id;
+            payload := echovalue._delivery_payload(v_row.wallet_id, v_row.message_id);
+            v_returned := v_returned + 1;
+            return next;
+        end loop;
+        exit when v_claimed = 0 or v_returned > 0;
+    end loop;
 end;
 $$;
 
@@ -985,6 +1071,7 @@ grant execute on function
     echovalue.mail_rcpt_check(text),
     echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
     echovalue.address_classify(inet),
+    echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),
     echovalue.delivery_record(bigint, int, text, int, text, int),
     echovalue.stripe_event_apply()

@@ -112,10 +112,6 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_DELIVERY_LEASE_SECS", default_value_t = DEFAULT_DELIVERY_LEASE_SECS)]
     pub delivery_lease_secs: u64,
 
-    /// Deliver to plain http and loopback URLs too (local testing only; never in production).
-    #[arg(long, env = "ECHOVALUE_DELIVERY_ALLOW_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
-    pub delivery_allow_insecure: bool,
-
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -152,7 +148,6 @@ impl Default for Config {
             delivery_batch: DEFAULT_DELIVERY_BATCH,
             delivery_timeout_secs: DEFAULT_DELIVERY_TIMEOUT_SECS,
             delivery_lease_secs: DEFAULT_DELIVERY_LEASE_SECS,
-            delivery_allow_insecure: false,
             print_config: false,
         }
     }
@@ -206,11 +201,6 @@ impl fmt::Display for Config {
             f,
             "ECHOVALUE_DELIVERY_LEASE_SECS={}",
             self.delivery_lease_secs
-        )?;
-        writeln!(
-            f,
-            "ECHOVALUE_DELIVERY_ALLOW_INSECURE={}",
-            self.delivery_allow_insecure
         )
     }
 }
@@ -244,7 +234,6 @@ impl Config {
             timeout,
             lease: Duration::from_secs(self.delivery_lease_secs)
                 .max(timeout + Duration::from_secs(20)),
-            allow_insecure: self.delivery_allow_insecure,
             grace: Duration::from_secs(self.shutdown_grace_secs)
                 .min(timeout + Duration::from_secs(1)),
         })

@@ -31,10 +31,20 @@ struct Mailhook;
 impl Mailhook {
     /// A dispatcher allowed to deliver to the test's plain-HTTP loopback receiver.
     async fn start() -> Result<MailhookProcess> {
-        Self::start_with(&[("ECHOVALUE_DELIVERY_ALLOW_INSECURE", "true")]).await
+        Self::start_with(true, &[]).await
     }
 
-    async fn start_with(extra_env: &[(&str, &str)]) -> Result<MailhookProcess> {
+    /// `insecure` is the one switch, `echovalue.webhook_allow_insecure`, set for the mailhook's
+    /// role: its sessions read it when they connect (delivery tests run one at a time).
+    async fn start_with(insecure: bool, extra_env: &[(&str, &str)]) -> Result<MailhookProcess> {
+        let admin = Admin::connect().await?;
+        let value = if insecure { "on" } else { "off" };
+        admin
+            .client()
+            .batch_execute(&format!(
+                "alter role echovalue_mailhook set echovalue.webhook_allow_insecure = {value}"
+            ))
+            .await?;
         let mut envs = vec![
             ("ECHOVALUE_MAILHOOK_POLL_SECS", "1"),
             ("ECHOVALUE_DELIVERY_CONCURRENCY", "16"),
@@ -651,7 +661,7 @@ async fn non_public_targets_are_refused_at_delivery() -> Result<()> {
         let (w, email, _) = wallet_with_webhook(&admin, &url).await?;
         wallets.push((w, email, url));
     }
-    let hook = Mailhook::start_with(&[]).await?;
+    let hook = Mailhook::start_with(false, &[]).await?;
     for (_, email, _) in &wallets {
         swaks(&hook, email, &["--header", "Subject: ssrf"])?;
     }
@@ -665,7 +675,8 @@ async fn non_public_targets_are_refused_at_delivery() -> Result<()> {
         assert_eq!(d.1, 1, "{url}: not retried");
         let err = d.3.unwrap_or_default();
         assert!(
-            err.contains("non-public") || err.contains("not https"),
+            err.starts_with("the webhook URL is refused: url ")
+                && (err.contains("public") || err.contains("https")),
             "{url}: {err}"
         );
     }
@@ -689,11 +700,7 @@ async fn kill9_mid_delivery_loses_nothing() -> Result<()> {
     )?;
     let (w, email, secret) = wallet_with_webhook(&admin, &receiver.url("/bulk")).await?;
     admin.set_balance(&w, 1000).await?;
-    let mut hook = Mailhook::start_with(&[
-        ("ECHOVALUE_DELIVERY_ALLOW_INSECURE", "true"),
-        ("ECHOVALUE_DELIVERY_CONCURRENCY", "8"),
-    ])
-    .await?;
+    let mut hook = Mailhook::start_with(true, &[("ECHOVALUE_DELIVERY_CONCURRENCY", "8")]).await?;
     let tag = format!("{}", std::process::id());
     smtplib_bulk(&hook, &email, N, &tag)?;
     wait_for("some deliveries", Duration::from_secs(30), || async {
@@ -748,7 +755,7 @@ async fn a_backlog_drains_without_waiting_for_the_poll() -> Result<()> {
     let (w, email, _) = wallet_with_webhook(&admin, &receiver.url("/backlog")).await?;
     // queued while no dispatcher runs: first mail of a wallet that then deletes its webhook,
     // then more mail than the dispatcher has slots
-    let smtp_only = Mailhook::start_with(&[("ECHOVALUE_DELIVERY_CONCURRENCY", "0")]).await?;
+    let smtp_only = Mailhook::start_with(false, &[("ECHOVALUE_DELIVERY_CONCURRENCY", "0")]).await?;
     let tag = format!("backlog-{}", std::process::id());
     smtplib_bulk(&smtp_only, &gone_email, 10, &format!("{tag}-gone"))?;
     smtplib_bulk(&smtp_only, &email, 30, &tag)?;
@@ -761,11 +768,13 @@ async fn a_backlog_drains_without_waiting_for_the_poll() -> Result<()> {
         )
         .await?;
     // one scan at start, then only notifications: none come, so the first scan must drain it all
-    let _dispatcher = Mailhook::start_with(&[
-        ("ECHOVALUE_DELIVERY_ALLOW_INSECURE", "true"),
-        ("ECHOVALUE_DELIVERY_CONCURRENCY", "4"),
-        ("ECHOVALUE_MAILHOOK_POLL_SECS", "3600"),
-    ])
+    let _dispatcher = Mailhook::start_with(
+        true,
+        &[
+            ("ECHOVALUE_DELIVERY_CONCURRENCY", "4"),
+            ("ECHOVALUE_MAILHOOK_POLL_SECS", "3600"),
+        ],
+    )
     .await?;
     wait_for("the backlog", Duration::from_secs(30), || async {
         let d = deliveries(&admin, &w).await?;

@@ -72,14 +72,50 @@ language sql volatile as $$
      where w.id = p_wallet
 $$;
 
+-- Why a delivery may not connect to the addresses its URL's host resolved to, or NULL: every
+-- one must be public, or loopback while echovalue.webhook_allow_insecure is on (local
+-- testing): the rule a URL's address literal meets at configuration (address_classify), and
+-- the one switch for it. The mailhook's resolver asks this for every lookup and connects only
+-- to the addresses it checked, so a name cannot be made to point inside after configuration.
+-- At most 256 addresses (a DNS answer holds far fewer).
+create function echovalue.delivery_addresses_error(addrs inet[]) returns text
+language plpgsql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_insecure boolean := echovalue._setting_text('webhook_allow_insecure')::boolean;
+    v_class text;
+begin
+    if coalesce(pg_catalog.cardinality(addrs), 0) = 0
+       or pg_catalog.array_position(addrs, null) is not null then
+        return 'the host has no address';
+    end if;
+    if pg_catalog.cardinality(addrs) > 256 then
+        return 'the host has more than 256 addresses';
+    end if;
+    select c.class into v_class
+      from pg_catalog.unnest(addrs) with ordinality as a(addr, n),
+           echovalue.address_classify(a.addr) as c(class)
+     where c.class <> 'public' and not (c.class = 'loopback' and v_insecure)
+     order by a.n
+     limit 1;
+    if v_class is not null then
+        return pg_catalog.format('the host resolves to a non-public address (%s)', v_class);
+    end if;
+    return null;
+end;
+$$;
+
 -- Claims up to `batch` due deliveries for `lease_seconds` (the attempt must be recorded
 -- before then, or another dispatcher will claim it again) and returns what each POST needs:
 -- the delivery id and attempt number (for delivery_record), the stable webhook-id, the URL,
--- the user's headers, the wallet's signing secret and the JSON body. A claimed delivery whose
+-- why that URL may not be called now (the configuration rules again, _webhook_url_error: the
+-- switch may have been turned off since; NULL when it may), the user's headers, the wallet's
+-- signing secret and the JSON body. A claimed delivery whose
 -- wallet no longer has a webhook fails for good instead (logged); when a whole batch was such
 -- rows it claims the next one, so an empty result means nothing this caller may send is due.
 create function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
-returns table (delivery_id bigint, attempt int, webhook_id text, url text, headers jsonb, secret text, payload text)
+returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
+               headers jsonb, secret text, payload text)
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
@@ -123,6 +159,8 @@ begin
             end if;
             delivery_id := v_row.id;
             attempt := v_row.attempts;
+            url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
+                                                   '^Bad Request: ', '');
             webhook_id := v_row.webhook_id;
             payload := echovalue._delivery_payload(v_row.wallet_id, v_row.message_id);
             v_returned := v_returned + 1;

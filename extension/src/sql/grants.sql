@@ -45,6 +45,7 @@ grant execute on function
     echovalue.mail_rcpt_check(text),
     echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
     echovalue.address_classify(inet),
+    echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),
     echovalue.delivery_record(bigint, int, text, int, text, int),
     echovalue.stripe_event_apply()

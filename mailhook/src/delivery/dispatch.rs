@@ -11,14 +11,15 @@ use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::http::{Request, Sender};
+use super::http::{Request, Sender, SqlCheck};
 use super::retry::{decide, Decision, Response};
 use super::sign::signature;
 
 /// The channel `mail_receive` NOTIFYs for each queued delivery.
 pub const CHANNEL: &str = "echovalue_mail";
 
-const CLAIM_SQL: &str = "select delivery_id, attempt, webhook_id, url, headers, secret, payload \
+const CLAIM_SQL: &str =
+    "select delivery_id, attempt, webhook_id, url, url_error, headers, secret, payload \
      from echovalue.delivery_claim(batch => $1, lease_seconds => $2)";
 const RECORD_SQL: &str = "select echovalue.delivery_record(delivery_id => $1, attempt => $2, \
      outcome => $3, status_code => $4, error => $5, retry_seconds => $6)";
@@ -31,7 +32,6 @@ pub struct Settings {
     pub poll: Duration,
     pub timeout: Duration,
     pub lease: Duration,
-    pub allow_insecure: bool,
     pub grace: Duration,
 }
 
@@ -41,6 +41,8 @@ struct Job {
     attempt: i32,
     webhook_id: String,
     url: String,
+    /// Why the extension says the URL may not be called now, if it says so.
+    url_error: Option<String>,
     headers: serde_json::Value,
     secret: String,
     payload: String,
@@ -53,14 +55,13 @@ pub async fn run(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let sender = Sender::new(settings.timeout, settings.allow_insecure)?;
+    let sender = Sender::new(settings.timeout, Arc::new(SqlCheck(pool.clone())))?;
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let freed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let mut db_backoff = Duration::from_millis(200);
     tracing::info!(
         concurrency = settings.concurrency,
-        allow_insecure = settings.allow_insecure,
         "webhook dispatcher running"
     );
     while !*stop.borrow() {
@@ -134,6 +135,7 @@ async fn claim(pool: &Pool, n: usize, lease: Duration) -> anyhow::Result<Vec<Job
                 attempt: r.try_get("attempt")?,
                 webhook_id: r.try_get("webhook_id")?,
                 url: r.try_get("url")?,
+                url_error: r.try_get("url_error")?,
                 headers: r.try_get("headers")?,
                 secret: r.try_get("secret")?,
                 payload: r.try_get("payload")?,
@@ -148,12 +150,16 @@ async fn deliver(pool: &Pool, sender: &Sender, job: Job) {
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let (response, error) = match signature(
-        &job.secret,
-        &job.webhook_id,
-        timestamp,
-        job.payload.as_bytes(),
-    ) {
+    let signed = match &job.url_error {
+        Some(why) => Err(anyhow::anyhow!("the webhook URL is refused: {why}")),
+        None => signature(
+            &job.secret,
+            &job.webhook_id,
+            timestamp,
+            job.payload.as_bytes(),
+        ),
+    };
+    let (response, error) = match signed {
         Ok(sig) => {
             let req = Request {
                 url: &job.url,

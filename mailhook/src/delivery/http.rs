@@ -1,9 +1,10 @@
 //! One webhook POST. The host is resolved by [`CheckedResolver`], which refuses the name when
-//! ANY address it resolves to is not public, and hands the HTTP client exactly the addresses it
-//! checked: the client connects only to those, so a second lookup (DNS rebinding) cannot swap
-//! in a private address. Address literals never reach a resolver and are checked before the
-//! request. Redirects are not followed (a 3xx is a failed attempt); no proxy from the
-//! environment is used; every attempt has one overall timeout.
+//! the extension refuses ANY address it resolves to (`echovalue.delivery_addresses_error`, the
+//! one place the rule lives), and hands the HTTP client exactly the addresses it checked: the
+//! client connects only to those, so a second lookup (DNS rebinding) cannot swap in a private
+//! address. The URL itself (scheme, credentials, an address literal) was judged by the
+//! extension when the delivery was claimed. Redirects are not followed (a 3xx is a failed
+//! attempt); no proxy from the environment is used; every attempt has one overall timeout.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -11,9 +12,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
+use futures_util::future::BoxFuture;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::address;
 use super::retry::{parse_retry_after, Response};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -30,19 +32,25 @@ impl std::fmt::Display for NotAllowed {
 
 impl StdError for NotAllowed {}
 
-/// Checks every address of a lookup; the resolver and its unit tests share it.
-pub fn check_all(addrs: &[IpAddr], allow_insecure: bool) -> Result<(), NotAllowed> {
-    if addrs.is_empty() {
-        return Err(NotAllowed("the host has no address".into()));
+/// Who judges the addresses a name resolved to: `Some(why)` refuses them all.
+pub trait AddressCheck: Send + Sync + 'static {
+    fn refusal(&self, addrs: Vec<IpAddr>) -> BoxFuture<'static, Result<Option<String>, BoxError>>;
+}
+
+/// The extension's rule, asked once per lookup: small next to the POST it guards.
+pub struct SqlCheck(pub Pool);
+
+impl AddressCheck for SqlCheck {
+    fn refusal(&self, addrs: Vec<IpAddr>) -> BoxFuture<'static, Result<Option<String>, BoxError>> {
+        const SQL: &str = "select echovalue.delivery_addresses_error(addrs => $1)";
+        let pool = self.0.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(SQL).await?;
+            let row = client.query_one(&stmt, &[&addrs]).await?;
+            Ok(row.try_get(0)?)
+        })
     }
-    for addr in addrs {
-        if let Err(class) = address::allowed(*addr, allow_insecure) {
-            return Err(NotAllowed(format!(
-                "the host resolves to a non-public address ({class})"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// How names are looked up: the system resolver in production, a table in unit tests.
@@ -71,27 +79,27 @@ impl Lookup for SystemLookup {
 /// The resolver the HTTP client uses: look up, check all, return the checked addresses.
 pub struct CheckedResolver<L> {
     lookup: L,
-    allow_insecure: bool,
+    check: Arc<dyn AddressCheck>,
 }
 
 impl<L: Lookup> CheckedResolver<L> {
-    pub fn new(lookup: L, allow_insecure: bool) -> Self {
-        Self {
-            lookup,
-            allow_insecure,
-        }
+    pub fn new(lookup: L, check: Arc<dyn AddressCheck>) -> Self {
+        Self { lookup, check }
     }
 
-    /// The checked addresses of `host` (port 0: the client sets the URL's port).
+    /// The checked addresses of `host` (port 0: the client sets the URL's port). A check that
+    /// cannot be made (the database is down) fails the attempt like a network error: retried.
     pub fn resolve_checked(
         &self,
         host: &str,
     ) -> impl Future<Output = Result<Vec<SocketAddr>, BoxError>> + Send + 'static {
         let lookup = self.lookup.lookup(host.to_owned());
-        let allow_insecure = self.allow_insecure;
+        let check = self.check.clone();
         async move {
             let addrs = lookup.await?;
-            check_all(&addrs, allow_insecure)?;
+            if let Some(why) = check.refusal(addrs.clone()).await? {
+                return Err(Box::new(NotAllowed(why)) as BoxError);
+            }
             Ok(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect())
         }
     }
@@ -111,7 +119,6 @@ impl<L: Lookup> Resolve for CheckedResolver<L> {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    allow_insecure: bool,
 }
 
 /// One request to send.
@@ -125,19 +132,16 @@ pub struct Request<'a> {
 }
 
 impl Sender {
-    pub fn new(timeout: Duration, allow_insecure: bool) -> anyhow::Result<Self> {
+    pub fn new(timeout: Duration, check: Arc<dyn AddressCheck>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(CheckedResolver::new(SystemLookup, allow_insecure)))
+            .dns_resolver(Arc::new(CheckedResolver::new(SystemLookup, check)))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("echovalue-mailhook/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self {
-            client,
-            allow_insecure,
-        })
+        Ok(Self { client })
     }
 
     /// Sends one attempt; the response and a short error text for the logs (status line or
@@ -185,26 +189,12 @@ impl Sender {
         }
     }
 
-    /// The URL, when its scheme and (for an address literal) its address are allowed.
+    /// The URL parsed; whether it may be called was decided when it was claimed.
     fn check_url(&self, raw: &str) -> Result<reqwest::Url, NotAllowed> {
         let url = reqwest::Url::parse(raw)
             .map_err(|_| NotAllowed("the webhook URL does not parse".into()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_insecure => {}
-            _ => return Err(NotAllowed("the webhook URL is not https".into())),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(NotAllowed("the webhook URL carries credentials".into()));
-        }
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-            Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-            Some(url::Host::Domain(_)) => None,
-            None => return Err(NotAllowed("the webhook URL has no host".into())),
-        };
-        if let Some(ip) = literal {
-            check_all(&[ip], self.allow_insecure)?;
+        if url.host().is_none() {
+            return Err(NotAllowed("the webhook URL has no host".into()));
         }
         Ok(url)
     }
@@ -247,15 +237,13 @@ fn classify_error(e: &reqwest::Error) -> (Response, Option<String>) {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::sync::Mutex;
 
     /// A resolver answering from a table, like a hostile DNS server would.
     struct Table(HashMap<&'static str, Vec<IpAddr>>);
 
     impl Lookup for Table {
-        fn lookup(
-            &self,
-            host: String,
-        ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
+        fn lookup(&self, host: String) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
             let r =
                 self.0.get(host.as_str()).cloned().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
@@ -264,72 +252,72 @@ mod tests {
         }
     }
 
+    /// Refuses any list holding `bad`, and records what it was asked (the rule itself is the
+    /// extension's, tested in the SQL suite `delivery`).
+    struct Refuse {
+        bad: IpAddr,
+        asked: Mutex<Vec<Vec<IpAddr>>>,
+    }
+
+    impl AddressCheck for Refuse {
+        fn refusal(
+            &self,
+            addrs: Vec<IpAddr>,
+        ) -> BoxFuture<'static, Result<Option<String>, BoxError>> {
+            let why = addrs.contains(&self.bad).then(|| "refused".to_owned());
+            self.asked.lock().unwrap().push(addrs);
+            Box::pin(async move { Ok(why) })
+        }
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
     }
 
     #[tokio::test]
-    async fn every_resolved_address_is_checked() {
+    async fn every_resolved_address_is_checked_and_only_those_are_used() {
         let table = Table(HashMap::from([
             (
                 "public.example",
                 vec![ip("93.184.216.34"), ip("2606:2800:220:1::1")],
             ),
-            ("loopback.example", vec![ip("127.0.0.1")]),
             ("mixed.example", vec![ip("93.184.216.34"), ip("10.0.0.5")]),
-            ("mapped.example", vec![ip("::ffff:127.0.0.1")]),
-            ("metadata.example", vec![ip("169.254.169.254")]),
-            ("empty.example", vec![]),
         ]));
-        let strict = CheckedResolver::new(table, false);
-        let ok = strict
+        let check = Arc::new(Refuse {
+            bad: ip("10.0.0.5"),
+            asked: Mutex::new(Vec::new()),
+        });
+        let resolver = CheckedResolver::new(table, check.clone());
+        let ok = resolver
             .resolve_checked("public.example")
             .await
             .expect("public");
-        assert_eq!(ok.len(), 2);
-        for host in [
-            "loopback.example",
-            "mixed.example",
-            "mapped.example",
-            "metadata.example",
-            "empty.example",
-        ] {
-            let err = strict.resolve_checked(host).await.expect_err(host);
-            assert!(err.downcast_ref::<NotAllowed>().is_some(), "{host}: {err}");
-        }
-        assert!(strict.resolve_checked("unknown.example").await.is_err());
-    }
-
-    #[tokio::test]
-    async fn insecure_allows_loopback_only() {
-        let table = Table(HashMap::from([
-            ("loopback.example", vec![ip("127.0.0.1"), ip("::1")]),
-            ("private.example", vec![ip("192.168.0.10")]),
-        ]));
-        let lax = CheckedResolver::new(table, true);
-        assert!(lax.resolve_checked("loopback.example").await.is_ok());
-        assert!(lax.resolve_checked("private.example").await.is_err());
+        assert_eq!(
+            ok,
+            vec![
+                SocketAddr::new(ip("93.184.216.34"), 0),
+                SocketAddr::new(ip("2606:2800:220:1::1"), 0)
+            ]
+        );
+        let err = resolver
+            .resolve_checked("mixed.example")
+            .await
+            .expect_err("one address is refused");
+        assert!(err.downcast_ref::<NotAllowed>().is_some(), "{err}");
+        assert!(resolver.resolve_checked("unknown.example").await.is_err());
+        let asked = check.asked.lock().unwrap();
+        assert_eq!(asked.len(), 2, "one check per lookup that answered");
+        assert_eq!(asked[1], vec![ip("93.184.216.34"), ip("10.0.0.5")]);
     }
 
     #[test]
-    fn literal_and_scheme_checks() {
-        let strict = Sender::new(Duration::from_secs(1), false).expect("client");
-        for bad in [
-            "http://93.184.216.34/hook",
-            "https://127.0.0.1/hook",
-            "https://[::1]/hook",
-            "https://[::ffff:7f00:1]/hook",
-            "https://10.0.0.1/hook",
-            "https://u:p@example.com/hook",
-            "ftp://example.com/",
-            "not a url",
-        ] {
-            assert!(strict.check_url(bad).is_err(), "{bad}");
-        }
-        assert!(strict.check_url("https://93.184.216.34/hook").is_ok());
-        assert!(strict.check_url("https://example.com/hook").is_ok());
-        let lax = Sender::new(Duration::from_secs(1), true).expect("client");
-        assert!(lax.check_url("http://127.0.0.1:8080/hook").is_ok());
-        assert!(lax.check_url("http://10.0.0.1/hook").is_err());
+    fn urls_are_parsed_only() {
+        let check = Arc::new(Refuse {
+            bad: ip("10.0.0.5"),
+            asked: Mutex::new(Vec::new()),
+        });
+        let sender = Sender::new(Duration::from_secs(1), check).expect("client");
+        assert!(sender.check_url("not a url").is_err());
+        assert!(sender.check_url("https://example.com/hook").is_ok());
     }
 }

@@ -1,11 +1,11 @@
 //! Webhook delivery (SPEC §7): the dispatcher claims due deliveries from the queue in
 //! Postgres, POSTs each signed payload and records the outcome.
 //!
-//! `dispatch.rs` is the loop (woken through `crate::listen` on `echovalue_mail`), `http.rs` one POST with the
-//! address checks, `address.rs` the address classification (a port of the SQL one),
-//! `sign.rs` Standard Webhooks signing, `retry.rs` the pure retry policy.
+//! `dispatch.rs` is the loop (woken through `crate::listen` on `echovalue_mail`), `http.rs` one
+//! POST, its host's addresses checked by the extension (`echovalue.delivery_addresses_error`,
+//! the only copy of the rule), `sign.rs` Standard Webhooks signing, `retry.rs` the pure retry
+//! policy.
 
-pub mod address;
 pub mod dispatch;
 pub mod http;
 pub mod retry;

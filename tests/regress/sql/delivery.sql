@@ -37,7 +37,7 @@ select id as d1 from echovalue.deliveries where wallet_id = :w order by id limit
 
 -- claim: a batch of one takes the oldest; what the worker needs, the payload in seed order
 select delivery_id = :d1 as oldest, attempt, webhook_id ~ '^msg_[0-9a-f]{32}$' as webhook_id_ok,
-       url, headers, secret ~ '^whsec_' as secret_ok
+       url, url_error, headers, secret ~ '^whsec_' as secret_ok
   from echovalue.delivery_claim(batch => 1, lease_seconds => 60);
 select state, attempts, next_attempt_at > now() + interval '59 seconds' as leased
   from echovalue.deliveries where id = :d1;
@@ -121,6 +121,31 @@ select floor(extract(epoch from now()))::bigint - 1 as past \gset
 select status, error from echovalue.attachment_get(:'att', :'past', echovalue._attachment_sig(:'att', :'past'));
 delete from echovalue.attachments where id = :'att'::bigint;
 select status, error from echovalue.attachment_get(:'att', :'exp', :'sig');
+
+-- the addresses a webhook's host resolved to, checked at delivery: all public, or loopback
+-- while echovalue.webhook_allow_insecure is on; never private, mapped, metadata or empty
+select a.addrs, echovalue.delivery_addresses_error(a.addrs) as insecure_on
+  from (values (array['93.184.216.34', '2606:2800:220:1::1']::inet[]),
+               (array['127.0.0.1', '::1']::inet[]),
+               (array['93.184.216.34', '10.0.0.5']::inet[]),
+               (array['::ffff:127.0.0.1']::inet[]),
+               (array['169.254.169.254']::inet[]),
+               (array[]::inet[]), (null), (array[null]::inet[])) as a(addrs);
+select status from echovalue.webhook_set(token => :'tok', body => '{"url":"http://127.0.0.1:9/hook"}');
+set local echovalue.webhook_allow_insecure = off;
+select echovalue.delivery_addresses_error(array['127.0.0.1']::inet[]) as insecure_off_loopback,
+       echovalue.delivery_addresses_error(array['93.184.216.34']::inet[]) as insecure_off_public,
+       echovalue.delivery_addresses_error(array_fill('93.184.216.34'::inet, array[257])) as too_many;
+-- the switch turned off after the webhook was set: the claim says why its URL may not be called
+select code from echovalue.mail_receive(recipient => :'email', message_id => 'off@example.com',
+    from_email => 'a@b.c', from_name => null, subject => 's', text_body => 't', html_body => null,
+    headers => '{}', size_bytes => 10);
+select c.url, c.url_error
+  from echovalue.delivery_claim(batch => 100, lease_seconds => 60) c
+  join echovalue.deliveries d on d.id = c.delivery_id
+  join echovalue.messages m on m.id = d.message_id
+ where m.external_id = 'off@example.com';
+set local echovalue.webhook_allow_insecure = on;
 
 -- maintenance: finished messages older than message_retention_hours go with their delivery
 -- row; a pending one stays however old
