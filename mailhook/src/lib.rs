@@ -7,8 +7,9 @@
 //! reconnects with capped backoff), and one module per kind of work woken by its channel:
 //! [`recharge`] (Stripe events → credits) and [`delivery`] (the webhook dispatcher, woken on
 //! `echovalue_mail`: it claims due deliveries, POSTs the signed payloads, every resolved
-//! address checked first, and records each attempt). The SMTP receiver of Mail2Webhook runs
+//! address checked by the extension first, and records each attempt). The SMTP receiver of Mail2Webhook runs
 //! beside them: [`smtp_command`] is the pure command parser, [`smtp`] the sessions,
+//! [`smtp_io`] their bounded reads (a line, the DATA text) and writes,
 //! [`message`] turns raw mail into the payload fields with mail-parser, and [`store`] makes its
 //! two SQL calls (recipient check, receive) and builds the connection pools every part uses.
 //!
@@ -35,6 +36,7 @@ pub mod message;
 pub mod recharge;
 pub mod smtp;
 pub mod smtp_command;
+pub mod smtp_io;
 pub mod store;
 
 use std::future::Future;

@@ -4,17 +4,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use echovalue_common::token;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Body;
-
-use percent_encoding::percent_decode_str;
 
 use crate::api::{self, sql_text, Arg, Function, NotText, Source, Statement};
 use crate::batch::Batcher;
@@ -23,6 +20,7 @@ use crate::config::Config;
 use crate::db::{self, DbError};
 use crate::metrics::Metrics;
 use crate::outcome::{self, plain, Outcome, Reply};
+use crate::request::{declared_too_large, query_param, read_body, segment};
 use crate::routes::{self, Operation, Route};
 use crate::{cors, stripe};
 
@@ -370,54 +368,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The path segment `from_end` places before the last (0 is the last), percent-decoded, when
-/// it is text Postgres can hold; `None` when it is not (or there is no such segment).
-fn segment(path: &str, from_end: usize) -> Option<String> {
-    let raw = path.rsplit('/').nth(from_end)?;
-    let bytes: Vec<u8> = percent_decode_str(raw).collect();
-    sql_text(&bytes).map(str::to_owned)
-}
-
-/// Reads a whole body within the size limit and the read timeout.
-async fn read_body<B>(body: B, config: &Config) -> Result<Bytes, Reply>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let limited = Limited::new(body, config.max_body_bytes);
-    let timeout = Duration::from_secs(config.read_timeout_secs.max(1));
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(outcome::request_timeout()),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(outcome::payload_too_large())
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "request body could not be read");
-            Err(plain(
-                StatusCode::BAD_REQUEST,
-                "Bad Request: unreadable body",
-            ))
-        }
-    }
-}
-
-/// A declared Content-Length above the limit is refused before any work is done.
-fn declared_too_large(headers: &HeaderMap, max: usize) -> bool {
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > max as u64)
-}
-
-/// The first value of `name` in the query string, decoded; `None` when absent.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// 503 when the database cannot be reached in time, 500 for anything it answered with an
 /// error. The detail goes to the log only.
 fn failure(e: DbError) -> Reply {
@@ -430,106 +380,5 @@ fn failure(e: DbError) -> Reply {
             tracing::error!(%detail, "database error");
             outcome::internal_error()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params() {
-        assert_eq!(query_param(Some("ttl=5&n=2"), "n").as_deref(), Some("2"));
-        assert_eq!(query_param(Some("n=a%20b"), "n").as_deref(), Some("a b"));
-        assert_eq!(query_param(Some("n="), "n").as_deref(), Some(""));
-        assert_eq!(query_param(Some("n=1&n=2"), "n").as_deref(), Some("1"));
-        assert_eq!(query_param(Some("x=1"), "n"), None);
-        assert_eq!(query_param(None, "n"), None);
-    }
-
-    #[test]
-    fn path_segments_as_sql_text() {
-        assert_eq!(
-            segment("/kv/my%20group/k%2Fy", 1).as_deref(),
-            Some("my group")
-        );
-        assert_eq!(segment("/kv/my%20group/k%2Fy", 0).as_deref(), Some("k/y"));
-        assert_eq!(segment("/kv/%C3%A9/k", 1).as_deref(), Some("é"));
-        // the database owns the 1-to-30 rule: an empty group reaches it
-        assert_eq!(segment("/kv//k", 1).as_deref(), Some(""));
-        assert_eq!(segment("/kv/%FF/k", 1), None);
-        assert_eq!(segment("/a/%C3", 0), None);
-        assert_eq!(segment("/kv/a%00/k", 1), None);
-        assert_eq!(segment("/token/keys/%00", 0), None);
-    }
-
-    #[test]
-    fn content_length_check() {
-        let mut h = HeaderMap::new();
-        assert!(!declared_too_large(&h, 10));
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("10"));
-        assert!(!declared_too_large(&h, 10));
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("11"));
-        assert!(declared_too_large(&h, 10));
-    }
-
-    #[tokio::test]
-    async fn body_limit_and_bad_requests_without_database() {
-        // These paths are decided before any SQL call, so an unreachable database is fine.
-        let config = Config {
-            database_url: "host=/nonexistent port=1 user=x dbname=x".into(),
-            db_timeout_secs: 1,
-            max_body_bytes: 8,
-            ..Config::default()
-        };
-        let state = Arc::new(State::new(db::pool(&config).unwrap(), config));
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let send = |m: &str, p: &str, body: &'static str, token: Option<&str>| {
-            let mut b = Request::builder().method(m).uri(p);
-            if m == "PUT" {
-                b = b.header("content-length", body.len().to_string());
-            }
-            if let Some(t) = token {
-                b = b.header("x-token", t);
-            }
-            let req = b
-                .body(http_body_util::Full::new(Bytes::from_static(
-                    body.as_bytes(),
-                )))
-                .unwrap();
-            handle(state.clone(), peer, req)
-        };
-        // Declared too large: refused before routing or token checks.
-        let r = send("PUT", "/kv/g/k", "123456789", None).await.unwrap();
-        assert_eq!(r.status(), 413);
-        // Not declared: the limited reader stops at the limit.
-        let r = send("POST", "/token", "token=new&x=1", None).await.unwrap();
-        assert_eq!(r.status(), 413);
-        let r = send("GET", "/kv/g/k", "", None).await.unwrap();
-        assert_eq!(r.status(), 401);
-        assert_eq!(r.headers()["access-control-allow-origin"], "*");
-        let r = send("GET", "/kv/g/k", "", Some("ev_tok_sk_live_bad"))
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
-        let r = send("POST", "/token", "token=x", None).await.unwrap();
-        assert_eq!(r.status(), 400);
-        let r = send("PUT", "/kv/g/k", "", None).await.unwrap();
-        assert_eq!(r.status(), 405);
-        assert_eq!(r.headers()["allow"], "GET, POST, DELETE, OPTIONS");
-        let r = send("GET", "/nope", "", None).await.unwrap();
-        assert_eq!(r.status(), 404);
-        let r = send("OPTIONS", "/token", "", None).await.unwrap();
-        assert_eq!(r.status(), 204);
-        let r = send("GET", "/healthz", "", None).await.unwrap();
-        assert_eq!(r.status(), 503);
-        let r = send("GET", "/metrics", "", None).await.unwrap();
-        assert_eq!(r.status(), 200);
-        let body = r.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(
-            text.contains(r#"route="/kv/{group}/{key}",method="PUT",status="405"} 1"#),
-            "{text}"
-        );
     }
 }

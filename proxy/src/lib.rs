@@ -6,7 +6,7 @@
 //! [`routes`] (the `match (method, path)` table, one line per endpoint), [`api`] (the API
 //! functions of the extension, each with where its arguments come from), [`handler`] (one
 //! request start to finish: route → token → arguments, reading the body if one is needed →
-//! call → render), [`batch`] (group commit: calls of a busy token, or that find every slot
+//! call → render), [`request`] (reading a request within its bounds), [`batch`] (group commit: calls of a busy token, or that find every slot
 //! taken, commit together), [`db`] (the pool, one call, a pipelined group transaction),
 //! [`outcome`] (the one outcome → response mapping and the proxy's own error replies),
 //! [`client`] (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop,
@@ -46,6 +46,7 @@ pub mod db;
 pub mod handler;
 pub mod metrics;
 pub mod outcome;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod stripe;
