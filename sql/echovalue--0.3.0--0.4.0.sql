@@ -217,7 +217,10 @@ begin
                            p_status, case when p_status >= 400 then p_body end,
                            p_paid.cost, p_paid.balance);
     return echovalue._outcome(p_status, p_body, p_paid.cost, p_paid.balance, p_content_type,
-                              echovalue._limit_headers(p_caller));
+                              -- (a call only for a caller with limits: most have none)
+                              case when p_caller.limit_daily is not null
+                                     or p_caller.limit_monthly is not null
+                                   then echovalue._limit_headers(p_caller) end);
 end;
 $$;
 
@@ -244,6 +247,169 @@ begin
         return null;
     end if;
     return echovalue._fail(p_caller, p_operation, 403, 'Forbidden');
+end;
+$$;
+
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- unix-socket callers have no address: they share one bucket
+    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.recharge_link(
+    token text,
+    amount text default '1',
+    http_method text default 'GET',
+    http_path text default '/recharge?amount=1'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
+        recharge_link.http_method, recharge_link.http_path);
+    v_amount text := coalesce(recharge_link.amount, '1');
+    v_found boolean;
+    v_link text;
+    v_hash text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if v_amount ~ '^[0-9]{1,9}$' then
+        select true, t.link into v_found, v_link
+          from echovalue.recharge_tiers t where t.amount = v_amount::int;
+    end if;
+    if v_found is null then
+        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
+            || coalesce((select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount)
+                           from echovalue.recharge_tiers t), 'a configured tier'));
+    end if;
+    if v_link is null then
+        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
+    end if;
+    v_paid := echovalue._pay(v_caller, 'recharge_link');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200,
+        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
+end;
+$$;
+
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
+$$;
+
+create or replace function echovalue.request_refuse(
+    token text,
+    route text,
+    status int,
+    error text,
+    http_method text,
+    http_path text
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_operation text := echovalue._refusal_operation(route, http_method);
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if status is null or status not between 400 and 599 or error is null then
+        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if v_operation is null then
+        return echovalue._outcome(status, error, null, null);
+    end if;
+    return echovalue._fail(v_caller, v_operation, status, error);
 end;
 $$;
 
@@ -474,49 +640,116 @@ begin
 end;
 $$;
 
-create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
-language sql immutable as $$
-    select case
-        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
-            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
-        when p_route = '/webhook' then
-            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
-                          else 'webhook_get' end
-        when p_route = '/token/keys' then
-            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
-        when p_route = '/token/keys/{id}' then 'token_key_revoke'
-        when p_route = '/recharge' then 'recharge_link'
-        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
-        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
-        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
-    end
-$$;
-
-create or replace function echovalue.request_refuse(
+create or replace function echovalue.kv_set(
     token text,
-    route text,
-    status int,
-    error text,
-    http_method text,
-    http_path text
+    grp text,
+    key text,
+    value text,
+    ttl text default null,
+    http_method text default 'POST',
+    http_path text default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_operation text := echovalue._refusal_operation(route, http_method);
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
+        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
+    v_error text;
+    v_paid echovalue.payment;
 begin
     if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    if status is null or status not between 400 and 599 or error is null then
-        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
-            using errcode = 'invalid_parameter_value';
+    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_set', 400, v_error);
     end if;
-    if v_operation is null then
-        return echovalue._outcome(status, error, null, null);
+    v_paid := echovalue._pay(v_caller, 'kv_set');
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
-    return echovalue._fail(v_caller, v_operation, status, error);
+    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
+    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
+            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
+    on conflict on constraint kv_pkey
+    do update set value = excluded.value, expires_at = excluded.expires_at;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.kv_get(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
+        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_value text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_get', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select k.value into v_value
+      from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
+       and k.expires_at > pg_catalog.now();
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, v_value);
+end;
+$$;
+
+create or replace function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
+        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_live boolean;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_delete');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at > pg_catalog.now() into v_live;
+    if v_live is not true then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -704,236 +937,6 @@ begin
              limit v_k) as l;
     return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
                              'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- unix-socket callers have no address: they share one bucket
-    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
-create or replace function echovalue.wallet_get(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'wallet_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
-                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
-      into v_body
-      from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.kv_set(
-    token text,
-    grp text,
-    key text,
-    value text,
-    ttl text default null,
-    http_method text default 'POST',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
-        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
-    v_error text;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_set', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_set');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
-    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
-            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
-    on conflict on constraint kv_pkey
-    do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.kv_get(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'GET',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
-        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_value text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_get', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select k.value into v_value
-      from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
-       and k.expires_at > pg_catalog.now();
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, v_value);
-end;
-$$;
-
-create or replace function echovalue.kv_delete(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
-        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_live boolean;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_delete', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_delete');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- an expired row goes too, but the answer is as if it were already purged
-    delete from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
-    returning k.expires_at > pg_catalog.now() into v_live;
-    if v_live is not true then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.recharge_link(
-    token text,
-    amount text default '1',
-    http_method text default 'GET',
-    http_path text default '/recharge?amount=1'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
-        recharge_link.http_method, recharge_link.http_path);
-    v_amount text := coalesce(recharge_link.amount, '1');
-    v_found boolean;
-    v_link text;
-    v_hash text;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    if v_amount ~ '^[0-9]{1,9}$' then
-        select true, t.link into v_found, v_link
-          from echovalue.recharge_tiers t where t.amount = v_amount::int;
-    end if;
-    if v_found is null then
-        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
-            || coalesce((select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount)
-                           from echovalue.recharge_tiers t), 'a configured tier'));
-    end if;
-    if v_link is null then
-        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
-    end if;
-    v_paid := echovalue._pay(v_caller, 'recharge_link');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200,
-        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
 end;
 $$;
 

@@ -298,7 +298,10 @@ begin
                            p_status, case when p_status >= 400 then p_body end,
                            p_paid.cost, p_paid.balance);
     return echovalue._outcome(p_status, p_body, p_paid.cost, p_paid.balance, p_content_type,
-                              echovalue._limit_headers(p_caller));
+                              -- (a call only for a caller with limits: most have none)
+                              case when p_caller.limit_daily is not null
+                                     or p_caller.limit_monthly is not null
+                                   then echovalue._limit_headers(p_caller) end);
 end;
 $$;
 
