@@ -250,78 +250,160 @@ begin
 end;
 $$;
 
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- unix-socket callers have no address: they share one bucket
-    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
-create or replace function echovalue.wallet_get(
+create or replace function echovalue.logs_get(
     token text,
+    n text default null,
     http_method text default 'GET',
-    http_path text default '/token'
+    http_path text default '/token/logs'
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
+                                                            logs_get.http_path);
+    v_n int;
+    v_k int;
     v_paid echovalue.payment;
-    v_body text;
+    v_entries text;
 begin
     if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    v_n := echovalue._logs_n(logs_get.n);
+    if v_n is null then
+        -- charged as one entry: the smallest logs request
+        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
+    end if;
+    select pg_catalog.count(*)::int into v_k
+      from (select 1 from echovalue.logs l
+             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
+             limit v_n) as kept;
+    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
-                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
-      into v_body
-      from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
+    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
+      into v_entries
+      from (select * from echovalue.logs l
+             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
+             order by l.id desc
+             limit v_k) as l;
+    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
+                             'application/json');
+end;
+$$;
+
+create or replace function echovalue.kv_set(
+    token text,
+    grp text,
+    key text,
+    value text,
+    ttl text default null,
+    http_method text default 'POST',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
+        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
+    v_error text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_set', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_set');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
+    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
+            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
+    on conflict on constraint kv_pkey
+    do update set value = excluded.value, expires_at = excluded.expires_at;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.kv_get(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
+        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_value text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_get', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select k.value into v_value
+      from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
+       and k.expires_at > pg_catalog.now();
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, v_value);
+end;
+$$;
+
+create or replace function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
+        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_live boolean;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_delete');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at > pg_catalog.now() into v_live;
+    if v_live is not true then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -410,6 +492,317 @@ begin
         return echovalue._outcome(status, error, null, null);
     end if;
     return echovalue._fail(v_caller, v_operation, status, error);
+end;
+$$;
+
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- unix-socket callers have no address: they share one bucket
+    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_create(
+    token text,
+    spec text default '{}',
+    http_method text default 'POST',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
+        token_key_create.http_method, token_key_create.http_path);
+    v_refusal echovalue.outcome;
+    v_spec jsonb;
+    v_error text;
+    v_max int := echovalue._setting('max_tokens');
+    v_paid echovalue.payment;
+    v_new text;
+    v_row echovalue.tokens;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    begin
+        v_spec := coalesce(nullif(pg_catalog.btrim(token_key_create.spec), ''), '{}')::jsonb;
+    exception when data_exception or program_limit_exceeded then
+        v_error := 'Bad Request: body must be JSON';
+    end;
+    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
+    -- the wallet's row lock makes the count and the insert one step for parallel creates
+    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
+    if v_error is null
+       and (select pg_catalog.count(*) from echovalue.tokens t
+             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
+        v_error := pg_catalog.format(
+            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
+    end if;
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_create');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    v_new := echovalue._token_generate();
+    insert into echovalue.tokens as t
+        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
+    values (v_caller.wallet_id, echovalue._token_hash(v_new),
+            v_spec ->> 'label', echovalue._token_prefix(v_new),
+            (v_spec #>> '{limits,per_request}')::numeric::bigint,
+            (v_spec #>> '{limits,daily}')::numeric::bigint,
+            (v_spec #>> '{limits,monthly}')::numeric::bigint)
+    returning * into v_row;
+    return echovalue._finish(v_caller, v_paid, 200,
+        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
+            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
+            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
+            echovalue._json_str(echovalue._ts(v_row.created))),
+        'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_list(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
+        token_key_list.http_method, token_key_list.http_path);
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_list');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
+                                                         order by t.created, t.id), '') || ']}'
+      into v_body
+      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_revoke(
+    token text,
+    key_id text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
+        token_key_revoke.http_method,
+        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_target echovalue.tokens;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+        select * into v_target from echovalue.tokens t
+         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
+           for update;
+    end if;
+    if v_target.id is null then
+        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
+    end if;
+    if v_target.is_root then
+        return echovalue._finish(v_caller, v_paid, 400,
+                                 'Bad Request: the root token cannot be revoked');
+    end if;
+    update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
+     where t.id = v_target.id;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue._address_class_allowed(p_class text) returns boolean
+language sql stable as $$
+    select p_class = 'public'
+        or (p_class = 'loopback' and echovalue._setting_text('webhook_allow_insecure')::boolean)
+$$;
+
+create or replace function echovalue._webhook_url_error(p_url text) returns text
+language plpgsql stable as $$
+declare
+    v_max int := echovalue._setting('webhook_max_url_chars');
+    v_insecure boolean := echovalue._setting_text('webhook_allow_insecure')::boolean;
+    v_octet constant text := '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+    v_m text[];
+    v_scheme text;
+    v_host text;
+    v_port text;
+    v_addr inet;
+    v_class text;
+begin
+    if p_url is null or p_url = '' then
+        return 'Bad Request: url is required';
+    end if;
+    if pg_catalog.char_length(p_url) > v_max then
+        return pg_catalog.format('Bad Request: url must be at most %s characters', v_max);
+    end if;
+    -- URL parsers read a backslash as a slash; refusing it keeps one reading of the host
+    if p_url ~ '[^\x21-\x7e]' or pg_catalog.strpos(p_url, '\') > 0 then
+        return 'Bad Request: url must be printable ASCII without spaces or backslashes';
+    end if;
+    v_m := pg_catalog.regexp_match(p_url, '^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)');
+    if v_m is null then
+        return 'Bad Request: url must be an absolute https:// URL';
+    end if;
+    v_scheme := pg_catalog.lower(v_m[1]);
+    if v_scheme <> 'https' and not (v_scheme = 'http' and v_insecure) then
+        return 'Bad Request: url must use https';
+    end if;
+    if pg_catalog.strpos(v_m[2], '@') > 0 then
+        return 'Bad Request: url must not contain credentials';
+    end if;
+    v_m := pg_catalog.regexp_match(v_m[2], '^(\[[^]]*\]|[^:\[\]]*)(:([0-9]*))?$');
+    if v_m is null then
+        return 'Bad Request: url host or port is malformed';
+    end if;
+    v_host := pg_catalog.regexp_replace(pg_catalog.lower(v_m[1]), '\.$', '');
+    v_port := v_m[3];
+    if v_port <> '' and (pg_catalog.char_length(v_port) > 5 or v_port::int not between 1 and 65535) then
+        return 'Bad Request: url port must be 1 to 65535';
+    end if;
+    if v_host = '' then
+        return 'Bad Request: url must have a host';
+    end if;
+
+    if v_host like '[%' then
+        -- an IPv6 literal; a zone id or a prefix length does not name one host
+        if v_host !~ '^\[[0-9a-f:.]+\]$' then
+            return 'Bad Request: url host is not a valid IPv6 address';
+        end if;
+        begin
+            v_addr := pg_catalog.substr(v_host, 2, pg_catalog.char_length(v_host) - 2)::inet;
+        exception when invalid_text_representation then
+            return 'Bad Request: url host is not a valid IPv6 address';
+        end;
+    elsif v_host ~ '(^|\.)(0x[0-9a-f]*|[0-9]+)$' then
+        -- URL parsers read a numeric last label as IPv4 (127.1, 0x7f.1, 2130706433):
+        -- only the canonical dotted quad is accepted, and judged as an address
+        if v_host !~ ('^' || v_octet || '(\.' || v_octet || '){3}$') then
+            return 'Bad Request: url host is not a canonical IPv4 address';
+        end if;
+        v_addr := v_host::inet;
+    else
+        if pg_catalog.char_length(v_host) > 253
+           or v_host !~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' then
+            return 'Bad Request: url host is not a valid domain name (use punycode for IDNs)';
+        end if;
+        if v_host = 'localhost' or v_host like '%.localhost' then
+            v_class := 'loopback';
+        elsif pg_catalog.strpos(v_host, '.') = 0
+              or v_host ~ '\.(local|localdomain|internal|lan|home\.arpa|test|invalid|example|onion|alt)$' then
+            return 'Bad Request: url host must be a public domain name';
+        else
+            return null;
+        end if;
+    end if;
+
+    v_class := coalesce(v_class, echovalue.address_classify(v_addr));
+    if echovalue._address_class_allowed(v_class) then
+        return null;
+    end if;
+    return pg_catalog.format('Bad Request: url host is not a public address (%s)', v_class);
 end;
 $$;
 
@@ -640,311 +1033,10 @@ begin
 end;
 $$;
 
-create or replace function echovalue.kv_set(
-    token text,
-    grp text,
-    key text,
-    value text,
-    ttl text default null,
-    http_method text default 'POST',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
-        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
-    v_error text;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_set', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_set');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
-    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
-            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
-    on conflict on constraint kv_pkey
-    do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.kv_get(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'GET',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
-        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_value text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_get', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select k.value into v_value
-      from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
-       and k.expires_at > pg_catalog.now();
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, v_value);
-end;
-$$;
-
-create or replace function echovalue.kv_delete(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
-        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_live boolean;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_delete', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_delete');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- an expired row goes too, but the answer is as if it were already purged
-    delete from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
-    returning k.expires_at > pg_catalog.now() into v_live;
-    if v_live is not true then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.token_key_create(
-    token text,
-    spec text default '{}',
-    http_method text default 'POST',
-    http_path text default '/token/keys'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
-        token_key_create.http_method, token_key_create.http_path);
-    v_refusal echovalue.outcome;
-    v_spec jsonb;
-    v_error text;
-    v_max int := echovalue._setting('max_tokens');
-    v_paid echovalue.payment;
-    v_new text;
-    v_row echovalue.tokens;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    begin
-        v_spec := coalesce(nullif(pg_catalog.btrim(token_key_create.spec), ''), '{}')::jsonb;
-    exception when data_exception or program_limit_exceeded then
-        v_error := 'Bad Request: body must be JSON';
-    end;
-    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
-    -- the wallet's row lock makes the count and the insert one step for parallel creates
-    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
-    if v_error is null
-       and (select pg_catalog.count(*) from echovalue.tokens t
-             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
-        v_error := pg_catalog.format(
-            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
-    end if;
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_create');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    v_new := echovalue._token_generate();
-    insert into echovalue.tokens as t
-        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
-    values (v_caller.wallet_id, echovalue._token_hash(v_new),
-            v_spec ->> 'label', echovalue._token_prefix(v_new),
-            (v_spec #>> '{limits,per_request}')::numeric::bigint,
-            (v_spec #>> '{limits,daily}')::numeric::bigint,
-            (v_spec #>> '{limits,monthly}')::numeric::bigint)
-    returning * into v_row;
-    return echovalue._finish(v_caller, v_paid, 200,
-        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
-            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
-            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
-            echovalue._json_str(echovalue._ts(v_row.created))),
-        'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_list(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token/keys'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
-        token_key_list.http_method, token_key_list.http_path);
-    v_refusal echovalue.outcome;
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_list');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
-                                                         order by t.created, t.id), '') || ']}'
-      into v_body
-      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_revoke(
-    token text,
-    key_id text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
-        token_key_revoke.http_method,
-        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
-    v_refusal echovalue.outcome;
-    v_paid echovalue.payment;
-    v_target echovalue.tokens;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-        select * into v_target from echovalue.tokens t
-         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
-           for update;
-    end if;
-    if v_target.id is null then
-        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
-    end if;
-    if v_target.is_root then
-        return echovalue._finish(v_caller, v_paid, 400,
-                                 'Bad Request: the root token cannot be revoked');
-    end if;
-    update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
-     where t.id = v_target.id;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.logs_get(
-    token text,
-    n text default null,
-    http_method text default 'GET',
-    http_path text default '/token/logs'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
-                                                            logs_get.http_path);
-    v_n int;
-    v_k int;
-    v_paid echovalue.payment;
-    v_entries text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_n := echovalue._logs_n(logs_get.n);
-    if v_n is null then
-        -- charged as one entry: the smallest logs request
-        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
-    end if;
-    select pg_catalog.count(*)::int into v_k
-      from (select 1 from echovalue.logs l
-             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
-             limit v_n) as kept;
-    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
-    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
-      into v_entries
-      from (select * from echovalue.logs l
-             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
-             order by l.id desc
-             limit v_k) as l;
-    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
-                             'application/json');
-end;
-$$;
-
 create or replace function echovalue.delivery_addresses_error(addrs inet[]) returns text
 language plpgsql stable security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_insecure boolean := echovalue._setting_text('webhook_allow_insecure')::boolean;
     v_class text;
 begin
     if coalesce(pg_catalog.cardinality(addrs), 0) = 0
@@ -957,7 +1049,7 @@ begin
     select c.class into v_class
       from pg_catalog.unnest(addrs) with ordinality as a(addr, n),
            echovalue.address_classify(a.addr) as c(class)
-     where c.class <> 'public' and not (c.class = 'loopback' and v_insecure)
+     where not echovalue._address_class_allowed(c.class)
      order by a.n
      limit 1;
     if v_class is not null then

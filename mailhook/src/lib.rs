@@ -7,11 +7,12 @@
 //! reconnects with capped backoff), and one module per kind of work woken by its channel:
 //! [`recharge`] (Stripe events → credits) and [`delivery`] (the webhook dispatcher, woken on
 //! `echovalue_mail`: it claims due deliveries, POSTs the signed payloads, every resolved
-//! address checked by the extension first, and records each attempt). The SMTP receiver of Mail2Webhook runs
-//! beside them: [`smtp_command`] is the pure command parser, [`smtp`] the sessions,
-//! [`smtp_io`] their bounded reads (a line, the DATA text) and writes,
-//! [`message`] turns raw mail into the payload fields with mail-parser, and [`store`] makes its
-//! two SQL calls (recipient check, receive) and builds the connection pools every part uses.
+//! address checked by the extension first, and records each attempt). The SMTP receiver of
+//! Mail2Webhook runs beside them: [`smtp_command`] is the pure command parser, [`smtp`] the
+//! sessions, [`smtp_io`] their bounded reads (a line, the DATA text) and writes, [`message`]
+//! turns raw mail into the payload fields with mail-parser, and [`store`] makes its two SQL
+//! calls (recipient check, receive) and builds the connection pools every part uses (with
+//! `echovalue_common::pool`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

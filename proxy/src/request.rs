@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 use percent_encoding::percent_decode_str;
 
-use crate::api::sql_text;
 use crate::config::Config;
 use crate::outcome::{self, plain, Reply};
 
@@ -18,8 +17,8 @@ use crate::outcome::{self, plain, Reply};
 /// it is text Postgres can hold; `None` when it is not (or there is no such segment).
 pub fn segment(path: &str, from_end: usize) -> Option<String> {
     let raw = path.rsplit('/').nth(from_end)?;
-    let bytes: Vec<u8> = percent_decode_str(raw).collect();
-    sql_text(&bytes).map(str::to_owned)
+    let text = percent_decode_str(raw).decode_utf8().ok()?;
+    (!text.contains('\0')).then(|| text.into_owned())
 }
 
 /// Reads a whole body within the size limit and the read timeout.

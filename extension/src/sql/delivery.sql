@@ -73,16 +73,14 @@ language sql volatile as $$
 $$;
 
 -- Why a delivery may not connect to the addresses its URL's host resolved to, or NULL: every
--- one must be public, or loopback while echovalue.webhook_allow_insecure is on (local
--- testing): the rule a URL's address literal meets at configuration (address_classify), and
--- the one switch for it. The mailhook's resolver asks this for every lookup and connects only
+-- one must pass _address_class_allowed, the rule a URL's address literal meets at
+-- configuration (public, or loopback while echovalue.webhook_allow_insecure is on). The mailhook's resolver asks this for every lookup and connects only
 -- to the addresses it checked, so a name cannot be made to point inside after configuration.
 -- At most 256 addresses (a DNS answer holds far fewer).
 create function echovalue.delivery_addresses_error(addrs inet[]) returns text
 language plpgsql stable security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_insecure boolean := echovalue._setting_text('webhook_allow_insecure')::boolean;
     v_class text;
 begin
     if coalesce(pg_catalog.cardinality(addrs), 0) = 0
@@ -95,7 +93,7 @@ begin
     select c.class into v_class
       from pg_catalog.unnest(addrs) with ordinality as a(addr, n),
            echovalue.address_classify(a.addr) as c(class)
-     where c.class <> 'public' and not (c.class = 'loopback' and v_insecure)
+     where not echovalue._address_class_allowed(c.class)
      order by a.n
      limit 1;
     if v_class is not null then

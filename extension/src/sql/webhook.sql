@@ -80,6 +80,15 @@ language sql immutable strict parallel safe as $$
      limit 1
 $$;
 
+-- Whether a webhook may reach an address of this class (address_classify): a public one, or
+-- a loopback one while echovalue.webhook_allow_insecure is on (local testing). The one rule,
+-- for a URL's address literal at configuration and for what its host resolves to at delivery.
+create function echovalue._address_class_allowed(p_class text) returns boolean
+language sql stable as $$
+    select p_class = 'public'
+        or (p_class = 'loopback' and echovalue._setting_text('webhook_allow_insecure')::boolean)
+$$;
+
 -- Why a webhook URL is refused, or NULL. HTTPS with a public host only; with
 -- echovalue.webhook_allow_insecure also http and loopback. No DNS lookup: a name is judged
 -- by its form, an address literal by address_classify (delivery re-checks what names resolve to).
@@ -163,7 +172,7 @@ begin
     end if;
 
     v_class := coalesce(v_class, echovalue.address_classify(v_addr));
-    if v_class = 'public' or (v_class = 'loopback' and v_insecure) then
+    if echovalue._address_class_allowed(v_class) then
         return null;
     end if;
     return pg_catalog.format('Bad Request: url host is not a public address (%s)', v_class);

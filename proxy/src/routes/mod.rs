@@ -1,0 +1,177 @@
+//! The routing table: one `match (method, path)` from a request line to an [`Operation`],
+//! most of them an API function of [`crate::api`] (one line per endpoint).
+//!
+//! Current paths (SPEC §2) win over the 2023 ones: a two-segment path whose first segment is a
+//! current top-level name (`/token/logs`, `/kv/x`, `/token/keys`, ...) is never read as a 2023
+//! `/{group}/{key}` path.
+
+use http::Method;
+
+use crate::api::{self, Function};
+
+/// A known path pattern; its [`Route::pattern`] is the metrics label (never the raw path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Token,
+    TokenLogs,
+    TokenKeys,
+    TokenKey,
+    Recharge,
+    Kv,
+    Webhook,
+    Attachment,
+    Root,
+    Logs,
+    LegacyKv,
+    Healthz,
+    Metrics,
+    StripeWebhook,
+    Unknown,
+}
+
+impl Route {
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Route::Token => "/token",
+            Route::TokenLogs => "/token/logs",
+            Route::TokenKeys => "/token/keys",
+            Route::TokenKey => "/token/keys/{id}",
+            Route::Recharge => "/recharge",
+            Route::Kv => "/kv/{group}/{key}",
+            Route::Webhook => "/webhook",
+            Route::Attachment => "/attachments/{id}",
+            Route::Root => "/",
+            Route::Logs => "/logs",
+            Route::LegacyKv => "/{group}/{key}",
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            // The configured path may differ; the label names the endpoint, not the path.
+            Route::StripeWebhook => "stripe-webhook",
+            Route::Unknown => "unmatched",
+        }
+    }
+
+    /// The methods served on this path, for `Allow` and CORS preflights.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Route::Token | Route::Root | Route::TokenKeys => "GET, POST, OPTIONS",
+            Route::TokenKey => "DELETE, OPTIONS",
+            Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
+            Route::TokenLogs | Route::Recharge | Route::Logs | Route::Attachment => "GET, OPTIONS",
+            Route::Healthz | Route::Metrics => "GET",
+            Route::StripeWebhook => "POST",
+            Route::Unknown => "",
+        }
+    }
+}
+
+/// What a request asks for, before its body or headers are looked at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// An API function whose arguments come from the request (see [`api::Source`]).
+    Api(&'static Function),
+    /// `POST /token`: the form body must be `token=new`.
+    TokenForm,
+    /// `POST /` (2023): form `token=new` or `token=recharge&amount=`.
+    LegacyForm,
+    /// `GET /attachments/{id}?expires=…&sig=…`, the raw id segment (checked in SQL).
+    AttachmentGet(String),
+    Healthz,
+    Metrics,
+    /// `POST` on the configured Stripe webhook path: verify, then record the event.
+    StripeWebhook,
+    Preflight,
+    MethodNotAllowed,
+    NotFound,
+}
+
+/// Top-level names of current paths; a 2023 `/{group}/{key}` may not start with one of them.
+const CURRENT_TOP_LEVEL: &[&str] = &[
+    "token",
+    "kv",
+    "recharge",
+    "webhook",
+    "attachments",
+    "healthz",
+    "metrics",
+];
+
+/// Like [`resolve`], with the Stripe webhook at `stripe_webhook_path` (a setting): that exact
+/// path wins over every other route. Stripe is not a browser, so there is no preflight.
+pub fn resolve_with_webhook(
+    method: &Method,
+    path: &str,
+    stripe_webhook_path: &str,
+) -> (Route, Operation) {
+    if path != stripe_webhook_path {
+        return resolve(method, path);
+    }
+    let op = match *method {
+        Method::POST => Operation::StripeWebhook,
+        _ => Operation::MethodNotAllowed,
+    };
+    (Route::StripeWebhook, op)
+}
+
+/// Maps a method and a raw (still percent-encoded) path without query to its route and operation.
+pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
+    let route = route_of(path);
+    let op = match (method, route) {
+        (_, Route::Unknown) => Operation::NotFound,
+        (&Method::OPTIONS, Route::Healthz | Route::Metrics) => Operation::MethodNotAllowed,
+        (&Method::OPTIONS, _) => Operation::Preflight,
+
+        (&Method::POST, Route::Token) => Operation::TokenForm,
+        (&Method::POST, Route::Root) => Operation::LegacyForm,
+        (&Method::GET, Route::Healthz) => Operation::Healthz,
+        (&Method::GET, Route::Metrics) => Operation::Metrics,
+        (&Method::GET, Route::Attachment) => {
+            Operation::AttachmentGet(path.rsplit('/').next().unwrap_or("").to_owned())
+        }
+
+        (&Method::GET, Route::Token | Route::Root) => Operation::Api(&api::WALLET_GET),
+        (&Method::GET, Route::Recharge) => Operation::Api(&api::RECHARGE_LINK),
+        (&Method::GET, Route::TokenLogs | Route::Logs) => Operation::Api(&api::LOGS_GET),
+        (&Method::POST, Route::TokenKeys) => Operation::Api(&api::TOKEN_KEY_CREATE),
+        (&Method::GET, Route::TokenKeys) => Operation::Api(&api::TOKEN_KEY_LIST),
+        (&Method::DELETE, Route::TokenKey) => Operation::Api(&api::TOKEN_KEY_REVOKE),
+        (&Method::POST, Route::Webhook) => Operation::Api(&api::WEBHOOK_SET),
+        (&Method::GET, Route::Webhook) => Operation::Api(&api::WEBHOOK_GET),
+        (&Method::DELETE, Route::Webhook) => Operation::Api(&api::WEBHOOK_DELETE),
+        (&Method::POST, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_SET),
+        (&Method::GET, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_GET),
+        (&Method::DELETE, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_DELETE),
+
+        _ => Operation::MethodNotAllowed,
+    };
+    (route, op)
+}
+
+fn route_of(path: &str) -> Route {
+    if path == "/" {
+        return Route::Root;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Route::Unknown;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["token"] => Route::Token,
+        ["token", "logs"] => Route::TokenLogs,
+        ["token", "keys"] => Route::TokenKeys,
+        ["token", "keys", id] if !id.is_empty() => Route::TokenKey,
+        ["recharge"] => Route::Recharge,
+        ["webhook"] => Route::Webhook,
+        ["attachments", id] if !id.is_empty() => Route::Attachment,
+        ["logs"] => Route::Logs,
+        ["healthz"] => Route::Healthz,
+        ["metrics"] => Route::Metrics,
+        // A trailing slash leaves an empty last segment: `/kv/g/` is not `/kv/g/{key}`.
+        ["kv", _, key] if !key.is_empty() => Route::Kv,
+        [group, key] if !CURRENT_TOP_LEVEL.contains(group) && !key.is_empty() => Route::LegacyKv,
+        _ => Route::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests;
