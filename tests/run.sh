@@ -6,13 +6,14 @@
 # runs, continuing past failures so one run shows everything:
 #   1. the SQL suites: pg_regress over tests/regress/sql/*.sql (setup first, then by name),
 #      and the upgrade path from every earlier version kept in tests/upgrade/
-#   2. cargo test --workspace, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL and
+#   2. cargo test --workspace --no-fail-fast, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL and
 #      ECHOVALUE_TEST_MAILHOOK_BIN (the built worker binary; the SMTP tests run it with swaks
 #      and Python smtplib)
 #   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
-# Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir.
+# Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir,
+# EV_PARTS runs only some parts (sql, upgrade, cargo, seeds; all by default).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -160,7 +161,7 @@ run_cargo_tests() {
         ECHOVALUE_TEST_MAILHOOK_URL=$MAILHOOK_URL \
         ECHOVALUE_TEST_MAILHOOK_BIN=$TARGET_DIR/debug/echovalue-mailhook \
         PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
-        cargo test --workspace 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
+        cargo test --workspace --no-fail-fast 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
     local p f
     read -r p f < <(awk '/^test result: /{
         for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i }
@@ -233,10 +234,12 @@ run_seeds() {
     return "$rc"
 }
 
-run_regress || failed_parts+=(sql)
-run_upgrade || failed_parts+=(upgrade)
-run_cargo_tests || failed_parts+=(cargo)
-run_seeds || failed_parts+=(seeds)
+# EV_PARTS picks parts while developing (e.g. EV_PARTS="sql upgrade"); CI runs them all.
+parts=" ${EV_PARTS:-sql upgrade cargo seeds} "
+[[ $parts == *" sql "* ]] && { run_regress || failed_parts+=(sql); }
+[[ $parts == *" upgrade "* ]] && { run_upgrade || failed_parts+=(upgrade); }
+[[ $parts == *" cargo "* ]] && { run_cargo_tests || failed_parts+=(cargo); }
+[[ $parts == *" seeds "* ]] && { run_seeds || failed_parts+=(seeds); }
 
 section "summary"
 if [ "${#failed_parts[@]}" -gt 0 ]; then

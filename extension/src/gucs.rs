@@ -23,6 +23,7 @@ pub static MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static REVOKED_TOKEN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static WEBHOOK_MAX_URL_CHARS: GucSetting<i32> = GucSetting::<i32>::new(2048);
 pub static WEBHOOK_MAX_HEADERS: GucSetting<i32> = GucSetting::<i32>::new(20);
+pub static MAX_WEBHOOKS: GucSetting<i32> = GucSetting::<i32>::new(20);
 pub static WEBHOOK_MAX_HEADER_VALUE_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static WEBHOOK_ALLOW_INSECURE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MAIL_DOMAIN: GucSetting<Option<CString>> =
@@ -50,7 +51,7 @@ struct IntSetting {
 }
 
 /// Every integer setting the SQL functions read: [`init`] defines them, `_setting` reads them.
-static INT_SETTINGS: [IntSetting; 18] = [
+static INT_SETTINGS: [IntSetting; 19] = [
     // Free credits of a new wallet: enough to try every endpoint (seed 002).
     IntSetting {
         name: c"echovalue.start_credits",
@@ -162,6 +163,14 @@ static INT_SETTINGS: [IntSetting; 18] = [
         setting: &WEBHOOK_MAX_HEADERS,
         min: 0,
         max: 100,
+    },
+    // A webhook per destination (a Slack channel, a pager, a CI hook), not one per message.
+    IntSetting {
+        name: c"echovalue.max_webhooks",
+        why: c"Maximum number of webhooks of a wallet.",
+        setting: &MAX_WEBHOOKS,
+        min: 1,
+        max: 1000,
     },
     // Bounds what every delivery carries; a bearer token or API key fits easily.
     IntSetting {

@@ -9,16 +9,19 @@
 //! loads), the maintenance background worker (`worker.rs`, registered only when the library is
 //! in `shared_preload_libraries`), the small checks every request makes (`names.rs`,
 //! `_setting`: plpgsql sets each of its expressions up again in every transaction, which costs
-//! more than these checks themselves), and the C symbols that the scripts of earlier versions
-//! name (`compat.rs`).
+//! more than these checks themselves), the webhook body formats and the custom template engine
+//! (`format.rs`, `template.rs`), and the C symbols that the scripts of earlier versions name
+//! (`compat.rs`).
 
 use pgrx::prelude::*;
 
 mod compat;
+mod format;
 mod gucs;
 mod hmac;
 mod names;
 mod random;
+mod template;
 mod token;
 mod worker;
 
@@ -67,8 +70,13 @@ extension_sql_file!(
 );
 extension_sql_file!(
     "sql/webhook.sql",
+    name = "webhook_rules",
+    requires = ["internals", format::template_error_sql]
+);
+extension_sql_file!(
+    "sql/webhook_api.sql",
     name = "webhook_api",
-    requires = ["internals"]
+    requires = ["webhook_rules", random::random_bytes]
 );
 extension_sql_file!(
     "sql/mail.sql",
@@ -78,7 +86,12 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/delivery.sql",
     name = "delivery_api",
-    requires = ["mail_api", random::random_bytes, hmac::hmac_sha256]
+    requires = [
+        "mail_api",
+        random::random_bytes,
+        hmac::hmac_sha256,
+        format::body_sql
+    ]
 );
 extension_sql_file!(
     "sql/maintenance.sql",

@@ -108,7 +108,10 @@ pub static RECHARGE_LINK: Function = Function::new(
     "recharge_link",
     &[("token", Token), ("amount", Query("amount"))],
 );
-pub static LOGS_GET: Function = Function::new("logs_get", &[("token", Token), ("n", Query("n"))]);
+pub static LOGS_GET: Function = Function::new(
+    "logs_get",
+    &[("token", Token), ("n", Query("n")), ("type", Query("type"))],
+);
 pub static TOKEN_KEY_CREATE: Function = Function::new(
     "token_key_create",
     &[
@@ -159,6 +162,31 @@ pub static WEBHOOK_SET: Function = Function::new(
 );
 pub static WEBHOOK_GET: Function = Function::new("webhook_get", &[("token", Token)]);
 pub static WEBHOOK_DELETE: Function = Function::new("webhook_delete", &[("token", Token)]);
+// A webhookId that is not text names no webhook: the function answers (400 or 404).
+pub static WEBHOOK_SHOW: Function = Function::new(
+    "webhook_show",
+    &[("token", Token), ("webhook_id", Segment(0, NotText::Empty))],
+);
+pub static WEBHOOK_PUT: Function = Function::new(
+    "webhook_put",
+    &[
+        ("token", Token),
+        ("webhook_id", Segment(0, NotText::Empty)),
+        ("body", Body("Bad Request: body must be a JSON object")),
+    ],
+);
+pub static WEBHOOK_PATCH: Function = Function::new(
+    "webhook_patch",
+    &[
+        ("token", Token),
+        ("webhook_id", Segment(0, NotText::Empty)),
+        ("body", Body("Bad Request: body must be a JSON object")),
+    ],
+);
+pub static WEBHOOK_REMOVE: Function = Function::new(
+    "webhook_remove",
+    &[("token", Token), ("webhook_id", Segment(0, NotText::Empty))],
+);
 
 // The calls the handler makes itself (their arguments are not simply taken from the request).
 /// `POST /token` (a form), with the client's address.
@@ -283,6 +311,10 @@ mod tests {
             &WEBHOOK_SET,
             &WEBHOOK_GET,
             &WEBHOOK_DELETE,
+            &WEBHOOK_SHOW,
+            &WEBHOOK_PUT,
+            &WEBHOOK_PATCH,
+            &WEBHOOK_REMOVE,
             &TOKEN_NEW,
             &STRIPE_EVENT_RECORD,
             &REQUEST_REFUSE,

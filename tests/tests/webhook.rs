@@ -22,7 +22,7 @@ async fn configure_read_and_delete_as_the_seed_shows() -> Result<()> {
     let api = proxy.api();
     let w = admin.new_wallet().await?;
 
-    // Before any webhook: only email and hash.
+    // Before any webhook: only email and hash (and the list of named webhooks, SPEC §12).
     let r = api.get("/webhook", w.t()).await?;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -31,7 +31,8 @@ async fn configure_read_and_delete_as_the_seed_shows() -> Result<()> {
     let obj = j.as_object().expect("an object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["email", "hash"]);
+    assert_eq!(keys, ["email", "hash", "webhooks"]);
+    assert_eq!(j["webhooks"], serde_json::json!([]));
     assert_eq!(j["hash"], w.hash.as_str());
     let (mailbox, secret) = admin.mailbox(&w).await?.expect("a mailbox after GET");
     assert_eq!(j["email"], format!("{mailbox}@localhost").as_str());

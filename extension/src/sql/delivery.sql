@@ -108,8 +108,8 @@ $$;
 -- the delivery id and attempt number (for delivery_record), the stable webhook-id, the URL,
 -- why that URL may not be called now (the configuration rules again, _webhook_url_error: the
 -- switch may have been turned off since; NULL when it may), the user's headers, the wallet's
--- signing secret and the JSON body. A claimed delivery whose
--- wallet no longer has a webhook fails for good instead (logged); when a whole batch was such
+-- signing secret and the body in the webhook's format (_webhook_body). A claimed delivery
+-- whose webhook is gone fails for good instead (logged); when a whole batch was such
 -- rows it claims the next one, so an empty result means nothing this caller may send is due.
 create function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
 returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
@@ -120,6 +120,9 @@ declare
     v_row record;
     v_claimed int;
     v_returned int;
+    v_format text;
+    v_options jsonb;
+    v_template text;
 begin
     if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
        or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
@@ -141,13 +144,14 @@ begin
                    next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
               from due
              where d.wallet_id = due.wallet_id and d.id = due.id
-            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook
         loop
             v_claimed := v_claimed + 1;
-            select h.url, h.headers, mb.secret into url, headers, secret
+            select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
+              into url, headers, secret, v_format, v_options, v_template
               from echovalue.webhooks h
               join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
-             where h.wallet_id = v_row.wallet_id;
+             where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
             if not found then
                 update echovalue.deliveries d
                    set state = 'failed', last_status = null, last_error = 'no webhook configured'
@@ -160,7 +164,8 @@ begin
             url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
                                                    '^Bad Request: ', '');
             webhook_id := v_row.webhook_id;
-            payload := echovalue._delivery_payload(v_row.wallet_id, v_row.message_id);
+            payload := echovalue._webhook_body(v_format, v_options, v_template,
+                                               echovalue._delivery_payload(v_row.wallet_id, v_row.message_id));
             v_returned := v_returned + 1;
             return next;
         end loop;

@@ -38,11 +38,38 @@ begin
 end;
 $$;
 
--- GET /token/logs?n=: {"logs":[newest first],"n":K} with K = min(n, entries kept);
--- 402 when the wallet cannot pay for all K. The request itself is logged after.
+-- Why a logs type filter is refused, or NULL (no filter, or an endpoint of SPEC §6 and §14).
+create function echovalue._logs_type_error(p_type text) returns text
+language sql immutable as $$
+    select case when p_type is not null and p_type not in
+                    ('kv', 'token', 'webhook', 'webhook-delivery', 'email', 'recharge', 'settings')
+        then 'Bad Request: type must be one of kv, token, webhook, webhook-delivery, email, recharge, settings'
+    end
+$$;
+
+-- A wallet's live log entries, newest first, at most p_limit; only those of endpoint p_type
+-- when it is given. One branch runs, each on its own index (the primary key, or
+-- logs_endpoint_idx), so a page reads O(p_limit) entries however rare the type is.
+create function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
+returns setof echovalue.logs
+language sql stable as $$
+    (select * from echovalue.logs l
+      where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
+      order by l.id desc limit p_limit)
+    union all
+    (select * from echovalue.logs l
+      where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
+        and l.expires_at > pg_catalog.now()
+      order by l.id desc limit p_limit)
+$$;
+
+-- GET /token/logs?n=&type=: {"logs":[newest first],"n":K} with K = min(n, entries kept),
+-- only those whose endpoint is `type` when it is given; 402 when the wallet cannot pay for
+-- all K. The request itself is logged after.
 create function echovalue.logs_get(
     token text,
     n text default null,
+    type text default null,
     http_method text default 'GET',
     http_path text default '/token/logs'
 ) returns echovalue.outcome
@@ -64,10 +91,11 @@ begin
         -- charged as one entry: the smallest logs request
         return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
     end if;
+    if echovalue._logs_type_error(logs_get.type) is not null then
+        return echovalue._fail(v_caller, 'logs_entry', 400, echovalue._logs_type_error(logs_get.type));
+    end if;
     select pg_catalog.count(*)::int into v_k
-      from (select 1 from echovalue.logs l
-             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
-             limit v_n) as kept;
+      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_n);
     v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
     if v_paid.balance is null then
         return v_paid.refusal;
@@ -75,10 +103,7 @@ begin
     -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
     select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
       into v_entries
-      from (select * from echovalue.logs l
-             where l.wallet_id = v_caller.wallet_id and l.expires_at > pg_catalog.now()
-             order by l.id desc
-             limit v_k) as l;
+      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_k) as l;
     return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
                              'application/json');
 end;

@@ -45,11 +45,13 @@ create unique index attachments_id_idx on echovalue.attachments (id);
 create index attachments_message_idx on echovalue.attachments (wallet_id, message_id);
 create index attachments_created_idx on echovalue.attachments (created);
 
--- The delivery queue: one row per message, claimed by dispatchers when due.
+-- The delivery queue: one row per message, to the webhook it was sent to, claimed by
+-- dispatchers when due.
 create table echovalue.deliveries (
     id              bigint generated always as identity,
     wallet_id       bigint not null,
     message_id      bigint not null,
+    webhook         text not null default 'default',  -- the name of the wallet's webhook
     state           text not null default 'pending' check (state in ('pending', 'delivered', 'failed')),
     attempts        int not null default 0,
     next_attempt_at timestamptz not null default now(),
@@ -76,17 +78,21 @@ select pg_catalog.pg_extension_config_dump('echovalue.attachments_id_seq', '');
 select pg_catalog.pg_extension_config_dump('echovalue.deliveries', '');
 select pg_catalog.pg_extension_config_dump('echovalue.deliveries_id_seq', '');
 
--- The wallet an envelope recipient names, or the SMTP refusal. A recipient is
--- <mailbox>@<mail domain> or <token>@<mail domain>, compared ignoring case (mailbox ids and
--- tokens are lowercase); the wallet must have a webhook.
+-- The wallet and webhook an envelope recipient names, or the SMTP refusal. A recipient is
+-- <mailbox>@<mail domain> (the wallet's mailbox, for webhook `default`, or a named webhook's
+-- own) or <token>@<mail domain> (for `default`), compared ignoring case (mailbox ids and
+-- tokens are lowercase); the webhook must exist.
 create function echovalue._mail_route(
-    p_recipient text, out o_caller echovalue.caller, out o_code int, out o_message text
+    p_recipient text, out o_caller echovalue.caller, out o_webhook echovalue.webhooks,
+    out o_code int, out o_message text
 )
 language plpgsql volatile as $$
 declare
     v_addr text := pg_catalog.lower(p_recipient);
     v_local text := pg_catalog.substring(v_addr, '^(.+)@[^@]+$');
     v_domain text := pg_catalog.rtrim(pg_catalog.substring(v_addr, '@([^@]+)$'), '.');
+    v_wallet bigint;
+    v_name text := 'default';
 begin
     if v_local is null or pg_catalog.char_length(v_addr) > 254 then
         o_code := 550;
@@ -102,14 +108,23 @@ begin
     -- address by the wallet, with no token's limits
     if echovalue.token_format_ok(v_local) then
         o_caller := echovalue._wallet_resolve(v_local, 'SMTP', null);
+        v_wallet := o_caller.wallet_id;
     else
-        select m.wallet_id into o_caller.wallet_id from echovalue.mailboxes m where m.mailbox = v_local;
+        select m.wallet_id into v_wallet from echovalue.mailboxes m where m.mailbox = v_local;
+        if v_wallet is null then
+            select h.wallet_id, h.name into v_wallet, v_name from echovalue.webhooks h where h.mailbox = v_local;
+        end if;
+        o_caller.wallet_id := v_wallet;
         o_caller.method := 'SMTP';
     end if;
-    if o_caller.wallet_id is null then
+    if v_wallet is null then
+        o_caller := null;
         o_code := 550;
         o_message := '5.1.1 no such mailbox';
-    elsif not exists (select 1 from echovalue.webhooks h where h.wallet_id = o_caller.wallet_id) then
+        return;
+    end if;
+    select * into o_webhook from echovalue.webhooks h where h.wallet_id = v_wallet and h.name = v_name;
+    if not found then
         o_caller := null;
         o_code := 550;
         o_message := '5.1.1 mailbox has no webhook configured';
@@ -139,8 +154,8 @@ begin
 end;
 $$;
 
--- After DATA, for one recipient: charges `email`, stores the message and its attachments,
--- queues its delivery, logs it (`endpoint` email, method SMTP, path = the mailbox address,
+-- After DATA, for one recipient: charges `email`, stores the message and its attachments
+-- (none for a webhook with includeAttachments false), queues its delivery to that webhook, logs it (`endpoint` email, method SMTP, path = the mailbox address,
 -- never a token) and NOTIFYs echovalue_mail with the delivery id. 250 only when all of it is
 -- done; the routing refusals of mail_rcpt_check otherwise, and 452 (nothing stored, logged
 -- as a 402) when the wallet ran out of credits since RCPT.
@@ -179,9 +194,8 @@ begin
         return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
     end if;
     v_caller := v_route.o_caller;
-    -- logged under the mailbox address, never the token
-    v_caller.path := echovalue._mailbox_address(
-        (echovalue._mailbox_ensure(v_caller.wallet_id)).mailbox);
+    -- logged under the webhook's address, never the token
+    v_caller.path := echovalue._webhook_email(v_route.o_webhook);
     v_paid := echovalue._pay(v_caller, 'email');
     if v_paid.balance is null then
         return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
@@ -199,9 +213,10 @@ begin
     select v_caller.wallet_id, v_message, a.pos, a.filename,
            coalesce(a.content_type, 'application/octet-stream'), pg_catalog.octet_length(a.content), a.content
       from unnest(mail_receive.attachment_filenames, mail_receive.attachment_content_types,
-                  mail_receive.attachment_contents) with ordinality as a(filename, content_type, content, pos);
-    insert into echovalue.deliveries as d (wallet_id, message_id)
-    values (v_caller.wallet_id, v_message)
+                  mail_receive.attachment_contents) with ordinality as a(filename, content_type, content, pos)
+     where (v_route.o_webhook).include_attachments;
+    insert into echovalue.deliveries as d (wallet_id, message_id, webhook)
+    values (v_caller.wallet_id, v_message, (v_route.o_webhook).name)
     returning d.id into v_delivery;
     perform echovalue._finish(v_caller, v_paid, 200, null);
     perform pg_catalog.pg_notify('echovalue_mail', v_delivery::text);

@@ -14,6 +14,9 @@ language sql immutable as $$
         when p_route = '/webhook' then
             case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
                           else 'webhook_get' end
+        when p_route = '/webhook/{webhookId}' then
+            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
+                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
         when p_route = '/token/keys' then
             case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
         when p_route = '/token/keys/{id}' then 'token_key_revoke'

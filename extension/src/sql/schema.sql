@@ -80,6 +80,8 @@ create table echovalue.logs (
 -- an expiry that grows with time, so a BRIN index finds the expired ones for maintenance at a
 -- fraction of a btree's cost per insert.
 create index logs_expires_at_idx on echovalue.logs using brin (expires_at);
+-- A logs request filtered by type (endpoint) reads O(n) entries however rare the type is.
+create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
 
 -- Price list in credits; the operator may change the credits. Each operation also names the
 -- endpoint its log entries carry (SPEC section 6), so no API function repeats it.
@@ -92,6 +94,8 @@ insert into echovalue.prices (operation, credits, endpoint) values
     ('token_new', 0, 'token'), ('wallet_get', 1, 'token'), ('recharge_link', 0, 'token'),
     ('kv_set', 1, 'kv'), ('kv_get', 1, 'kv'), ('kv_delete', 1, 'kv'),
     ('webhook_set', 1, 'webhook'), ('webhook_get', 1, 'webhook'), ('webhook_delete', 1, 'webhook'),
+    ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
+    ('webhook_remove', 1, 'webhook'),
     ('email', 1, 'email'), ('logs_entry', 1, 'token'),
     ('token_key_create', 1, 'token'), ('token_key_list', 1, 'token'),
     ('token_key_revoke', 1, 'token');

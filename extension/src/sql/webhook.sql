@@ -1,6 +1,7 @@
--- Webhook configuration API (Mail2Webhook, SPEC §2 and §7): each wallet's mailbox (an opaque
--- inbound address and a signing secret) and its one webhook. The URL rules live here once,
--- as SQL on `inet`, so delivery checks resolved addresses with the same classification.
+-- Webhooks (Mail2Webhook, SPEC §7 and §12): each wallet's mailbox (its first opaque inbound
+-- address and the signing secret) and its named webhooks, with the rules every field of a
+-- webhook meets. The URL rules live here once, as SQL on `inet`, so delivery checks resolved
+-- addresses with the same classification. The API functions are in webhook_api.sql.
 
 -- One row per wallet that has used Mail2Webhook, made on first need (webhook_set,
 -- webhook_get), so wallets created before this existed get one the same way.
@@ -11,12 +12,28 @@ create table echovalue.mailboxes (
     created   timestamptz not null default now()
 );
 
--- The wallet's webhook; headers are sent with every delivery.
+-- A wallet's webhooks, named by webhookId; the seeds' one webhook is `default`. headers are
+-- sent with every delivery; format, options and template shape its body (format.rs). Mail to
+-- the wallet's mailbox (and to <token>@…) goes to `default`; every other webhook has its own
+-- opaque address. The rules of each field are the _webhook_*_error functions below.
 create table echovalue.webhooks (
-    wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
-    url       text not null,
-    headers   jsonb not null default '{}'::jsonb,
-    updated   timestamptz not null default now()
+    wallet_id           bigint not null references echovalue.wallets (id) on delete cascade,
+    name                text not null default 'default',
+    url                 text not null,
+    headers             jsonb not null default '{}'::jsonb,
+    format              text not null default '',
+    template            json,                 -- format custom only, the JSON text as written
+    options             jsonb not null default '{}'::jsonb,
+    include_attachments boolean not null default true,
+    mailbox             text unique,          -- local part of its address; NULL for default
+    created             timestamptz not null default now(),
+    updated             timestamptz not null default now(),
+    primary key (wallet_id, name),
+    constraint webhooks_name_check check (name ~ '^[A-Za-z0-9_-]{1,30}$' and name <> 'call'),
+    constraint webhooks_format_check
+        check (format in ('', 'slack', 'discord', 'teams', 'telegram', 'pagerduty', 'custom')),
+    constraint webhooks_template_check check ((format = 'custom') = (template is not null)),
+    constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null))
 );
 
 select pg_catalog.pg_extension_config_dump('echovalue.mailboxes', '');
@@ -254,145 +271,94 @@ language sql stable as $$
     select p_mailbox || '@' || pg_catalog.lower(echovalue._setting_text('mail_domain'))
 $$;
 
--- Why a POST /webhook body is refused, or NULL; p_config gets the parsed object.
-create function echovalue._webhook_body_error(p_body text, out p_error text, out p_config jsonb)
+
+-- Why a webhookId is refused, or NULL: 1 to 30 characters of A-Z, a-z, 0-9, _ and -;
+-- `call` is reserved.
+create function echovalue._webhook_id_error(p_id text) returns text
+language sql immutable as $$
+    select case
+        when p_id is null or p_id !~ '^[A-Za-z0-9_-]{1,30}$'
+            then 'Bad Request: webhookId must be 1 to 30 characters of A-Z, a-z, 0-9, _ and -'
+        when p_id = 'call' then 'Bad Request: webhookId call is reserved'
+    end
+$$;
+
+-- Why webhook options are refused, or NULL: an object of at most 10 string values of at most
+-- 500 characters each, named by 1 to 64 characters of A-Z, a-z, 0-9, _, . and -.
+create function echovalue._webhook_options_error(p_options jsonb) returns text
+language plpgsql immutable as $$
+declare
+    v_name text;
+    v_value jsonb;
+begin
+    if p_options is null or pg_catalog.jsonb_typeof(p_options) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(p_options) <> 'object' then
+        return 'Bad Request: options must be an object of strings';
+    end if;
+    if (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(p_options)) > 10 then
+        return 'Bad Request: at most 10 options';
+    end if;
+    for v_name, v_value in select e.key, e.value from pg_catalog.jsonb_each(p_options) e order by e.key loop
+        if v_name !~ '^[A-Za-z0-9_.-]{1,64}$' then
+            return 'Bad Request: option names must be 1 to 64 characters of A-Z, a-z, 0-9, _, . and -';
+        end if;
+        if pg_catalog.jsonb_typeof(v_value) <> 'string' then
+            return pg_catalog.format('Bad Request: option %s must be a string', v_name);
+        end if;
+        if pg_catalog.char_length(v_value #>> '{}') > 500 then
+            return pg_catalog.format('Bad Request: option %s must be at most 500 characters', v_name);
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+-- Why a webhook's configuration is refused, or NULL. p_config holds the API's fields with
+-- every one that is set (a POST or PUT body, or a PATCH body merged into the stored webhook);
+-- p_template is the custom template's JSON text as written (NULL when none). A JSON null
+-- field means its default: no headers, no format, no options, attachments included.
+create function echovalue._webhook_config_error(p_config jsonb, p_template text) returns text
 language plpgsql stable as $$
 declare
     v_unknown text;
+    v_format text;
 begin
-    begin
-        p_config := p_body::jsonb;
-    exception when data_exception or statement_too_complex then
-        p_error := 'Bad Request: body must be a JSON object';
-        return;
-    end;
-    if p_config is null or pg_catalog.jsonb_typeof(p_config) <> 'object' then
-        p_error := 'Bad Request: body must be a JSON object';
-        return;
-    end if;
     select k into v_unknown from pg_catalog.jsonb_object_keys(p_config) k
-     where k not in ('url', 'headers') order by k limit 1;
+     where k not in ('webhookId', 'url', 'headers', 'format', 'template', 'options', 'includeAttachments')
+     order by k limit 1;
     if v_unknown is not null then
-        p_error := pg_catalog.format('Bad Request: unknown field %s (expected url, headers)',
-                                     pg_catalog.left(v_unknown, 64));
-        return;
+        return pg_catalog.format('Bad Request: unknown field %s (expected webhookId, url, headers, '
+                                 'format, template, options, includeAttachments)',
+                                 pg_catalog.left(v_unknown, 64));
     end if;
     if not p_config ? 'url' or pg_catalog.jsonb_typeof(p_config -> 'url') = 'null' then
-        p_error := 'Bad Request: url is required';
+        return 'Bad Request: url is required';
     elsif pg_catalog.jsonb_typeof(p_config -> 'url') <> 'string' then
-        p_error := 'Bad Request: url must be a string';
-    else
-        p_error := coalesce(echovalue._webhook_url_error(p_config ->> 'url'),
-                            echovalue._webhook_headers_error(p_config -> 'headers'));
+        return 'Bad Request: url must be a string';
     end if;
-end;
-$$;
-
--- POST /webhook {"url":…,"headers":{…}}: creates or replaces the wallet's webhook; `OK`.
-create function echovalue.webhook_set(
-    token text,
-    body text,
-    http_method text default 'POST',
-    http_path text default '/webhook'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_set.token, webhook_set.http_method,
-                                                            webhook_set.http_path);
-    v_error text;
-    v_config jsonb;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
+    v_format := coalesce(p_config ->> 'format', '');
+    if pg_catalog.jsonb_typeof(p_config -> 'format') not in ('string', 'null')
+       or v_format not in ('', 'slack', 'discord', 'teams', 'telegram', 'pagerduty', 'custom') then
+        return 'Bad Request: format must be one of slack, discord, teams, telegram, pagerduty, custom or ""';
     end if;
-    select e.p_error, e.p_config into v_error, v_config from echovalue._webhook_body_error(webhook_set.body) e;
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'webhook_set', 400, v_error);
+    if pg_catalog.jsonb_typeof(p_config -> 'includeAttachments') not in ('boolean', 'null') then
+        return 'Bad Request: includeAttachments must be true or false';
     end if;
-    v_paid := echovalue._pay(v_caller, 'webhook_set');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    perform echovalue._mailbox_ensure(v_caller.wallet_id);
-    insert into echovalue.webhooks as h (wallet_id, url, headers)
-    values (v_caller.wallet_id, v_config ->> 'url',
-            case when pg_catalog.jsonb_typeof(v_config -> 'headers') = 'object'
-                 then v_config -> 'headers' else '{}'::jsonb end)
-    on conflict (wallet_id)
-    do update set url = excluded.url, headers = excluded.headers, updated = pg_catalog.now();
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
--- GET /webhook: {"webhook":url,"headers":{name:"<redacted>"},"email":…,"hash":…};
--- without a webhook only email and hash.
-create function echovalue.webhook_get(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/webhook'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_get.token, webhook_get.http_method,
-                                                            webhook_get.http_path);
-    v_paid echovalue.payment;
-    v_mailbox echovalue.mailboxes;
-    v_hash text;
-    v_hook echovalue.webhooks;
-    v_email text;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'webhook_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    v_mailbox := echovalue._mailbox_ensure(v_caller.wallet_id);
-    v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
-    select echovalue._json_str(w.hash) into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
-    select * into v_hook from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id;
-    if found then
-        v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s}',
-            echovalue._json_str(v_hook.url),
-            (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
-               from pg_catalog.jsonb_object_keys(v_hook.headers) e(key)),
-            v_email, v_hash, echovalue._json_str(v_mailbox.secret));
-    else
-        v_body := pg_catalog.format('{"email":%s,"hash":%s}', v_email, v_hash);
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
--- DELETE /webhook: `OK`; 404 `Webhook Not Found` when the wallet has none.
-create function echovalue.webhook_delete(
-    token text,
-    http_method text default 'DELETE',
-    http_path text default '/webhook'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_delete.token, webhook_delete.http_method,
-                                                            webhook_delete.http_path);
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'webhook_delete');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    delete from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id;
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Webhook Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+    return coalesce(
+        echovalue._webhook_url_error(p_config ->> 'url'),
+        echovalue._webhook_headers_error(p_config -> 'headers'),
+        case when v_format = 'custom' and p_template is null
+                 then 'Bad Request: template is required for format custom'
+             when v_format = 'custom' then echovalue._webhook_template_error(p_template)
+             when p_template is not null then 'Bad Request: template is only for format custom'
+        end,
+        echovalue._webhook_options_error(p_config -> 'options'),
+        case when v_format = 'telegram' and coalesce(p_config -> 'options' ->> 'chat_id', '') = ''
+                 then 'Bad Request: options.chat_id is required for format telegram'
+             when v_format = 'pagerduty' and coalesce(p_config -> 'options' ->> 'routing_key', '') = ''
+                 then 'Bad Request: options.routing_key is required for format pagerduty'
+        end);
 end;
 $$;

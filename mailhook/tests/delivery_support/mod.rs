@@ -147,12 +147,15 @@ pub async fn serve(mut conn: TcpStream, state: Arc<Mutex<ReceiverState>>) -> Res
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let headers: HashMap<String, String> = head
+    let mut headers: HashMap<String, String> = head
         .lines()
         .skip(1)
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    // the request target, as HTTP/2 would name it
+    let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+    headers.insert(":path".to_owned(), target);
     let len: usize = headers
         .get("content-length")
         .and_then(|v| v.parse().ok())
@@ -331,14 +334,22 @@ for k in range(int(os.environ["N"])):
     s.send_message(m)
 s.quit()
 "#;
+    smtplib(
+        hook,
+        script,
+        &[("TO", to), ("N", &n.to_string()), ("TAG", tag)],
+    )
+}
+
+/// Runs a Python smtplib script against the mailhook (`HOST` and `PORT` in its environment,
+/// with `envs`); fails with its stderr when it fails.
+pub fn smtplib(hook: &MailhookProcess, script: &str, envs: &[(&str, &str)]) -> Result<()> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
         .env("HOST", "127.0.0.1")
         .env("PORT", hook.addr.port().to_string())
-        .env("TO", to)
-        .env("N", n.to_string())
-        .env("TAG", tag)
+        .envs(envs.iter().copied())
         .output()
         .context("cannot run python3")?;
     if !out.status.success() {

@@ -50,6 +50,36 @@ fn current_paths() {
 }
 
 #[test]
+fn named_webhooks() {
+    assert_eq!(
+        resolve(&Method::GET, "/webhook/alerts"),
+        (Route::NamedWebhook, Operation::Api(&api::WEBHOOK_SHOW))
+    );
+    assert_eq!(
+        op(Method::PUT, "/webhook/alerts"),
+        Operation::Api(&api::WEBHOOK_PUT)
+    );
+    assert_eq!(
+        op(Method::PATCH, "/webhook/alerts"),
+        Operation::Api(&api::WEBHOOK_PATCH)
+    );
+    assert_eq!(
+        op(Method::DELETE, "/webhook/alerts"),
+        Operation::Api(&api::WEBHOOK_REMOVE)
+    );
+    assert_eq!(
+        op(Method::POST, "/webhook/alerts"),
+        Operation::MethodNotAllowed
+    );
+    assert_eq!(op(Method::OPTIONS, "/webhook/alerts"), Operation::Preflight);
+    assert_eq!(
+        Route::NamedWebhook.allow(),
+        "GET, PUT, PATCH, DELETE, OPTIONS"
+    );
+    assert_eq!(op(Method::GET, "/webhook/a/b/c"), Operation::NotFound);
+}
+
+#[test]
 fn legacy_paths() {
     assert_eq!(
         resolve(&Method::POST, "/"),
@@ -80,7 +110,6 @@ fn current_paths_win_over_legacy_kv() {
     for p in [
         "/token/x",
         "/kv/x",
-        "/webhook/x",
         "/recharge/x",
         "/healthz/x",
         "/metrics/x",

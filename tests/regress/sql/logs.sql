@@ -74,6 +74,23 @@ select status_code, error, cost, endpoint from echovalue.logs where wallet_id = 
 -- bad token: 401, not logged
 select status, body, cost, balance from echovalue.logs_get(token => 'nope', n => '5');
 
+-- type filters by endpoint (SPEC §14): newest first, charged per entry returned; an
+-- unknown type is a 400 charged one entry; a type with no entries returns none
+update echovalue.wallets set balance = 100 where id = :w;
+select status, cost, body::jsonb ->> 'n' as n,
+       (select string_agg(e->>'endpoint' || ':' || (e->>'path'), ',')
+          from jsonb_array_elements(body::jsonb -> 'logs') e) as entries
+  from echovalue.logs_get(token => :'tok', n => '3', type => 'kv');
+select status, cost, body::jsonb ->> 'n' as n,
+       (select bool_and(e->>'endpoint' = 'token') from jsonb_array_elements(body::jsonb -> 'logs') e) as all_token
+  from echovalue.logs_get(token => :'tok', n => '100', type => 'token');
+select status, body, cost from echovalue.logs_get(token => :'tok', n => '5', type => 'webhook-delivery');
+select status, body, cost from echovalue.logs_get(token => :'tok', type => 'KV');
+select status, body, cost from echovalue.logs_get(token => :'tok', type => '');
+select status, body, cost from echovalue.logs_get(token => :'tok', type => 'kv; drop table x');
+-- the filtered page reads the endpoint index, not every entry of the wallet
+explain (costs off) select * from echovalue._logs_newest(1, 'kv', 5);
+
 -- retention is a setting: entries expire log_retention_days after creation
 set local echovalue.log_retention_days = 1;
 select status from echovalue.wallet_get(token => :'tok');

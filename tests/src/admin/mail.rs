@@ -30,13 +30,13 @@ pub struct StoredAttachment {
 }
 
 impl Admin {
-    /// The wallet's stored webhook: URL and custom headers (as JSON text), if any.
+    /// The wallet's stored webhook `default`: URL and custom headers (as JSON text), if any.
     pub async fn webhook(&self, w: &Wallet) -> Result<Option<(String, serde_json::Value)>> {
         let row = self
             .client
             .query_opt(
                 &format!(
-                    "select url, headers::text from echovalue.webhooks where wallet_id = {WALLET_ID}"
+                    "select url, headers::text from echovalue.webhooks where wallet_id = {WALLET_ID} and name = 'default'"
                 ),
                 &[&w.hash],
             )

@@ -1,0 +1,807 @@
+-- echovalue 0.4.0 -> 0.5.0: named webhooks with formats and custom templates (SPEC §12), and
+-- the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
+-- deliveries name the webhook they go to.
+--
+-- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
+-- are gone, new or changed, and the grants. tests/run.sh updates every earlier version and
+-- compares the catalog with a fresh install.
+
+alter table echovalue.webhooks
+    add column name text not null default 'default',
+    add column format text not null default '',
+    add column template json,
+    add column options jsonb not null default '{}'::jsonb,
+    add column include_attachments boolean not null default true,
+    add column mailbox text unique,
+    add column created timestamptz not null default now();
+update echovalue.webhooks set created = updated;
+alter table echovalue.webhooks
+    drop constraint webhooks_pkey,
+    add primary key (wallet_id, name),
+    add constraint webhooks_name_check check (name ~ '^[A-Za-z0-9_-]{1,30}$' and name <> 'call'),
+    add constraint webhooks_format_check
+        check (format in ('', 'slack', 'discord', 'teams', 'telegram', 'pagerduty', 'custom')),
+    add constraint webhooks_template_check check ((format = 'custom') = (template is not null)),
+    add constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null));
+
+alter table echovalue.deliveries add column webhook text not null default 'default';
+
+create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
+
+insert into echovalue.prices (operation, credits, endpoint) values
+    ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
+    ('webhook_remove', 1, 'webhook')
+on conflict (operation) do nothing;
+
+-- Functions gone, or whose arguments or result changed.
+
+drop function if exists echovalue.logs_get(text, text, text, text);
+drop function if exists echovalue._webhook_body_error(text);
+drop function if exists echovalue._mail_route(text);
+
+-- Functions new or changed in 0.5.0.
+
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/webhook/{webhookId}' then
+            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
+                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
+$$;
+
+create or replace function echovalue._logs_type_error(p_type text) returns text
+language sql immutable as $$
+    select case when p_type is not null and p_type not in
+                    ('kv', 'token', 'webhook', 'webhook-delivery', 'email', 'recharge', 'settings')
+        then 'Bad Request: type must be one of kv, token, webhook, webhook-delivery, email, recharge, settings'
+    end
+$$;
+
+create or replace function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
+returns setof echovalue.logs
+language sql stable as $$
+    (select * from echovalue.logs l
+      where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
+      order by l.id desc limit p_limit)
+    union all
+    (select * from echovalue.logs l
+      where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
+        and l.expires_at > pg_catalog.now()
+      order by l.id desc limit p_limit)
+$$;
+
+create or replace function echovalue.logs_get(
+    token text,
+    n text default null,
+    type text default null,
+    http_method text default 'GET',
+    http_path text default '/token/logs'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
+                                                            logs_get.http_path);
+    v_n int;
+    v_k int;
+    v_paid echovalue.payment;
+    v_entries text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_n := echovalue._logs_n(logs_get.n);
+    if v_n is null then
+        -- charged as one entry: the smallest logs request
+        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
+    end if;
+    if echovalue._logs_type_error(logs_get.type) is not null then
+        return echovalue._fail(v_caller, 'logs_entry', 400, echovalue._logs_type_error(logs_get.type));
+    end if;
+    select pg_catalog.count(*)::int into v_k
+      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_n);
+    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
+    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
+      into v_entries
+      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_k) as l;
+    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
+                             'application/json');
+end;
+$$;
+
+create or replace function echovalue._webhook_id_error(p_id text) returns text
+language sql immutable as $$
+    select case
+        when p_id is null or p_id !~ '^[A-Za-z0-9_-]{1,30}$'
+            then 'Bad Request: webhookId must be 1 to 30 characters of A-Z, a-z, 0-9, _ and -'
+        when p_id = 'call' then 'Bad Request: webhookId call is reserved'
+    end
+$$;
+
+create or replace function echovalue._webhook_options_error(p_options jsonb) returns text
+language plpgsql immutable as $$
+declare
+    v_name text;
+    v_value jsonb;
+begin
+    if p_options is null or pg_catalog.jsonb_typeof(p_options) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(p_options) <> 'object' then
+        return 'Bad Request: options must be an object of strings';
+    end if;
+    if (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(p_options)) > 10 then
+        return 'Bad Request: at most 10 options';
+    end if;
+    for v_name, v_value in select e.key, e.value from pg_catalog.jsonb_each(p_options) e order by e.key loop
+        if v_name !~ '^[A-Za-z0-9_.-]{1,64}$' then
+            return 'Bad Request: option names must be 1 to 64 characters of A-Z, a-z, 0-9, _, . and -';
+        end if;
+        if pg_catalog.jsonb_typeof(v_value) <> 'string' then
+            return pg_catalog.format('Bad Request: option %s must be a string', v_name);
+        end if;
+        if pg_catalog.char_length(v_value #>> '{}') > 500 then
+            return pg_catalog.format('Bad Request: option %s must be at most 500 characters', v_name);
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+create or replace function echovalue._webhook_config_error(p_config jsonb, p_template text) returns text
+language plpgsql stable as $$
+declare
+    v_unknown text;
+    v_format text;
+begin
+    select k into v_unknown from pg_catalog.jsonb_object_keys(p_config) k
+     where k not in ('webhookId', 'url', 'headers', 'format', 'template', 'options', 'includeAttachments')
+     order by k limit 1;
+    if v_unknown is not null then
+        return pg_catalog.format('Bad Request: unknown field %s (expected webhookId, url, headers, '
+                                 'format, template, options, includeAttachments)',
+                                 pg_catalog.left(v_unknown, 64));
+    end if;
+    if not p_config ? 'url' or pg_catalog.jsonb_typeof(p_config -> 'url') = 'null' then
+        return 'Bad Request: url is required';
+    elsif pg_catalog.jsonb_typeof(p_config -> 'url') <> 'string' then
+        return 'Bad Request: url must be a string';
+    end if;
+    v_format := coalesce(p_config ->> 'format', '');
+    if pg_catalog.jsonb_typeof(p_config -> 'format') not in ('string', 'null')
+       or v_format not in ('', 'slack', 'discord', 'teams', 'telegram', 'pagerduty', 'custom') then
+        return 'Bad Request: format must be one of slack, discord, teams, telegram, pagerduty, custom or ""';
+    end if;
+    if pg_catalog.jsonb_typeof(p_config -> 'includeAttachments') not in ('boolean', 'null') then
+        return 'Bad Request: includeAttachments must be true or false';
+    end if;
+    return coalesce(
+        echovalue._webhook_url_error(p_config ->> 'url'),
+        echovalue._webhook_headers_error(p_config -> 'headers'),
+        case when v_format = 'custom' and p_template is null
+                 then 'Bad Request: template is required for format custom'
+             when v_format = 'custom' then echovalue._webhook_template_error(p_template)
+             when p_template is not null then 'Bad Request: template is only for format custom'
+        end,
+        echovalue._webhook_options_error(p_config -> 'options'),
+        case when v_format = 'telegram' and coalesce(p_config -> 'options' ->> 'chat_id', '') = ''
+                 then 'Bad Request: options.chat_id is required for format telegram'
+             when v_format = 'pagerduty' and coalesce(p_config -> 'options' ->> 'routing_key', '') = ''
+                 then 'Bad Request: options.routing_key is required for format pagerduty'
+        end);
+end;
+$$;
+
+create or replace function echovalue._webhook_body_parse(
+    p_body text, out p_error text, out p_config jsonb, out p_template text
+)
+language plpgsql stable as $$
+begin
+    begin
+        p_config := p_body::jsonb;
+    exception when data_exception or statement_too_complex then
+        p_error := 'Bad Request: body must be a JSON object';
+        return;
+    end;
+    if p_config is null or pg_catalog.jsonb_typeof(p_config) <> 'object' then
+        p_error := 'Bad Request: body must be a JSON object';
+        return;
+    end if;
+    if pg_catalog.jsonb_typeof(p_config -> 'template') <> 'null' then
+        p_template := (p_body::json -> 'template')::text;
+    end if;
+end;
+$$;
+
+create or replace function echovalue._webhook_config(p_hook echovalue.webhooks) returns jsonb
+language sql immutable as $$
+    select pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
+               'format', p_hook.format, 'options', p_hook.options,
+               'includeAttachments', p_hook.include_attachments)
+$$;
+
+create or replace function echovalue._webhook_store(
+    p_wallet bigint, p_name text, p_config jsonb, p_template text
+) returns boolean
+language plpgsql volatile as $$
+begin
+    if not exists (select 1 from echovalue.webhooks h where h.wallet_id = p_wallet and h.name = p_name)
+       and (select pg_catalog.count(*) from echovalue.webhooks h where h.wallet_id = p_wallet)
+           >= echovalue._setting('max_webhooks') then
+        return false;
+    end if;
+    perform echovalue._mailbox_ensure(p_wallet);
+    insert into echovalue.webhooks as h
+        (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox)
+    values (p_wallet, p_name, p_config ->> 'url',
+            case when pg_catalog.jsonb_typeof(p_config -> 'headers') = 'object'
+                 then p_config -> 'headers' else '{}'::jsonb end,
+            coalesce(p_config ->> 'format', ''),
+            case when p_config ->> 'format' = 'custom' then p_template::json end,
+            case when pg_catalog.jsonb_typeof(p_config -> 'options') = 'object'
+                 then p_config -> 'options' else '{}'::jsonb end,
+            coalesce((p_config ->> 'includeAttachments')::boolean, true),
+            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end)
+    on conflict (wallet_id, name) do update
+        set url = excluded.url, headers = excluded.headers, format = excluded.format,
+            template = excluded.template, options = excluded.options,
+            include_attachments = excluded.include_attachments, updated = pg_catalog.now();
+    return true;
+end;
+$$;
+
+create or replace function echovalue._webhook_email(p_hook echovalue.webhooks) returns text
+language sql stable as $$
+    select echovalue._mailbox_address(coalesce(p_hook.mailbox,
+               (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id)))
+$$;
+
+create or replace function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
+language sql stable as $$
+    select pg_catalog.format(
+        '{"webhookId":%s,"webhook":%s,"headers":{%s},"format":%s,%s"options":{%s},'
+        '"includeAttachments":%s,"email":%s,"hash":%s,"created":%s,"updated":%s}',
+        echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
+        (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
+           from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
+        echovalue._json_str(p_hook.format),
+        case when p_hook.template is not null then '"template":' || p_hook.template::text || ',' else '' end,
+        (select coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
+                    case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
+                         else o.value::text end, ',' order by o.key), '')
+           from pg_catalog.jsonb_each(p_hook.options) o),
+        p_hook.include_attachments::text, echovalue._json_str(echovalue._webhook_email(p_hook)),
+        echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
+        echovalue._json_str(echovalue._ts(p_hook.updated)))
+$$;
+
+create or replace function echovalue._webhook_answer(
+    p_caller echovalue.caller, p_paid echovalue.payment, p_name text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_hook echovalue.webhooks;
+begin
+    select * into v_hook from echovalue.webhooks h
+     where h.wallet_id = p_caller.wallet_id and h.name = p_name;
+    if not found then
+        return echovalue._finish(p_caller, p_paid, 404, 'Webhook Not Found');
+    end if;
+    return echovalue._finish(p_caller, p_paid, 200,
+        echovalue._webhook_response(v_hook,
+            (select w.hash from echovalue.wallets w where w.id = p_caller.wallet_id)),
+        'application/json');
+end;
+$$;
+
+create or replace function echovalue._webhook_write(
+    p_caller echovalue.caller, p_operation text, p_name text, p_body text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_error text;
+    v_config jsonb;
+    v_template text;
+    v_name text := p_name;
+    v_hook echovalue.webhooks;
+    v_paid echovalue.payment;
+begin
+    select b.p_error, b.p_config, b.p_template into v_error, v_config, v_template
+      from echovalue._webhook_body_parse(p_body) b;
+    if v_error is null and pg_catalog.jsonb_typeof(v_config -> 'webhookId') <> 'null' then
+        if pg_catalog.jsonb_typeof(v_config -> 'webhookId') <> 'string' then
+            v_error := 'Bad Request: webhookId must be a string';
+        elsif p_operation = 'webhook_set' then
+            v_name := v_config ->> 'webhookId';
+        elsif v_config ->> 'webhookId' <> p_name then
+            v_error := 'Bad Request: webhookId in the body differs from the one in the path';
+        end if;
+    end if;
+    v_error := coalesce(v_error, echovalue._webhook_id_error(v_name));
+    if v_error is not null then
+        return echovalue._fail(p_caller, p_operation, 400, v_error);
+    end if;
+    v_paid := echovalue._pay(p_caller, p_operation);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    if p_operation = 'webhook_patch' then
+        select * into v_hook from echovalue.webhooks h
+         where h.wallet_id = p_caller.wallet_id and h.name = v_name;
+        if not found then
+            return echovalue._finish(p_caller, v_paid, 404, 'Webhook Not Found');
+        end if;
+        v_config := echovalue._webhook_config(v_hook) || v_config;
+        if not v_config ? 'template' and v_config ->> 'format' = 'custom' then
+            v_template := v_hook.template::text;
+        end if;
+    end if;
+    v_error := echovalue._webhook_config_error(v_config, v_template);
+    if v_error is not null then
+        return echovalue._finish(p_caller, v_paid, 400, v_error);
+    end if;
+    if not echovalue._webhook_store(p_caller.wallet_id, v_name, v_config, v_template) then
+        return echovalue._finish(p_caller, v_paid, 400,
+            pg_catalog.format('Bad Request: a wallet has at most %s webhooks', echovalue._setting('max_webhooks')));
+    end if;
+    if p_operation = 'webhook_set' then
+        return echovalue._finish(p_caller, v_paid, 200, 'OK');
+    end if;
+    return echovalue._webhook_answer(p_caller, v_paid, v_name);
+end;
+$$;
+
+create or replace function echovalue.webhook_set(
+    token text,
+    body text,
+    http_method text default 'POST',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_set.token, webhook_set.http_method,
+                                                            webhook_set.http_path);
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    return echovalue._webhook_write(v_caller, 'webhook_set', 'default', webhook_set.body);
+end;
+$$;
+
+create or replace function echovalue.webhook_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_get.token, webhook_get.http_method,
+                                                            webhook_get.http_path);
+    v_paid echovalue.payment;
+    v_mailbox echovalue.mailboxes;
+    v_hash text;
+    v_hook echovalue.webhooks;
+    v_email text;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'webhook_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    v_mailbox := echovalue._mailbox_ensure(v_caller.wallet_id);
+    v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    select * into v_hook from echovalue.webhooks h
+     where h.wallet_id = v_caller.wallet_id and h.name = 'default';
+    if found then
+        v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s',
+            echovalue._json_str(v_hook.url),
+            (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
+               from pg_catalog.jsonb_object_keys(v_hook.headers) e(key)),
+            v_email, echovalue._json_str(v_hash), echovalue._json_str(v_mailbox.secret));
+    else
+        v_body := pg_catalog.format('{"email":%s,"hash":%s', v_email, echovalue._json_str(v_hash));
+    end if;
+    v_body := v_body || ',"webhooks":[' || coalesce((
+        select pg_catalog.string_agg(echovalue._webhook_response(h, v_hash), ',' order by h.name)
+          from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id), '') || ']}';
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.webhook_delete(
+    token text,
+    http_method text default 'DELETE',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_delete.token, webhook_delete.http_method,
+                                                            webhook_delete.http_path);
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    return echovalue._webhook_remove(v_caller, 'webhook_delete', 'default');
+end;
+$$;
+
+create or replace function echovalue._webhook_remove(
+    p_caller echovalue.caller, p_operation text, p_name text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_paid echovalue.payment;
+begin
+    v_paid := echovalue._pay(p_caller, p_operation);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    delete from echovalue.webhooks h where h.wallet_id = p_caller.wallet_id and h.name = p_name;
+    if not found then
+        return echovalue._finish(p_caller, v_paid, 404, 'Webhook Not Found');
+    end if;
+    return echovalue._finish(p_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.webhook_show(
+    token text,
+    webhook_id text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_show.token, webhook_show.http_method,
+        coalesce(webhook_show.http_path, '/webhook/' || webhook_show.webhook_id));
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'webhook_show');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    return echovalue._webhook_answer(v_caller, v_paid, webhook_show.webhook_id);
+end;
+$$;
+
+create or replace function echovalue.webhook_put(
+    token text,
+    webhook_id text,
+    body text,
+    http_method text default 'PUT',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_put.token, webhook_put.http_method,
+        coalesce(webhook_put.http_path, '/webhook/' || webhook_put.webhook_id));
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    return echovalue._webhook_write(v_caller, 'webhook_put', webhook_put.webhook_id, webhook_put.body);
+end;
+$$;
+
+create or replace function echovalue.webhook_patch(
+    token text,
+    webhook_id text,
+    body text,
+    http_method text default 'PATCH',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_patch.token, webhook_patch.http_method,
+        coalesce(webhook_patch.http_path, '/webhook/' || webhook_patch.webhook_id));
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    return echovalue._webhook_write(v_caller, 'webhook_patch', webhook_patch.webhook_id, webhook_patch.body);
+end;
+$$;
+
+create or replace function echovalue.webhook_remove(
+    token text,
+    webhook_id text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_remove.token, webhook_remove.http_method,
+        coalesce(webhook_remove.http_path, '/webhook/' || webhook_remove.webhook_id));
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    return echovalue._webhook_remove(v_caller, 'webhook_remove', webhook_remove.webhook_id);
+end;
+$$;
+
+create or replace function echovalue._mail_route(
+    p_recipient text, out o_caller echovalue.caller, out o_webhook echovalue.webhooks,
+    out o_code int, out o_message text
+)
+language plpgsql volatile as $$
+declare
+    v_addr text := pg_catalog.lower(p_recipient);
+    v_local text := pg_catalog.substring(v_addr, '^(.+)@[^@]+$');
+    v_domain text := pg_catalog.rtrim(pg_catalog.substring(v_addr, '@([^@]+)$'), '.');
+    v_wallet bigint;
+    v_name text := 'default';
+begin
+    if v_local is null or pg_catalog.char_length(v_addr) > 254 then
+        o_code := 550;
+        o_message := '5.1.3 bad recipient address';
+        return;
+    end if;
+    if v_domain <> pg_catalog.lower(echovalue._setting_text('mail_domain')) then
+        o_code := 550;
+        o_message := '5.7.1 relaying denied: not a domain of this service';
+        return;
+    end if;
+    -- mail to a token's address is paid by that token, within its limits; to a mailbox
+    -- address by the wallet, with no token's limits
+    if echovalue.token_format_ok(v_local) then
+        o_caller := echovalue._wallet_resolve(v_local, 'SMTP', null);
+        v_wallet := o_caller.wallet_id;
+    else
+        select m.wallet_id into v_wallet from echovalue.mailboxes m where m.mailbox = v_local;
+        if v_wallet is null then
+            select h.wallet_id, h.name into v_wallet, v_name from echovalue.webhooks h where h.mailbox = v_local;
+        end if;
+        o_caller.wallet_id := v_wallet;
+        o_caller.method := 'SMTP';
+    end if;
+    if v_wallet is null then
+        o_caller := null;
+        o_code := 550;
+        o_message := '5.1.1 no such mailbox';
+        return;
+    end if;
+    select * into o_webhook from echovalue.webhooks h where h.wallet_id = v_wallet and h.name = v_name;
+    if not found then
+        o_caller := null;
+        o_code := 550;
+        o_message := '5.1.1 mailbox has no webhook configured';
+    end if;
+end;
+$$;
+
+create or replace function echovalue.mail_receive(
+    recipient text,
+    message_id text,
+    from_email text,
+    from_name text,
+    subject text,
+    text_body text,
+    html_body text,
+    headers jsonb,
+    size_bytes int,
+    attachment_filenames text[] default '{}',
+    attachment_content_types text[] default '{}',
+    attachment_contents bytea[] default '{}'
+) returns echovalue.smtp_reply
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_route record;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+    v_message bigint;
+    v_delivery bigint;
+    v_n int := coalesce(pg_catalog.cardinality(mail_receive.attachment_contents), 0);
+begin
+    if coalesce(pg_catalog.cardinality(mail_receive.attachment_filenames), 0) <> v_n
+       or coalesce(pg_catalog.cardinality(mail_receive.attachment_content_types), 0) <> v_n
+       or pg_catalog.array_position(mail_receive.attachment_contents, null) is not null then
+        raise exception 'echovalue: mail_receive needs one filename, content type and content per attachment'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    select * into v_route from echovalue._mail_route(mail_receive.recipient);
+    if v_route.o_code is not null then
+        return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
+    end if;
+    v_caller := v_route.o_caller;
+    -- logged under the webhook's address, never the token
+    v_caller.path := echovalue._webhook_email(v_route.o_webhook);
+    v_paid := echovalue._pay(v_caller, 'email');
+    if v_paid.balance is null then
+        return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
+    end if;
+
+    insert into echovalue.messages as m
+        (wallet_id, external_id, from_email, from_name, subject, text_body, html_body, headers, size_bytes)
+    values
+        (v_caller.wallet_id, mail_receive.message_id, mail_receive.from_email, mail_receive.from_name,
+         mail_receive.subject, mail_receive.text_body, mail_receive.html_body,
+         coalesce(mail_receive.headers, '{}'::jsonb), mail_receive.size_bytes)
+    returning m.id into v_message;
+    insert into echovalue.attachments
+        (wallet_id, message_id, position, filename, content_type, size, content)
+    select v_caller.wallet_id, v_message, a.pos, a.filename,
+           coalesce(a.content_type, 'application/octet-stream'), pg_catalog.octet_length(a.content), a.content
+      from unnest(mail_receive.attachment_filenames, mail_receive.attachment_content_types,
+                  mail_receive.attachment_contents) with ordinality as a(filename, content_type, content, pos)
+     where (v_route.o_webhook).include_attachments;
+    insert into echovalue.deliveries as d (wallet_id, message_id, webhook)
+    values (v_caller.wallet_id, v_message, (v_route.o_webhook).name)
+    returning d.id into v_delivery;
+    perform echovalue._finish(v_caller, v_paid, 200, null);
+    perform pg_catalog.pg_notify('echovalue_mail', v_delivery::text);
+    return row(250, '2.0.0 queued as ' || v_message)::echovalue.smtp_reply;
+end;
+$$;
+
+create or replace function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
+returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
+               headers jsonb, secret text, payload text)
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_row record;
+    v_claimed int;
+    v_returned int;
+    v_format text;
+    v_options jsonb;
+    v_template text;
+begin
+    if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
+       or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
+        raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    loop
+        v_claimed := 0;
+        v_returned := 0;
+        for v_row in
+            with due as (
+                select d.wallet_id, d.id from echovalue.deliveries d
+                 where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+                 order by d.next_attempt_at, d.id
+                 limit delivery_claim.batch
+                 for update skip locked)
+            update echovalue.deliveries d
+               set attempts = d.attempts + 1,
+                   next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
+              from due
+             where d.wallet_id = due.wallet_id and d.id = due.id
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook
+        loop
+            v_claimed := v_claimed + 1;
+            select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
+              into url, headers, secret, v_format, v_options, v_template
+              from echovalue.webhooks h
+              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+             where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
+            if not found then
+                update echovalue.deliveries d
+                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
+                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                continue;
+            end if;
+            delivery_id := v_row.id;
+            attempt := v_row.attempts;
+            url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
+                                                   '^Bad Request: ', '');
+            webhook_id := v_row.webhook_id;
+            payload := echovalue._webhook_body(v_format, v_options, v_template,
+                                               echovalue._delivery_payload(v_row.wallet_id, v_row.message_id));
+            v_returned := v_returned + 1;
+            return next;
+        end loop;
+        exit when v_claimed = 0 or v_returned > 0;
+    end loop;
+end;
+$$;
+
+CREATE  FUNCTION "_webhook_body"(
+	"p_format" TEXT, /* Option < & str > */
+	"p_options" jsonb, /* Option < JsonB > */
+	"p_template" TEXT, /* Option < & str > */
+	"p_payload" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'body_sql_wrapper';
+
+CREATE  FUNCTION "_webhook_template_error"(
+	"p_template" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'template_error_sql_wrapper';
+
+-- Privileges, as in a fresh install (extension/src/sql/grants.sql).
+
+-- Privileges, last: PUBLIC gets nothing; echovalue_api (the proxy) may use the schema and
+-- execute the API functions only; echovalue_worker (the mailhook) only the worker functions.
+-- Neither can read or write any table or call an internal `_` helper.
+
+do $$
+begin
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_api') then
+        create role echovalue_api nologin;
+    end if;
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_worker') then
+        create role echovalue_worker nologin;
+    end if;
+end;
+$$;
+
+revoke all on all tables in schema echovalue from public;
+revoke all on all sequences in schema echovalue from public;
+revoke all on all functions in schema echovalue from public;
+revoke all on schema echovalue from public;
+
+grant usage on schema echovalue to echovalue_api;
+grant execute on function
+    echovalue.token_format_ok(text),
+    echovalue.token_new(inet, text, text),
+    echovalue.wallet_get(text, text, text),
+    echovalue.recharge_link(text, text, text, text),
+    echovalue.logs_get(text, text, text, text, text),
+    echovalue.kv_set(text, text, text, text, text, text, text),
+    echovalue.kv_get(text, text, text, text, text),
+    echovalue.kv_delete(text, text, text, text, text),
+    echovalue.request_refuse(text, text, int, text, text, text),
+    echovalue.token_key_create(text, text, text, text),
+    echovalue.token_key_list(text, text, text),
+    echovalue.token_key_revoke(text, text, text, text),
+    echovalue.webhook_set(text, text, text, text),
+    echovalue.webhook_get(text, text, text),
+    echovalue.webhook_delete(text, text, text),
+    echovalue.webhook_show(text, text, text, text),
+    echovalue.webhook_put(text, text, text, text, text),
+    echovalue.webhook_patch(text, text, text, text, text),
+    echovalue.webhook_remove(text, text, text, text),
+    echovalue.attachment_get(text, text, text),
+    echovalue.stripe_event_record(text, text, text),
+    echovalue.maintenance_run()
+to echovalue_api;
+
+grant usage on schema echovalue to echovalue_worker;
+grant execute on function
+    echovalue.mail_rcpt_check(text),
+    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
+    echovalue.address_classify(inet),
+    echovalue.delivery_addresses_error(inet[]),
+    echovalue.delivery_claim(int, int),
+    echovalue.delivery_record(bigint, int, text, int, text, int),
+    echovalue.stripe_event_apply()
+to echovalue_worker;
