@@ -1,5 +1,5 @@
 -- echovalue 0.4.0 -> 0.5.0: named webhooks with formats and custom templates (SPEC §12), and
--- the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
+-- the webhook test call, and the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
 -- deliveries name the webhook they go to.
 --
 -- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
@@ -24,13 +24,21 @@ alter table echovalue.webhooks
     add constraint webhooks_template_check check ((format = 'custom') = (template is not null)),
     add constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null));
 
-alter table echovalue.deliveries add column webhook text not null default 'default';
+alter table echovalue.deliveries
+    add column webhook text not null default 'default',
+    add column kind text not null default 'mail',
+    add column body text,
+    alter column message_id drop not null,
+    add constraint deliveries_kind_check check (
+        (kind = 'mail' and message_id is not null and body is null)
+        or (kind = 'test' and message_id is null and body is not null));
 
+create index deliveries_test_idx on echovalue.deliveries (created) where kind = 'test';
 create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
 
 insert into echovalue.prices (operation, credits, endpoint) values
     ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
-    ('webhook_remove', 1, 'webhook')
+    ('webhook_remove', 1, 'webhook'), ('webhook_test', 1, 'webhook')
 on conflict (operation) do nothing;
 
 -- Functions gone, or whose arguments or result changed.
@@ -52,6 +60,7 @@ language sql immutable as $$
         when p_route = '/webhook/{webhookId}' then
             case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
                           when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
         when p_route = '/token/keys' then
             case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
         when p_route = '/token/keys/{id}' then 'token_key_revoke'
@@ -667,6 +676,126 @@ begin
 end;
 $$;
 
+create or replace function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_kv bigint;
+    v_logs bigint;
+    v_rate bigint;
+    v_usage bigint;
+    v_revoked bigint;
+    v_attachments bigint;
+    v_messages bigint;
+    v_tests bigint;
+    v_wallets bigint;
+    v_wallet_ids bigint[];
+    v_token_ids bigint[];
+begin
+    delete from echovalue.kv k
+     where k.ctid = any (array(
+         select x.ctid from echovalue.kv x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_kv = row_count;
+
+    delete from echovalue.logs l
+     where l.ctid = any (array(
+         select x.ctid from echovalue.logs x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_logs = row_count;
+
+    delete from echovalue.token_rate r
+     where r.ctid = any (array(
+         select x.ctid from echovalue.token_rate x
+          where x.last_at <= pg_catalog.now()
+                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    delete from echovalue.token_usage u
+     where u.ctid = any (array(
+         select x.ctid from echovalue.token_usage x
+          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
+          limit v_batch for update skip locked));
+    get diagnostics v_usage = row_count;
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE.
+    delete from echovalue.tokens t
+     where t.id = any (array(
+         select x.id from echovalue.tokens x
+          where x.revoked < pg_catalog.now()
+                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+          limit v_batch for update skip locked));
+    get diagnostics v_revoked = row_count;
+
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
+    -- Messages whose delivery is finished (delivered or failed for good), older than
+    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
+    -- CASCADE. A pending delivery keeps its message however old.
+    delete from echovalue.messages m
+     where m.id = any (array(
+         select x.id from echovalue.messages x
+          where x.received_at <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+            and not exists (select 1 from echovalue.deliveries d
+                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
+          limit v_batch for update skip locked));
+    get diagnostics v_messages = row_count;
+
+    -- Test deliveries (no message) after the same time, finished or not (a test is answered
+    -- within seconds).
+    delete from echovalue.deliveries d
+     where d.ctid = any (array(
+         select x.ctid from echovalue.deliveries x
+          where x.kind = 'test'
+            and x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_tests = row_count;
+
+    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
+    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
+    -- its wallet is left for a later run: maintenance never waits for a request, so the two
+    -- cannot deadlock.
+    v_wallet_ids := array(
+        select x.id from echovalue.wallets x
+         where x.last_used < pg_catalog.now()
+               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
+         limit v_batch for update skip locked);
+    v_token_ids := array(
+        select t.id from echovalue.tokens t
+         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
+
+    return pg_catalog.jsonb_build_object(
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'tests', v_tests,
+        'wallets', v_wallets);
+end;
+$$;
+
 create or replace function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
 returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
                headers jsonb, secret text, payload text)
@@ -692,6 +821,7 @@ begin
             with due as (
                 select d.wallet_id, d.id from echovalue.deliveries d
                  where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+                   and (d.kind = 'mail' or d.attempts = 0)     -- a test gets one attempt
                  order by d.next_attempt_at, d.id
                  limit delivery_claim.batch
                  for update skip locked)
@@ -700,7 +830,7 @@ begin
                    next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
               from due
              where d.wallet_id = due.wallet_id and d.id = due.id
-            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body
         loop
             v_claimed := v_claimed + 1;
             select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
@@ -720,13 +850,167 @@ begin
             url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
                                                    '^Bad Request: ', '');
             webhook_id := v_row.webhook_id;
-            payload := echovalue._webhook_body(v_format, v_options, v_template,
-                                               echovalue._delivery_payload(v_row.wallet_id, v_row.message_id));
+            payload := case when v_row.kind = 'mail'
+                then echovalue._webhook_body(v_format, v_options, v_template,
+                                             echovalue._delivery_payload(v_row.wallet_id, v_row.message_id))
+                else v_row.body end;
             v_returned := v_returned + 1;
             return next;
         end loop;
         exit when v_claimed = 0 or v_returned > 0;
     end loop;
+end;
+$$;
+
+create or replace function echovalue.delivery_record(
+    delivery_id bigint,
+    attempt int,
+    outcome text,
+    status_code int default null,
+    error text default null,
+    retry_seconds int default null
+) returns boolean
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint;
+    v_webhook_id text;
+    v_kind text;
+    v_error text := pg_catalog.left(delivery_record.error, 500);
+    v_changed boolean := false;
+begin
+    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
+       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
+        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- a test is never retried: its one attempt's retry is its failure
+    update echovalue.deliveries d
+       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
+                        when d.kind = 'test' then 'failed' else 'pending' end,
+           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
+               then pg_catalog.now() + pg_catalog.make_interval(secs => delivery_record.retry_seconds)
+               else d.next_attempt_at end,
+           last_status = delivery_record.status_code,
+           last_error = v_error
+     where d.id = delivery_record.delivery_id
+       and d.state = 'pending'
+       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt)
+    returning d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind;
+    v_changed := found;
+    if v_kind = 'test' then
+        perform pg_catalog.pg_notify('echovalue_webhook_test',
+                                     delivery_record.delivery_id || ':' || v_webhook_id);
+    end if;
+    if not v_changed then
+        select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
+          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+        if not found then
+            return false;   -- purged with its wallet or message
+        end if;
+    end if;
+    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
+                                    case when delivery_record.outcome = 'delivered' then null
+                                         else coalesce(v_error, 'delivery failed') end);
+    return v_changed;
+end;
+$$;
+
+create or replace function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
+language sql volatile as $$
+    select pg_catalog.format(
+        '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":"echovalue"},'
+        '"to":{"hash":%s},"subject":"Test webhook from echovalue","text":%s,"html":null,'
+        '"headers":{},"attachments":[]}',
+        echovalue._json_str('test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
+                            || '@' || d.domain),
+        echovalue._json_str(echovalue._ts(pg_catalog.now())),
+        echovalue._json_str('test@' || d.domain), echovalue._json_str(w.hash),
+        echovalue._json_str(pg_catalog.format('This is a test delivery of your webhook %s.', p_name)))
+      from echovalue.wallets w,
+           (select pg_catalog.lower(echovalue._setting_text('mail_domain')) as domain) d
+     where w.id = p_wallet
+$$;
+
+create or replace function echovalue.webhook_test(
+    token text,
+    webhook_id text,
+    http_method text default 'POST',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_test.token, webhook_test.http_method,
+        coalesce(webhook_test.http_path, '/webhook/' || webhook_test.webhook_id || '/test'));
+    v_paid echovalue.payment;
+    v_hook echovalue.webhooks;
+    v_id bigint;
+    v_webhook_id text;
+    v_out echovalue.outcome;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'webhook_test');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select * into v_hook from echovalue.webhooks h
+     where h.wallet_id = v_caller.wallet_id and h.name = webhook_test.webhook_id;
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Webhook Not Found');
+    end if;
+    insert into echovalue.deliveries as d (wallet_id, webhook, kind, body)
+    values (v_caller.wallet_id, v_hook.name, 'test',
+            echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
+                                    echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)))
+    returning d.id, d.webhook_id into v_id, v_webhook_id;
+    perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+    v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
+                               'application/json');
+    v_out.headers := coalesce(v_out.headers, '{}'::jsonb)
+                     || pg_catalog.jsonb_build_object('x-echovalue-await', v_id || ':' || v_webhook_id);
+    return v_out;
+end;
+$$;
+
+create or replace function echovalue.webhook_test_result(test text, final boolean default false)
+returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_m text[] := pg_catalog.regexp_match(webhook_test_result.test, '^([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
+    v_row echovalue.deliveries;
+    v_why text;
+begin
+    if v_m is null then
+        raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    select * into v_row from echovalue.deliveries d
+     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+    if not found then
+        v_why := 'the test is gone';
+    elsif v_row.state = 'pending' and not webhook_test_result.final then
+        return null;
+    elsif v_row.state = 'pending' then
+        v_why := case when v_row.attempts = 0 then 'no worker took the test in time'
+                      else 'the call did not finish in time' end;
+        update echovalue.deliveries d set state = 'failed', last_error = v_why
+         where d.wallet_id = v_row.wallet_id and d.id = v_row.id and d.state = 'pending';
+        if v_row.attempts = 0 then
+            perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, v_why);
+        end if;
+    elsif v_row.state = 'delivered' then
+        return echovalue._outcome(200, '{"success":true,"message":"test webhook delivered"}', null, null,
+                                  'application/json');
+    else
+        v_why := coalesce(v_row.last_error, 'HTTP ' || v_row.last_status, 'delivery failed');
+    end if;
+    return echovalue._outcome(200,
+        pg_catalog.format('{"success":false,"message":%s}', echovalue._json_str('webhook call failed: ' || v_why)),
+        null, null, 'application/json');
 end;
 $$;
 
@@ -790,6 +1074,8 @@ grant execute on function
     echovalue.webhook_put(text, text, text, text, text),
     echovalue.webhook_patch(text, text, text, text, text),
     echovalue.webhook_remove(text, text, text, text),
+    echovalue.webhook_test(text, text, text, text),
+    echovalue.webhook_test_result(text, boolean),
     echovalue.attachment_get(text, text, text),
     echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()

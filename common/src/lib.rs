@@ -6,9 +6,11 @@
 //! mistyped token without a database round trip and the tests build tokens that pass it),
 //! [`redact`] (a database URL or connection string with its password hidden, for logs and
 //! `--print-config`), [`pool`] (the libpq settings and the lazily connecting deadpool-postgres
-//! pool), [`logging`] (the tracing subscriber behind `ECHOVALUE_LOG`) and [`shutdown`] (the
+//! pool), [`listen`] (one LISTEN connection that reconnects with backoff and turns NOTIFYs into
+//! wake-ups), [`logging`] (the tracing subscriber behind `ECHOVALUE_LOG`) and [`shutdown`] (the
 //! SIGTERM/SIGINT future that stops a binary).
 
+pub mod listen;
 pub mod logging;
 pub mod pool;
 pub mod redact;

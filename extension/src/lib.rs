@@ -94,6 +94,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "sql/webhook_test.sql",
+    name = "webhook_test_api",
+    requires = ["delivery_api"]
+);
+extension_sql_file!(
     "sql/maintenance.sql",
     name = "maintenance_api",
     requires = ["internals", "mail_api"]

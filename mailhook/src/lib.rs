@@ -2,9 +2,9 @@
 //! claimed from tables in Postgres (`FOR UPDATE SKIP LOCKED`), so any number of copies may run
 //! against one database.
 //!
-//! Layout: [`config`] (every setting, flags + `ECHOVALUE_*` env), [`listen`] (one LISTEN
-//! connection that wakes the workers on NOTIFY, after each reconnect and on a poll timer;
-//! reconnects with capped backoff), and one module per kind of work woken by its channel:
+//! Layout: [`config`] (every setting, flags + `ECHOVALUE_*` env), the LISTEN connection of
+//! `echovalue_common::listen` (it wakes the workers on NOTIFY, after each reconnect and on a
+//! poll timer; reconnects with capped backoff), and one module per kind of work woken by its channel:
 //! [`recharge`] (Stripe events → credits) and [`delivery`] (the webhook dispatcher, woken on
 //! `echovalue_mail`: it claims due deliveries, POSTs the signed payloads, every resolved
 //! address checked by the extension first, and records each attempt). The SMTP receiver of
@@ -32,7 +32,6 @@
 
 pub mod config;
 pub mod delivery;
-pub mod listen;
 pub mod message;
 pub mod recharge;
 pub mod smtp;
@@ -45,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use echovalue_common::listen::{self, Subscription};
 use tokio::sync::{watch, Notify};
 
 pub use config::Config;
@@ -57,16 +57,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let recharge_wake = Arc::new(Notify::new());
     let mail_wake = Arc::new(Notify::new());
-    let mut subscriptions = vec![listen::Subscription {
-        channel: recharge::CHANNEL,
-        wake: recharge_wake.clone(),
-    }];
+    let mut subscriptions = vec![Subscription::worker(
+        recharge::CHANNEL,
+        recharge_wake.clone(),
+    )];
     let delivery_settings = config.delivery();
     if delivery_settings.is_some() {
-        subscriptions.push(listen::Subscription {
-            channel: delivery::dispatch::CHANNEL,
-            wake: mail_wake.clone(),
-        });
+        subscriptions.push(Subscription::worker(
+            delivery::dispatch::CHANNEL,
+            mail_wake.clone(),
+        ));
     }
     let timing = listen::Timing {
         poll: config.poll_interval(),

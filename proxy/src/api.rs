@@ -187,6 +187,11 @@ pub static WEBHOOK_REMOVE: Function = Function::new(
     "webhook_remove",
     &[("token", Token), ("webhook_id", Segment(0, NotText::Empty))],
 );
+/// Its outcome names the worker's answer to wait for (see [`crate::awaits`]).
+pub static WEBHOOK_TEST: Function = Function::new(
+    "webhook_test",
+    &[("token", Token), ("webhook_id", Segment(1, NotText::Empty))],
+);
 
 // The calls the handler makes itself (their arguments are not simply taken from the request).
 /// `POST /token` (a form), with the client's address.
@@ -315,6 +320,7 @@ mod tests {
             &WEBHOOK_PUT,
             &WEBHOOK_PATCH,
             &WEBHOOK_REMOVE,
+            &WEBHOOK_TEST,
             &TOKEN_NEW,
             &STRIPE_EVENT_RECORD,
             &REQUEST_REFUSE,

@@ -15,6 +15,8 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+// The mailhook's delivery timeout (10 s) plus time for a worker to claim the test.
+const DEFAULT_WEBHOOK_TEST_WAIT_SECS: u64 = 12;
 const DEFAULT_LOG: &str = "info";
 const DEFAULT_STRIPE_WEBHOOK_PATH: &str = "/stripe/webhook";
 const DEFAULT_BATCH_MAX: usize = 64;
@@ -74,6 +76,11 @@ pub struct Config {
     /// Seconds a client may take to send its headers, and then its body, so slow clients cannot pin connections.
     #[arg(long, env = "ECHOVALUE_READ_TIMEOUT_SECS", default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
     pub read_timeout_secs: u64,
+
+    /// Seconds a webhook test call waits for the worker's answer before it fails (`POST /webhook/{id}/test`).
+    #[arg(long, env = "ECHOVALUE_WEBHOOK_TEST_WAIT_SECS", default_value_t = DEFAULT_WEBHOOK_TEST_WAIT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub webhook_test_wait_secs: u64,
 
     /// Seconds in-flight requests may take to finish after a shutdown signal.
     #[arg(long, env = "ECHOVALUE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
@@ -166,6 +173,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             read_timeout_secs: DEFAULT_READ_TIMEOUT_SECS,
+            webhook_test_wait_secs: DEFAULT_WEBHOOK_TEST_WAIT_SECS,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             stripe_webhook_path: DEFAULT_STRIPE_WEBHOOK_PATH.to_owned(),
             stripe_webhook_secret: None,
@@ -207,6 +215,11 @@ impl fmt::Display for Config {
         writeln!(f, "ECHOVALUE_MAX_BODY_BYTES={}", self.max_body_bytes)?;
         writeln!(f, "ECHOVALUE_MAX_HEADER_BYTES={}", self.max_header_bytes)?;
         writeln!(f, "ECHOVALUE_READ_TIMEOUT_SECS={}", self.read_timeout_secs)?;
+        writeln!(
+            f,
+            "ECHOVALUE_WEBHOOK_TEST_WAIT_SECS={}",
+            self.webhook_test_wait_secs
+        )?;
         writeln!(
             f,
             "ECHOVALUE_SHUTDOWN_GRACE_SECS={}",

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
@@ -14,6 +14,7 @@ use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Body;
 
 use crate::api::{self, sql_text, Arg, Function, NotText, Source, Statement};
+use crate::awaits::Awaits;
 use crate::batch::Batcher;
 use crate::client::client_addr;
 use crate::config::Config;
@@ -35,6 +36,8 @@ pub struct State {
     pub config: Config,
     /// Runs the API calls, batching those that would wait (group commit).
     pub batcher: Batcher,
+    /// Calls waiting for the worker's answer (webhook tests).
+    pub awaits: Arc<Awaits>,
 }
 
 impl State {
@@ -51,6 +54,7 @@ impl State {
             metrics,
             config,
             batcher,
+            awaits: Arc::new(Awaits::default()),
         }
     }
 }
@@ -213,10 +217,34 @@ impl Ctx<'_> {
     }
 
     async fn run(&self, statement: Statement) -> Reply {
-        match self.state.batcher.call(statement).await {
+        let outcome = match self.state.batcher.call(statement).await {
+            Ok(outcome) => self.awaited(outcome).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(outcome) => outcome.into_reply(),
             Err(e) => failure(e),
         }
+    }
+
+    /// An outcome that names an answer of the worker to wait for (a webhook test) becomes
+    /// that answer, with the call's own cost, balance and headers.
+    async fn awaited(&self, mut first: Outcome) -> Result<Outcome, DbError> {
+        let Some(id) = first.take_header(crate::awaits::HEADER) else {
+            return Ok(first);
+        };
+        let wait = Duration::from_secs(self.state.config.webhook_test_wait_secs);
+        let answer = self
+            .state
+            .awaits
+            .answer(&self.state.pool, &id, wait)
+            .await?;
+        Ok(Outcome {
+            cost: first.cost,
+            balance: first.balance,
+            headers: first.headers,
+            ..answer
+        })
     }
 
     /// An API function with its arguments taken from the request as [`Function::args`] says;

@@ -9,6 +9,7 @@
 //! call → render), [`request`] (reading a request within its bounds), [`batch`] (group commit: calls of a busy token, or that find every slot
 //! taken, commit together), [`db`] (the pool, one call, a pipelined group transaction),
 //! [`outcome`] (the one outcome → response mapping and the proxy's own error replies),
+//! [`awaits`] (a call that waits for the worker's answer: the webhook test, woken by NOTIFY),
 //! [`client`] (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop,
 //! graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook). The
 //! token format check is `echovalue_common::token`, shared with the mailhook and the tests.
@@ -38,6 +39,7 @@
 //! log and signal set-up are shared with the mailhook in `echovalue_common`.
 
 pub mod api;
+pub mod awaits;
 pub mod batch;
 pub mod client;
 pub mod config;

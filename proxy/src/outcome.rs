@@ -98,6 +98,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Removes header `name` from the outcome and returns its text value, if it has one.
+    pub fn take_header(&mut self, name: &str) -> Option<String> {
+        let headers = self.headers.as_mut()?.as_object_mut()?;
+        let value = headers.remove(name)?;
+        if headers.is_empty() {
+            self.headers = None;
+        }
+        value.as_str().map(str::to_owned)
+    }
+
     /// Reads the columns `status, body, content_type, cost, balance, headers` by name.
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
         Ok(Outcome {

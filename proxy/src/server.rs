@@ -11,12 +11,18 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use echovalue_common::listen;
+
 use crate::config::Config;
 use crate::db;
 use crate::handler::{handle, State};
 
 // hyper asserts its read buffer is at least this big.
 const MIN_HEADER_BYTES: usize = 8192;
+/// How often waiting calls check again even without a notification (one may be lost while
+/// the LISTEN connection is down), and the longest pause between reconnects.
+const LISTEN_POLL: Duration = Duration::from_secs(2);
+const LISTEN_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// `config.shutdown_grace_secs` for open connections to finish their requests.
@@ -37,7 +43,20 @@ pub async fn run(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    // One LISTEN connection wakes the calls that wait for the worker (webhook tests).
+    let pg = echovalue_common::pool::pg_config(&config.database_url, "echovalue-proxy")?;
     let state = Arc::new(State::new(pool.clone(), config));
+    let (stop_listen, listen_stopped) = tokio::sync::watch::channel(false);
+    let timing = listen::Timing {
+        poll: LISTEN_POLL,
+        reconnect_max: LISTEN_RECONNECT_MAX,
+    };
+    let listener_task = tokio::spawn(listen::run(
+        pg,
+        vec![state.awaits.subscription()],
+        timing,
+        listen_stopped,
+    ));
     let graceful = GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
@@ -79,6 +98,8 @@ pub async fn run(
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    let _ = stop_listen.send(true);
+    let _ = listener_task.await;
     pool.close();
     Ok(())
 }

@@ -1,5 +1,5 @@
 -- echovalue 0.4.0 -> 0.5.0: named webhooks with formats and custom templates (SPEC §12), and
--- the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
+-- the webhook test call, and the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
 -- deliveries name the webhook they go to.
 --
 -- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
@@ -24,11 +24,19 @@ alter table echovalue.webhooks
     add constraint webhooks_template_check check ((format = 'custom') = (template is not null)),
     add constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null));
 
-alter table echovalue.deliveries add column webhook text not null default 'default';
+alter table echovalue.deliveries
+    add column webhook text not null default 'default',
+    add column kind text not null default 'mail',
+    add column body text,
+    alter column message_id drop not null,
+    add constraint deliveries_kind_check check (
+        (kind = 'mail' and message_id is not null and body is null)
+        or (kind = 'test' and message_id is null and body is not null));
 
+create index deliveries_test_idx on echovalue.deliveries (created) where kind = 'test';
 create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
 
 insert into echovalue.prices (operation, credits, endpoint) values
     ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
-    ('webhook_remove', 1, 'webhook')
+    ('webhook_remove', 1, 'webhook'), ('webhook_test', 1, 'webhook')
 on conflict (operation) do nothing;

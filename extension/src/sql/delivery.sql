@@ -136,6 +136,7 @@ begin
             with due as (
                 select d.wallet_id, d.id from echovalue.deliveries d
                  where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
+                   and (d.kind = 'mail' or d.attempts = 0)     -- a test gets one attempt
                  order by d.next_attempt_at, d.id
                  limit delivery_claim.batch
                  for update skip locked)
@@ -144,7 +145,7 @@ begin
                    next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
               from due
              where d.wallet_id = due.wallet_id and d.id = due.id
-            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook
+            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body
         loop
             v_claimed := v_claimed + 1;
             select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
@@ -164,8 +165,10 @@ begin
             url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
                                                    '^Bad Request: ', '');
             webhook_id := v_row.webhook_id;
-            payload := echovalue._webhook_body(v_format, v_options, v_template,
-                                               echovalue._delivery_payload(v_row.wallet_id, v_row.message_id));
+            payload := case when v_row.kind = 'mail'
+                then echovalue._webhook_body(v_format, v_options, v_template,
+                                             echovalue._delivery_payload(v_row.wallet_id, v_row.message_id))
+                else v_row.body end;
             v_returned := v_returned + 1;
             return next;
         end loop;
@@ -176,7 +179,8 @@ $$;
 
 -- Records one attempt of a claimed delivery and logs it (`endpoint` webhook-delivery,
 -- status_code = the HTTP status, 0 when there was no response, error = why it failed).
--- `outcome`: 'delivered', 'retry' (again in retry_seconds) or 'failed' (for good).
+-- `outcome`: 'delivered', 'retry' (again in retry_seconds; for a test, failed) or 'failed' (for
+-- good). A test's end NOTIFYs echovalue_webhook_test with '<delivery id>:<webhook-id>'.
 -- A success always counts; a retry or failure from an attempt that is no longer the latest
 -- (its lease ran out and another dispatcher claimed the row) is only logged. Returns whether
 -- the row changed.
@@ -193,6 +197,7 @@ set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_wallet bigint;
     v_webhook_id text;
+    v_kind text;
     v_error text := pg_catalog.left(delivery_record.error, 500);
     v_changed boolean := false;
 begin
@@ -201,9 +206,11 @@ begin
         raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
             using errcode = 'invalid_parameter_value';
     end if;
+    -- a test is never retried: its one attempt's retry is its failure
     update echovalue.deliveries d
-       set state = case delivery_record.outcome when 'retry' then 'pending' else delivery_record.outcome end,
-           next_attempt_at = case when delivery_record.outcome = 'retry'
+       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
+                        when d.kind = 'test' then 'failed' else 'pending' end,
+           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
                then pg_catalog.now() + pg_catalog.make_interval(secs => delivery_record.retry_seconds)
                else d.next_attempt_at end,
            last_status = delivery_record.status_code,
@@ -211,8 +218,12 @@ begin
      where d.id = delivery_record.delivery_id
        and d.state = 'pending'
        and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt)
-    returning d.wallet_id, d.webhook_id into v_wallet, v_webhook_id;
+    returning d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind;
     v_changed := found;
+    if v_kind = 'test' then
+        perform pg_catalog.pg_notify('echovalue_webhook_test',
+                                     delivery_record.delivery_id || ':' || v_webhook_id);
+    end if;
     if not v_changed then
         select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
           from echovalue.deliveries d where d.id = delivery_record.delivery_id;

@@ -39,6 +39,8 @@ grant execute on function
     echovalue.webhook_put(text, text, text, text, text),
     echovalue.webhook_patch(text, text, text, text, text),
     echovalue.webhook_remove(text, text, text, text),
+    echovalue.webhook_test(text, text, text, text),
+    echovalue.webhook_test_result(text, boolean),
     echovalue.attachment_get(text, text, text),
     echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()

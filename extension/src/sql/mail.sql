@@ -45,13 +45,16 @@ create unique index attachments_id_idx on echovalue.attachments (id);
 create index attachments_message_idx on echovalue.attachments (wallet_id, message_id);
 create index attachments_created_idx on echovalue.attachments (created);
 
--- The delivery queue: one row per message, to the webhook it was sent to, claimed by
--- dispatchers when due.
+-- The delivery queue, claimed by dispatchers when due: one row per message (kind `mail`), to
+-- the webhook it was sent to, and one per test call (kind `test`: its body made when it was
+-- queued, one attempt, never retried).
 create table echovalue.deliveries (
     id              bigint generated always as identity,
     wallet_id       bigint not null,
-    message_id      bigint not null,
+    message_id      bigint,
     webhook         text not null default 'default',  -- the name of the wallet's webhook
+    kind            text not null default 'mail',
+    body            text,                             -- what a test POSTs
     state           text not null default 'pending' check (state in ('pending', 'delivered', 'failed')),
     attempts        int not null default 0,
     next_attempt_at timestamptz not null default now(),
@@ -61,7 +64,10 @@ create table echovalue.deliveries (
     -- the Standard Webhooks `webhook-id`: stable across retries, random so it reveals no volume
     webhook_id      text not null default ('msg_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
     primary key (wallet_id, id),
-    foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade
+    foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade,
+    constraint deliveries_kind_check check (
+        (kind = 'mail' and message_id is not null and body is null)
+        or (kind = 'test' and message_id is null and body is not null))
 );
 create unique index deliveries_id_idx on echovalue.deliveries (id);
 -- A claimed row stays `pending` with next_attempt_at moved past its lease, so this one index
@@ -70,6 +76,8 @@ create index deliveries_due_idx on echovalue.deliveries (next_attempt_at) where 
 -- One delivery per message; also what the message purge's NOT EXISTS and ON DELETE CASCADE use.
 create unique index deliveries_message_idx on echovalue.deliveries (wallet_id, message_id);
 create index messages_received_idx on echovalue.messages (received_at);
+-- Test deliveries have no message: maintenance finds old ones here.
+create index deliveries_test_idx on echovalue.deliveries (created) where kind = 'test';
 
 select pg_catalog.pg_extension_config_dump('echovalue.messages', '');
 select pg_catalog.pg_extension_config_dump('echovalue.messages_id_seq', '');

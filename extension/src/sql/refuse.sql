@@ -17,6 +17,7 @@ language sql immutable as $$
         when p_route = '/webhook/{webhookId}' then
             case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
                           when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
         when p_route = '/token/keys' then
             case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
         when p_route = '/token/keys/{id}' then 'token_key_revoke'

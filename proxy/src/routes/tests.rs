@@ -77,6 +77,16 @@ fn named_webhooks() {
         "GET, PUT, PATCH, DELETE, OPTIONS"
     );
     assert_eq!(op(Method::GET, "/webhook/a/b/c"), Operation::NotFound);
+    assert_eq!(
+        resolve(&Method::POST, "/webhook/alerts/test"),
+        (Route::WebhookTest, Operation::Api(&api::WEBHOOK_TEST))
+    );
+    assert_eq!(
+        op(Method::GET, "/webhook/alerts/test"),
+        Operation::MethodNotAllowed
+    );
+    assert_eq!(Route::WebhookTest.allow(), "POST, OPTIONS");
+    assert_eq!(op(Method::POST, "/webhook//test"), Operation::NotFound);
 }
 
 #[test]

@@ -164,4 +164,33 @@ select char_length((echovalue._webhook_body('telegram', '{"chat_id":"1"}', null,
 -- a template repeating a large value is bounded (1 MiB of filled text in all)
 select octet_length(echovalue._webhook_body('custom', '{}', '["{{text}}","{{text}}","{{text}}"]',
     json_build_object('text', repeat('x', 600000))::text)) as bounded_bytes;
+
+-- the test call: charged 1, queues one test delivery of a sample email in the webhook's format
+-- and names it in x-echovalue-await; the answer comes from webhook_test_result
+update echovalue.deliveries set state = 'failed' where state = 'pending';
+select status, body, cost, headers->>'x-echovalue-await' ~ '^[0-9]+:msg_[0-9a-f]{32}$' as awaits
+  from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts');
+select headers->>'x-echovalue-await' as t1 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
+select method, path, endpoint, status_code, cost from echovalue.logs where wallet_id = :w order by id desc limit 1;
+select status is null as not_yet from echovalue.webhook_test_result(:'t1');
+select count(*) as claimed, min(payload) as body from echovalue.delivery_claim(batch => 10);
+-- claimed once only: a test is never claimed again, and its retry is its failure
+select count(*) as claimed_again from echovalue.delivery_claim(batch => 10);
+select echovalue.delivery_record(delivery_id => split_part(:'t1', ':', 1)::bigint, attempt => 1,
+       outcome => 'retry', status_code => 503, error => 'HTTP 503 Service Unavailable', retry_seconds => 30);
+select status, body, cost, balance from echovalue.webhook_test_result(:'t1');
+select state, attempts from echovalue.deliveries where id = split_part(:'t1', ':', 1)::bigint;
+select headers->>'x-echovalue-await' as t2 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
+select echovalue.delivery_record(delivery_id => split_part(:'t2', ':', 1)::bigint, attempt => 1,
+       outcome => 'delivered', status_code => 200);
+select body from echovalue.webhook_test_result(:'t2', final => true);
+-- no worker in time: the final answer ends the test (logged, never sent later)
+select headers->>'x-echovalue-await' as t3 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
+select body from echovalue.webhook_test_result(:'t3', final => true);
+select count(*) as claimable from echovalue.delivery_claim(batch => 10);
+select status_code, error, cost from echovalue.logs where wallet_id = :w and endpoint = 'webhook-delivery'
+ order by id desc limit 1;
+select status, body, cost from echovalue.webhook_test(token => :'tok', webhook_id => 'nope');
+select body from echovalue.webhook_test_result(split_part(:'t3', ':', 1) || ':msg_' || repeat('0', 32));
+select echovalue.webhook_test_result('1:not-a-test');
 rollback;

@@ -1,5 +1,6 @@
-//! Wake-ups from Postgres: one dedicated, non-pooled connection LISTENs on the workers'
-//! channels and turns each NOTIFY into a wake-up of the worker that owns the channel.
+//! Wake-ups from Postgres: one dedicated, non-pooled connection LISTENs on a process's
+//! channels and turns each NOTIFY into a wake-up of whoever owns the channel (the mailhook's
+//! workers; the proxy's calls waiting for a webhook test).
 //!
 //! NOTIFY is only a hint; the tables are the truth. So every worker is also woken after each
 //! (re)connect (notifications sent while the connection was down are lost) and on a poll
@@ -14,11 +15,25 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-/// A channel and the worker it wakes. Wake-ups coalesce: many NOTIFYs while the worker is
-/// busy give it one more pass, not one per notification.
+/// What a notification wakes: called with each notification's payload, and with `None` after
+/// every (re)connect and poll tick (a notification may have been missed meanwhile).
+pub type Wake = Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
+/// A channel and what a notification on it wakes.
 pub struct Subscription {
     pub channel: &'static str,
-    pub wake: Arc<Notify>,
+    pub wake: Wake,
+}
+
+impl Subscription {
+    /// A channel that wakes one worker. Wake-ups coalesce: many NOTIFYs while the worker is
+    /// busy give it one more pass, not one per notification.
+    pub fn worker(channel: &'static str, wake: Arc<Notify>) -> Self {
+        Subscription {
+            channel,
+            wake: Arc::new(move |_| wake.notify_one()),
+        }
+    }
 }
 
 /// How often to poll and how long at most to wait before reconnecting.
@@ -126,7 +141,7 @@ async fn serve(
             message = messages.recv() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => {
                     for s in subscriptions.iter().filter(|s| s.channel == n.channel()) {
-                        s.wake.notify_one();
+                        (s.wake)(Some(n.payload()));
                     }
                 }
                 Some(Ok(_)) => {}
@@ -148,7 +163,7 @@ async fn serve(
 
 fn wake_all(subscriptions: &[Subscription]) {
     for s in subscriptions {
-        s.wake.notify_one();
+        (s.wake)(None);
     }
 }
 

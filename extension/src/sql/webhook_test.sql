@@ -1,0 +1,114 @@
+-- Testing a webhook (SPEC §12, POST /webhook/{webhookId}/test). The worker is the only part
+-- that calls out, so the call queues one test delivery (kind `test`: one attempt, never
+-- retried, logged as a webhook-delivery like any other) and names it in its outcome's
+-- `x-echovalue-await` header. webhook_test_result answers once the worker is done: the proxy
+-- asks, waits for the NOTIFY echovalue_webhook_test that delivery_record sends (holding no
+-- database connection meanwhile), asks again, and at the deadline asks for the final answer.
+
+-- A sample email as section 7 shapes it, for a test of webhook p_name.
+create function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
+language sql volatile as $$
+    select pg_catalog.format(
+        '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":"echovalue"},'
+        '"to":{"hash":%s},"subject":"Test webhook from echovalue","text":%s,"html":null,'
+        '"headers":{},"attachments":[]}',
+        echovalue._json_str('test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
+                            || '@' || d.domain),
+        echovalue._json_str(echovalue._ts(pg_catalog.now())),
+        echovalue._json_str('test@' || d.domain), echovalue._json_str(w.hash),
+        echovalue._json_str(pg_catalog.format('This is a test delivery of your webhook %s.', p_name)))
+      from echovalue.wallets w,
+           (select pg_catalog.lower(echovalue._setting_text('mail_domain')) as domain) d
+     where w.id = p_wallet
+$$;
+
+-- POST /webhook/{webhookId}/test: queues one delivery of a sample email in the webhook's
+-- format and answers `{"success":null,"message":"test webhook queued"}` with the header
+-- `x-echovalue-await: <delivery id>:<webhook-id>` (for webhook_test_result); 404 `Webhook
+-- Not Found`. The URL is checked when the worker claims it, as for every delivery.
+create function echovalue.webhook_test(
+    token text,
+    webhook_id text,
+    http_method text default 'POST',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_test.token, webhook_test.http_method,
+        coalesce(webhook_test.http_path, '/webhook/' || webhook_test.webhook_id || '/test'));
+    v_paid echovalue.payment;
+    v_hook echovalue.webhooks;
+    v_id bigint;
+    v_webhook_id text;
+    v_out echovalue.outcome;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'webhook_test');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select * into v_hook from echovalue.webhooks h
+     where h.wallet_id = v_caller.wallet_id and h.name = webhook_test.webhook_id;
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Webhook Not Found');
+    end if;
+    insert into echovalue.deliveries as d (wallet_id, webhook, kind, body)
+    values (v_caller.wallet_id, v_hook.name, 'test',
+            echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
+                                    echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)))
+    returning d.id, d.webhook_id into v_id, v_webhook_id;
+    perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+    v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
+                               'application/json');
+    v_out.headers := coalesce(v_out.headers, '{}'::jsonb)
+                     || pg_catalog.jsonb_build_object('x-echovalue-await', v_id || ':' || v_webhook_id);
+    return v_out;
+end;
+$$;
+
+-- The answer to a test webhook_test queued, by its `x-echovalue-await` value: 200
+-- `{"success":true,"message":"test webhook delivered"}` or `{"success":false,"message":
+-- "webhook call failed: <reason>"}` (cost and balance NULL: the test call paid). While the
+-- worker is not done: NULL, or with `final` the failure, and the test is ended so that no
+-- worker calls out after its caller got the answer (logged when no worker had tried).
+create function echovalue.webhook_test_result(test text, final boolean default false)
+returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_m text[] := pg_catalog.regexp_match(webhook_test_result.test, '^([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
+    v_row echovalue.deliveries;
+    v_why text;
+begin
+    if v_m is null then
+        raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    select * into v_row from echovalue.deliveries d
+     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+    if not found then
+        v_why := 'the test is gone';
+    elsif v_row.state = 'pending' and not webhook_test_result.final then
+        return null;
+    elsif v_row.state = 'pending' then
+        v_why := case when v_row.attempts = 0 then 'no worker took the test in time'
+                      else 'the call did not finish in time' end;
+        update echovalue.deliveries d set state = 'failed', last_error = v_why
+         where d.wallet_id = v_row.wallet_id and d.id = v_row.id and d.state = 'pending';
+        if v_row.attempts = 0 then
+            perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, v_why);
+        end if;
+    elsif v_row.state = 'delivered' then
+        return echovalue._outcome(200, '{"success":true,"message":"test webhook delivered"}', null, null,
+                                  'application/json');
+    else
+        v_why := coalesce(v_row.last_error, 'HTTP ' || v_row.last_status, 'delivery failed');
+    end if;
+    return echovalue._outcome(200,
+        pg_catalog.format('{"success":false,"message":%s}', echovalue._json_str('webhook call failed: ' || v_why)),
+        null, null, 'application/json');
+end;
+$$;
