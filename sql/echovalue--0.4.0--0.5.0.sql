@@ -1,5 +1,5 @@
--- echovalue 0.4.0 -> 0.5.0: named webhooks with formats and custom templates (SPEC §12), and
--- the webhook test call, and the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
+-- echovalue 0.4.0 -> 0.5.0: named webhooks with formats and custom templates (SPEC §12), the
+-- webhook test call, scheduled webhooks (SPEC §13) and the logs type filter (SPEC §14). A wallet's one webhook becomes its webhook `default`;
 -- deliveries name the webhook they go to.
 --
 -- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
@@ -13,7 +13,14 @@ alter table echovalue.webhooks
     add column options jsonb not null default '{}'::jsonb,
     add column include_attachments boolean not null default true,
     add column mailbox text unique,
-    add column created timestamptz not null default now();
+    add column created timestamptz not null default now(),
+    add column cron text,
+    add column timezone text,
+    add column active boolean not null default true,
+    add column next_run_at timestamptz,
+    add column last_run_at timestamptz,
+    add column last_status text,
+    add column last_error text;
 update echovalue.webhooks set created = updated;
 alter table echovalue.webhooks
     drop constraint webhooks_pkey,
@@ -22,23 +29,32 @@ alter table echovalue.webhooks
     add constraint webhooks_format_check
         check (format in ('', 'slack', 'discord', 'teams', 'telegram', 'pagerduty', 'custom')),
     add constraint webhooks_template_check check ((format = 'custom') = (template is not null)),
-    add constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null));
+    add constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null)),
+    add constraint webhooks_schedule_check check ((cron is null) = (timezone is null)
+        and (next_run_at is null or cron is not null)
+        and last_status in ('success', 'failure'));
+create index webhooks_due_idx on echovalue.webhooks (next_run_at) where next_run_at is not null;
 
 alter table echovalue.deliveries
     add column webhook text not null default 'default',
     add column kind text not null default 'mail',
     add column body text,
+    add column scheduled_for timestamptz,
     alter column message_id drop not null,
     add constraint deliveries_kind_check check (
-        (kind = 'mail' and message_id is not null and body is null)
-        or (kind = 'test' and message_id is null and body is not null));
+        (kind = 'mail' and message_id is not null and body is null and scheduled_for is null)
+        or (kind = 'scheduled' and message_id is null and body is not null and scheduled_for is not null)
+        or (kind = 'test' and message_id is null and body is not null and scheduled_for is null));
+create unique index deliveries_run_idx on echovalue.deliveries (wallet_id, webhook, scheduled_for)
+    where kind = 'scheduled';
 
-create index deliveries_test_idx on echovalue.deliveries (created) where kind = 'test';
+create index deliveries_unmessaged_idx on echovalue.deliveries (created) where kind <> 'mail';
 create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
 
 insert into echovalue.prices (operation, credits, endpoint) values
     ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
-    ('webhook_remove', 1, 'webhook'), ('webhook_test', 1, 'webhook')
+    ('webhook_remove', 1, 'webhook'), ('webhook_test', 1, 'webhook'),
+    ('scheduled_run', 2, 'webhook')
 on conflict (operation) do nothing;
 
 -- Functions gone, or whose arguments or result changed.
@@ -48,28 +64,6 @@ drop function if exists echovalue._webhook_body_error(text);
 drop function if exists echovalue._mail_route(text);
 
 -- Functions new or changed in 0.5.0.
-
-create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
-language sql immutable as $$
-    select case
-        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
-            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
-        when p_route = '/webhook' then
-            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
-                          else 'webhook_get' end
-        when p_route = '/webhook/{webhookId}' then
-            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
-                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
-        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
-        when p_route = '/token/keys' then
-            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
-        when p_route = '/token/keys/{id}' then 'token_key_revoke'
-        when p_route = '/recharge' then 'recharge_link'
-        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
-        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
-        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
-    end
-$$;
 
 create or replace function echovalue._logs_type_error(p_type text) returns text
 language sql immutable as $$
@@ -135,6 +129,28 @@ begin
 end;
 $$;
 
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/webhook/{webhookId}' then
+            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
+                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
+$$;
+
 create or replace function echovalue._webhook_id_error(p_id text) returns text
 language sql immutable as $$
     select case
@@ -174,6 +190,33 @@ begin
 end;
 $$;
 
+create or replace function echovalue._webhook_schedule_error(p_schedule jsonb) returns text
+language plpgsql stable as $$
+declare
+    v_unknown text;
+begin
+    if pg_catalog.jsonb_typeof(p_schedule) <> 'object' then
+        return 'Bad Request: schedule must be an object {"cron","timezone","active"}';
+    end if;
+    select k into v_unknown from pg_catalog.jsonb_object_keys(p_schedule) k
+     where k not in ('cron', 'timezone', 'active') order by k limit 1;
+    if v_unknown is not null then
+        return pg_catalog.format('Bad Request: unknown field schedule.%s (expected cron, timezone, active)',
+                                 pg_catalog.left(v_unknown, 64));
+    end if;
+    if pg_catalog.jsonb_typeof(p_schedule -> 'cron') is distinct from 'string' then
+        return 'Bad Request: schedule.cron must be a string';
+    end if;
+    if pg_catalog.jsonb_typeof(p_schedule -> 'timezone') is distinct from 'string' then
+        return 'Bad Request: schedule.timezone must be a string';
+    end if;
+    if pg_catalog.jsonb_typeof(p_schedule -> 'active') not in ('boolean', 'null') then
+        return 'Bad Request: schedule.active must be true or false';
+    end if;
+    return echovalue._schedule_error(p_schedule ->> 'cron', p_schedule ->> 'timezone', pg_catalog.now());
+end;
+$$;
+
 create or replace function echovalue._webhook_config_error(p_config jsonb, p_template text) returns text
 language plpgsql stable as $$
 declare
@@ -181,12 +224,21 @@ declare
     v_format text;
 begin
     select k into v_unknown from pg_catalog.jsonb_object_keys(p_config) k
-     where k not in ('webhookId', 'url', 'headers', 'format', 'template', 'options', 'includeAttachments')
+     where k not in ('webhookId', 'url', 'headers', 'format', 'template', 'options', 'includeAttachments',
+                     'schedule')
      order by k limit 1;
     if v_unknown is not null then
         return pg_catalog.format('Bad Request: unknown field %s (expected webhookId, url, headers, '
-                                 'format, template, options, includeAttachments)',
+                                 'format, template, options, includeAttachments, schedule)',
                                  pg_catalog.left(v_unknown, 64));
+    end if;
+    if pg_catalog.jsonb_typeof(p_config -> 'schedule') <> 'null'
+       and (p_template is not null or exists (
+               select 1 from pg_catalog.jsonb_each(p_config) e
+                where e.key in ('format', 'template', 'options', 'includeAttachments')
+                  and pg_catalog.jsonb_typeof(e.value) <> 'null')) then
+        return 'Bad Request: a webhook is either a mailbox (format, template, options, '
+               'includeAttachments) or scheduled (schedule), not both';
     end if;
     if not p_config ? 'url' or pg_catalog.jsonb_typeof(p_config -> 'url') = 'null' then
         return 'Bad Request: url is required';
@@ -210,6 +262,8 @@ begin
              when p_template is not null then 'Bad Request: template is only for format custom'
         end,
         echovalue._webhook_options_error(p_config -> 'options'),
+        case when pg_catalog.jsonb_typeof(p_config -> 'schedule') <> 'null'
+             then echovalue._webhook_schedule_error(p_config -> 'schedule') end,
         case when v_format = 'telegram' and coalesce(p_config -> 'options' ->> 'chat_id', '') = ''
                  then 'Bad Request: options.chat_id is required for format telegram'
              when v_format = 'pagerduty' and coalesce(p_config -> 'options' ->> 'routing_key', '') = ''
@@ -241,24 +295,43 @@ $$;
 
 create or replace function echovalue._webhook_config(p_hook echovalue.webhooks) returns jsonb
 language sql immutable as $$
-    select pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
-               'format', p_hook.format, 'options', p_hook.options,
-               'includeAttachments', p_hook.include_attachments)
+    select case when p_hook.cron is null
+        then pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
+                 'format', p_hook.format, 'options', p_hook.options,
+                 'includeAttachments', p_hook.include_attachments)
+        else pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
+                 'schedule', pg_catalog.jsonb_build_object('cron', p_hook.cron,
+                     'timezone', p_hook.timezone, 'active', p_hook.active))
+    end
 $$;
 
 create or replace function echovalue._webhook_store(
     p_wallet bigint, p_name text, p_config jsonb, p_template text
 ) returns boolean
 language plpgsql volatile as $$
+declare
+    v_old echovalue.webhooks;
+    v_cron text := p_config -> 'schedule' ->> 'cron';
+    v_zone text := p_config -> 'schedule' ->> 'timezone';
+    v_active boolean := coalesce((p_config -> 'schedule' ->> 'active')::boolean, true);
+    v_next timestamptz;
 begin
-    if not exists (select 1 from echovalue.webhooks h where h.wallet_id = p_wallet and h.name = p_name)
-       and (select pg_catalog.count(*) from echovalue.webhooks h where h.wallet_id = p_wallet)
-           >= echovalue._setting('max_webhooks') then
+    select * into v_old from echovalue.webhooks h where h.wallet_id = p_wallet and h.name = p_name;
+    if not found and (select pg_catalog.count(*) from echovalue.webhooks h where h.wallet_id = p_wallet)
+                     >= echovalue._setting('max_webhooks') then
         return false;
     end if;
+    -- the next run: none while paused; kept while the schedule stays the same (a due run is
+    -- not skipped by a rewrite); else computed from now
+    v_next := case
+        when v_cron is null or not v_active then null
+        when v_old.cron = v_cron and v_old.timezone = v_zone and v_old.next_run_at is not null
+            then v_old.next_run_at
+        else echovalue.schedule_next(v_cron, v_zone, pg_catalog.now()) end;
     perform echovalue._mailbox_ensure(p_wallet);
     insert into echovalue.webhooks as h
-        (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox)
+        (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox,
+         cron, timezone, active, next_run_at)
     values (p_wallet, p_name, p_config ->> 'url',
             case when pg_catalog.jsonb_typeof(p_config -> 'headers') = 'object'
                  then p_config -> 'headers' else '{}'::jsonb end,
@@ -267,11 +340,18 @@ begin
             case when pg_catalog.jsonb_typeof(p_config -> 'options') = 'object'
                  then p_config -> 'options' else '{}'::jsonb end,
             coalesce((p_config ->> 'includeAttachments')::boolean, true),
-            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end)
+            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end,
+            v_cron, v_zone, v_active, v_next)
     on conflict (wallet_id, name) do update
         set url = excluded.url, headers = excluded.headers, format = excluded.format,
             template = excluded.template, options = excluded.options,
-            include_attachments = excluded.include_attachments, updated = pg_catalog.now();
+            include_attachments = excluded.include_attachments, cron = excluded.cron,
+            timezone = excluded.timezone, active = excluded.active,
+            next_run_at = excluded.next_run_at, updated = pg_catalog.now();
+    if v_next is distinct from v_old.next_run_at then
+        -- the scheduler sleeps until the earliest next run: wake it to look again
+        perform pg_catalog.pg_notify('echovalue_schedule', '');
+    end if;
     return true;
 end;
 $$;
@@ -282,11 +362,21 @@ language sql stable as $$
                (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id)))
 $$;
 
+create or replace function echovalue._webhook_schedule_json(p_hook echovalue.webhooks) returns text
+language sql stable as $$
+    select pg_catalog.format(
+        '{"cron":%s,"timezone":%s,"active":%s,"nextRunAt":%s,"lastRunAt":%s,"lastStatus":%s,"lastError":%s}',
+        echovalue._json_str(p_hook.cron), echovalue._json_str(p_hook.timezone), p_hook.active::text,
+        echovalue._json_str(echovalue._ts(p_hook.next_run_at)),
+        echovalue._json_str(echovalue._ts(p_hook.last_run_at)),
+        echovalue._json_str(p_hook.last_status), echovalue._json_str(p_hook.last_error))
+$$;
+
 create or replace function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
 language sql stable as $$
     select pg_catalog.format(
         '{"webhookId":%s,"webhook":%s,"headers":{%s},"format":%s,%s"options":{%s},'
-        '"includeAttachments":%s,"email":%s,"hash":%s,"created":%s,"updated":%s}',
+        '"includeAttachments":%s,%s,"hash":%s,"created":%s,"updated":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
         (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
            from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
@@ -296,7 +386,10 @@ language sql stable as $$
                     case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
                          else o.value::text end, ',' order by o.key), '')
            from pg_catalog.jsonb_each(p_hook.options) o),
-        p_hook.include_attachments::text, echovalue._json_str(echovalue._webhook_email(p_hook)),
+        p_hook.include_attachments::text,
+        case when p_hook.cron is null
+             then '"email":' || echovalue._json_str(echovalue._webhook_email(p_hook))
+             else '"schedule":' || echovalue._webhook_schedule_json(p_hook) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
 $$;
@@ -357,9 +450,17 @@ begin
         if not found then
             return echovalue._finish(p_caller, v_paid, 404, 'Webhook Not Found');
         end if;
-        v_config := echovalue._webhook_config(v_hook) || v_config;
-        if not v_config ? 'template' and v_config ->> 'format' = 'custom' then
-            v_template := v_hook.template::text;
+        if pg_catalog.jsonb_typeof(v_config -> 'schedule') = 'object' then
+            -- a schedule given: scheduled mode; its fields merge into the stored schedule
+            v_config := v_config || pg_catalog.jsonb_build_object('schedule',
+                coalesce(echovalue._webhook_config(v_hook) -> 'schedule', '{}'::jsonb) || (v_config -> 'schedule'));
+            v_config := (echovalue._webhook_config(v_hook) - 'format' - 'options' - 'includeAttachments')
+                        || v_config;
+        else
+            v_config := echovalue._webhook_config(v_hook) || v_config;
+            if not v_config ? 'template' and v_config ->> 'format' = 'custom' then
+                v_template := v_hook.template::text;
+            end if;
         end if;
     end if;
     v_error := echovalue._webhook_config_error(v_config, v_template);
@@ -607,6 +708,10 @@ begin
         o_caller := null;
         o_code := 550;
         o_message := '5.1.1 mailbox has no webhook configured';
+    elsif o_webhook.cron is not null then
+        o_caller := null;
+        o_code := 550;
+        o_message := '5.1.1 the webhook of this mailbox is scheduled and takes no mail';
     end if;
 end;
 $$;
@@ -688,7 +793,7 @@ declare
     v_revoked bigint;
     v_attachments bigint;
     v_messages bigint;
-    v_tests bigint;
+    v_unmessaged bigint;
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
@@ -754,16 +859,16 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_messages = row_count;
 
-    -- Test deliveries (no message) after the same time, finished or not (a test is answered
-    -- within seconds).
+    -- Runs and tests (no message) after the same time: finished runs, and every test (a test
+    -- is answered within seconds).
     delete from echovalue.deliveries d
      where d.ctid = any (array(
          select x.ctid from echovalue.deliveries x
-          where x.kind = 'test'
+          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
             and x.created <= pg_catalog.now()
                 - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
           limit v_batch for update skip locked));
-    get diagnostics v_tests = row_count;
+    get diagnostics v_unmessaged = row_count;
 
     -- A request may lock its token (recording last_used), then its wallet. Here the wallets
     -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
@@ -791,7 +896,7 @@ begin
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'tests', v_tests,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
         'wallets', v_wallets);
 end;
 $$;
@@ -821,7 +926,7 @@ begin
             with due as (
                 select d.wallet_id, d.id from echovalue.deliveries d
                  where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-                   and (d.kind = 'mail' or d.attempts = 0)     -- a test gets one attempt
+                   and (d.kind <> 'test' or d.attempts = 0)     -- a test gets one attempt
                  order by d.next_attempt_at, d.id
                  limit delivery_claim.batch
                  for update skip locked)
@@ -901,6 +1006,16 @@ begin
     if v_kind = 'test' then
         perform pg_catalog.pg_notify('echovalue_webhook_test',
                                      delivery_record.delivery_id || ':' || v_webhook_id);
+    elsif v_kind = 'scheduled' then
+        -- the webhook shows how its latest run went
+        update echovalue.webhooks h
+           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
+               last_error = case when delivery_record.outcome = 'delivered' then null
+                                 else coalesce(v_error, 'delivery failed') end
+          from echovalue.deliveries d
+         where d.id = delivery_record.delivery_id
+           and h.wallet_id = d.wallet_id and h.name = d.webhook
+           and h.last_run_at <= d.created;
     end if;
     if not v_changed then
         select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
@@ -914,6 +1029,85 @@ begin
                                          else coalesce(v_error, 'delivery failed') end);
     return v_changed;
 end;
+$$;
+
+create or replace function echovalue._schedule_run_body(p_hook echovalue.webhooks, p_for timestamptz)
+returns text
+language sql stable as $$
+    select pg_catalog.format(
+        '{"type":"scheduled_webhook_run","webhookId":%s,"scheduledFor":%s,"executedAt":%s,"walletHash":%s}',
+        echovalue._json_str(p_hook.name), echovalue._json_str(echovalue._ts(p_for)),
+        echovalue._json_str(echovalue._ts(pg_catalog.now())), echovalue._json_str(w.hash))
+      from echovalue.wallets w
+     where w.id = p_hook.wallet_id
+$$;
+
+create or replace function echovalue.schedule_claim(batch int default 100) returns int
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_hook echovalue.webhooks;
+    v_for timestamptz;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+    v_id bigint;
+    v_n int := 0;
+begin
+    if schedule_claim.batch is null or schedule_claim.batch not between 1 and 10000 then
+        raise exception 'echovalue: schedule_claim needs batch 1..10000'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    for v_hook in
+        select * from echovalue.webhooks h
+         where h.next_run_at is not null and h.next_run_at <= pg_catalog.now()
+         order by h.next_run_at
+         limit schedule_claim.batch
+         for update skip locked
+    loop
+        perform from echovalue.wallets w where w.id = v_hook.wallet_id for no key update skip locked;
+        continue when not found;
+        v_n := v_n + 1;
+        v_for := greatest(v_hook.next_run_at,
+                          echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
+        v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
+                        '/webhook/' || v_hook.name)::echovalue.caller;
+        -- the unique index (webhook, occurrence) is the guard; next_run_at only moves forward
+        if not exists (select 1 from echovalue.deliveries d
+                        where d.wallet_id = v_hook.wallet_id and d.webhook = v_hook.name
+                          and d.kind = 'scheduled' and d.scheduled_for = v_for) then
+            v_paid := echovalue._pay(v_caller, 'scheduled_run');
+            if v_paid.balance is null then
+                update echovalue.webhooks h
+                   set last_run_at = pg_catalog.now(), last_status = 'failure',
+                       last_error = 'Insufficient credits: the run was skipped'
+                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+            else
+                insert into echovalue.deliveries as d (wallet_id, webhook, kind, body, scheduled_for)
+                values (v_hook.wallet_id, v_hook.name, 'scheduled',
+                        echovalue._schedule_run_body(v_hook, v_for), v_for)
+                returning d.id into v_id;
+                perform echovalue._finish(v_caller, v_paid, 200, null);
+                update echovalue.webhooks h
+                   set last_run_at = pg_catalog.now(), last_status = null, last_error = null
+                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+                perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+            end if;
+        end if;
+        update echovalue.webhooks h
+           set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for))
+         where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+    end loop;
+    return v_n;
+end;
+$$;
+
+create or replace function echovalue.schedule_next_due() returns timestamptz
+language sql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+    select h.next_run_at from echovalue.webhooks h
+     where h.next_run_at is not null
+     order by h.next_run_at
+     limit 1
 $$;
 
 create or replace function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
@@ -963,8 +1157,10 @@ begin
     end if;
     insert into echovalue.deliveries as d (wallet_id, webhook, kind, body)
     values (v_caller.wallet_id, v_hook.name, 'test',
-            echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
-                                    echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)))
+            case when v_hook.cron is not null
+                 then echovalue._schedule_run_body(v_hook, pg_catalog.now())
+                 else echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
+                          echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)) end)
     returning d.id, d.webhook_id into v_id, v_webhook_id;
     perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
     v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
@@ -1014,6 +1210,15 @@ begin
 end;
 $$;
 
+CREATE  FUNCTION "_schedule_error"(
+	"cron" TEXT, /* Option < & str > */
+	"timezone" TEXT, /* Option < & str > */
+	"from" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'schedule_error_wrapper';
+
 CREATE  FUNCTION "_webhook_body"(
 	"p_format" TEXT, /* Option < & str > */
 	"p_options" jsonb, /* Option < JsonB > */
@@ -1030,6 +1235,24 @@ CREATE  FUNCTION "_webhook_template_error"(
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'template_error_sql_wrapper';
+
+CREATE  FUNCTION "schedule_latest"(
+	"cron" TEXT, /* & str */
+	"timezone" TEXT, /* & str */
+	"until" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* Option < TimestampWithTimeZone > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'schedule_latest_wrapper';
+
+CREATE  FUNCTION "schedule_next"(
+	"cron" TEXT, /* & str */
+	"timezone" TEXT, /* & str */
+	"after" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* Option < TimestampWithTimeZone > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'schedule_next_wrapper';
 
 -- Privileges, as in a fresh install (extension/src/sql/grants.sql).
 
@@ -1076,6 +1299,8 @@ grant execute on function
     echovalue.webhook_remove(text, text, text, text),
     echovalue.webhook_test(text, text, text, text),
     echovalue.webhook_test_result(text, boolean),
+    echovalue.schedule_next(text, text, timestamptz),
+    echovalue.schedule_latest(text, text, timestamptz),
     echovalue.attachment_get(text, text, text),
     echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
@@ -1089,5 +1314,7 @@ grant execute on function
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),
     echovalue.delivery_record(bigint, int, text, int, text, int),
+    echovalue.schedule_claim(int),
+    echovalue.schedule_next_due(),
     echovalue.stripe_event_apply()
 to echovalue_worker;

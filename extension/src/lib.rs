@@ -21,6 +21,7 @@ mod gucs;
 mod hmac;
 mod names;
 mod random;
+mod schedule;
 mod template;
 mod token;
 mod worker;
@@ -71,7 +72,11 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/webhook.sql",
     name = "webhook_rules",
-    requires = ["internals", format::template_error_sql]
+    requires = [
+        "internals",
+        format::template_error_sql,
+        schedule::schedule_error
+    ]
 );
 extension_sql_file!(
     "sql/webhook_api.sql",
@@ -94,9 +99,18 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "sql/schedule.sql",
+    name = "schedule_api",
+    requires = [
+        "delivery_api",
+        schedule::schedule_next,
+        schedule::schedule_latest
+    ]
+);
+extension_sql_file!(
     "sql/webhook_test.sql",
     name = "webhook_test_api",
-    requires = ["delivery_api"]
+    requires = ["schedule_api"]
 );
 extension_sql_file!(
     "sql/maintenance.sql",

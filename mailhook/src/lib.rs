@@ -5,9 +5,10 @@
 //! Layout: [`config`] (every setting, flags + `ECHOVALUE_*` env), the LISTEN connection of
 //! `echovalue_common::listen` (it wakes the workers on NOTIFY, after each reconnect and on a
 //! poll timer; reconnects with capped backoff), and one module per kind of work woken by its channel:
-//! [`recharge`] (Stripe events → credits) and [`delivery`] (the webhook dispatcher, woken on
+//! [`recharge`] (Stripe events → credits), [`delivery`] (the webhook dispatcher, woken on
 //! `echovalue_mail`: it claims due deliveries, POSTs the signed payloads, every resolved
-//! address checked by the extension first, and records each attempt). The SMTP receiver of
+//! address checked by the extension first, and records each attempt) and [`schedule`] (the
+//! scheduler of scheduled webhooks, woken on `echovalue_schedule` and when the next run is due). The SMTP receiver of
 //! Mail2Webhook runs beside them: [`smtp_command`] is the pure command parser, [`smtp`] the
 //! sessions, [`smtp_io`] their bounded reads (a line, the DATA text) and writes, [`message`]
 //! turns raw mail into the payload fields with mail-parser, and [`store`] makes its two SQL
@@ -34,6 +35,7 @@ pub mod config;
 pub mod delivery;
 pub mod message;
 pub mod recharge;
+pub mod schedule;
 pub mod smtp;
 pub mod smtp_command;
 pub mod smtp_io;
@@ -61,11 +63,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         recharge::CHANNEL,
         recharge_wake.clone(),
     )];
+    let schedule_wake = Arc::new(Notify::new());
     let delivery_settings = config.delivery();
     if delivery_settings.is_some() {
         subscriptions.push(Subscription::worker(
             delivery::dispatch::CHANNEL,
             mail_wake.clone(),
+        ));
+        subscriptions.push(Subscription::worker(
+            schedule::CHANNEL,
+            schedule_wake.clone(),
         ));
     }
     let timing = listen::Timing {
@@ -77,6 +84,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // One connection: events are applied one at a time.
     let recharge_pool = store::pool(&config.database_url, 1, db_timeout)?;
     let recharge = tokio::spawn(recharge::run(recharge_pool, recharge_wake, stopped.clone()));
+    // Scheduled runs are deliveries: planned only where they are also made.
+    let scheduler = match delivery_settings {
+        Some(_) => Some(tokio::spawn(schedule::run(
+            store::pool(&config.database_url, 1, db_timeout)?,
+            schedule_wake,
+            config.poll_interval(),
+            stopped.clone(),
+        ))),
+        None => None,
+    };
     let dispatcher = match delivery_settings {
         Some(settings) => {
             let pool = store::pool(
@@ -117,6 +134,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     listener.await.context("the listener task failed")?;
     recharge.await.context("the recharge worker failed")?;
     smtp.await.context("the SMTP receiver failed")?;
+    if let Some(scheduler) = scheduler {
+        scheduler.await.context("the scheduler failed")?;
+    }
     if let Some(dispatcher) = dispatcher {
         dispatcher
             .await

@@ -136,7 +136,7 @@ begin
             with due as (
                 select d.wallet_id, d.id from echovalue.deliveries d
                  where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-                   and (d.kind = 'mail' or d.attempts = 0)     -- a test gets one attempt
+                   and (d.kind <> 'test' or d.attempts = 0)     -- a test gets one attempt
                  order by d.next_attempt_at, d.id
                  limit delivery_claim.batch
                  for update skip locked)
@@ -223,6 +223,16 @@ begin
     if v_kind = 'test' then
         perform pg_catalog.pg_notify('echovalue_webhook_test',
                                      delivery_record.delivery_id || ':' || v_webhook_id);
+    elsif v_kind = 'scheduled' then
+        -- the webhook shows how its latest run went
+        update echovalue.webhooks h
+           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
+               last_error = case when delivery_record.outcome = 'delivered' then null
+                                 else coalesce(v_error, 'delivery failed') end
+          from echovalue.deliveries d
+         where d.id = delivery_record.delivery_id
+           and h.wallet_id = d.wallet_id and h.name = d.webhook
+           and h.last_run_at <= d.created;
     end if;
     if not v_changed then
         select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id

@@ -41,6 +41,8 @@ grant execute on function
     echovalue.webhook_remove(text, text, text, text),
     echovalue.webhook_test(text, text, text, text),
     echovalue.webhook_test_result(text, boolean),
+    echovalue.schedule_next(text, text, timestamptz),
+    echovalue.schedule_latest(text, text, timestamptz),
     echovalue.attachment_get(text, text, text),
     echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
@@ -54,5 +56,7 @@ grant execute on function
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),
     echovalue.delivery_record(bigint, int, text, int, text, int),
+    echovalue.schedule_claim(int),
+    echovalue.schedule_next_due(),
     echovalue.stripe_event_apply()
 to echovalue_worker;

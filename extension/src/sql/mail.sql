@@ -46,15 +46,17 @@ create index attachments_message_idx on echovalue.attachments (wallet_id, messag
 create index attachments_created_idx on echovalue.attachments (created);
 
 -- The delivery queue, claimed by dispatchers when due: one row per message (kind `mail`), to
--- the webhook it was sent to, and one per test call (kind `test`: its body made when it was
--- queued, one attempt, never retried).
+-- the webhook it was sent to; one per run of a scheduled webhook (kind `scheduled`, its body
+-- made when the run was planned, one per occurrence); and one per test call (kind `test`: one
+-- attempt, never retried).
 create table echovalue.deliveries (
     id              bigint generated always as identity,
     wallet_id       bigint not null,
     message_id      bigint,
     webhook         text not null default 'default',  -- the name of the wallet's webhook
     kind            text not null default 'mail',
-    body            text,                             -- what a test POSTs
+    body            text,                             -- what a run or a test POSTs
+    scheduled_for   timestamptz,                      -- the occurrence a run is for
     state           text not null default 'pending' check (state in ('pending', 'delivered', 'failed')),
     attempts        int not null default 0,
     next_attempt_at timestamptz not null default now(),
@@ -66,8 +68,9 @@ create table echovalue.deliveries (
     primary key (wallet_id, id),
     foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade,
     constraint deliveries_kind_check check (
-        (kind = 'mail' and message_id is not null and body is null)
-        or (kind = 'test' and message_id is null and body is not null))
+        (kind = 'mail' and message_id is not null and body is null and scheduled_for is null)
+        or (kind = 'scheduled' and message_id is null and body is not null and scheduled_for is not null)
+        or (kind = 'test' and message_id is null and body is not null and scheduled_for is null))
 );
 create unique index deliveries_id_idx on echovalue.deliveries (id);
 -- A claimed row stays `pending` with next_attempt_at moved past its lease, so this one index
@@ -76,8 +79,11 @@ create index deliveries_due_idx on echovalue.deliveries (next_attempt_at) where 
 -- One delivery per message; also what the message purge's NOT EXISTS and ON DELETE CASCADE use.
 create unique index deliveries_message_idx on echovalue.deliveries (wallet_id, message_id);
 create index messages_received_idx on echovalue.messages (received_at);
--- Test deliveries have no message: maintenance finds old ones here.
-create index deliveries_test_idx on echovalue.deliveries (created) where kind = 'test';
+-- Runs and tests have no message: maintenance finds old ones here.
+create index deliveries_unmessaged_idx on echovalue.deliveries (created) where kind <> 'mail';
+-- Exactly one run per (webhook, occurrence), whatever crashes and however many workers plan.
+create unique index deliveries_run_idx on echovalue.deliveries (wallet_id, webhook, scheduled_for)
+    where kind = 'scheduled';
 
 select pg_catalog.pg_extension_config_dump('echovalue.messages', '');
 select pg_catalog.pg_extension_config_dump('echovalue.messages_id_seq', '');
@@ -89,7 +95,7 @@ select pg_catalog.pg_extension_config_dump('echovalue.deliveries_id_seq', '');
 -- The wallet and webhook an envelope recipient names, or the SMTP refusal. A recipient is
 -- <mailbox>@<mail domain> (the wallet's mailbox, for webhook `default`, or a named webhook's
 -- own) or <token>@<mail domain> (for `default`), compared ignoring case (mailbox ids and
--- tokens are lowercase); the webhook must exist.
+-- tokens are lowercase); the webhook must exist and be in mailbox mode.
 create function echovalue._mail_route(
     p_recipient text, out o_caller echovalue.caller, out o_webhook echovalue.webhooks,
     out o_code int, out o_message text
@@ -136,6 +142,10 @@ begin
         o_caller := null;
         o_code := 550;
         o_message := '5.1.1 mailbox has no webhook configured';
+    elsif o_webhook.cron is not null then
+        o_caller := null;
+        o_code := 550;
+        o_message := '5.1.1 the webhook of this mailbox is scheduled and takes no mail';
     end if;
 end;
 $$;

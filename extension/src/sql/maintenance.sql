@@ -5,7 +5,7 @@
 -- One batch per table: expired keys, expired logs, stale rate-limit rows, token usage buckets
 -- past the longest limit window, tokens revoked echovalue.revoked_token_days ago, attachments
 -- older than echovalue.attachment_retention_hours, old messages with a finished delivery, old
--- test deliveries, and wallets unused for
+-- finished runs and tests, and wallets unused for
 -- echovalue.inactive_days with all their data. Returns the rows deleted per table.
 create function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
@@ -19,7 +19,7 @@ declare
     v_revoked bigint;
     v_attachments bigint;
     v_messages bigint;
-    v_tests bigint;
+    v_unmessaged bigint;
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
@@ -85,16 +85,16 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_messages = row_count;
 
-    -- Test deliveries (no message) after the same time, finished or not (a test is answered
-    -- within seconds).
+    -- Runs and tests (no message) after the same time: finished runs, and every test (a test
+    -- is answered within seconds).
     delete from echovalue.deliveries d
      where d.ctid = any (array(
          select x.ctid from echovalue.deliveries x
-          where x.kind = 'test'
+          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
             and x.created <= pg_catalog.now()
                 - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
           limit v_batch for update skip locked));
-    get diagnostics v_tests = row_count;
+    get diagnostics v_unmessaged = row_count;
 
     -- A request may lock its token (recording last_used), then its wallet. Here the wallets
     -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
@@ -122,7 +122,7 @@ begin
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'tests', v_tests,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
         'wallets', v_wallets);
 end;
 $$;

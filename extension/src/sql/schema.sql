@@ -96,6 +96,7 @@ insert into echovalue.prices (operation, credits, endpoint) values
     ('webhook_set', 1, 'webhook'), ('webhook_get', 1, 'webhook'), ('webhook_delete', 1, 'webhook'),
     ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
     ('webhook_remove', 1, 'webhook'), ('webhook_test', 1, 'webhook'),
+    ('scheduled_run', 2, 'webhook'),
     ('email', 1, 'email'), ('logs_entry', 1, 'token'),
     ('token_key_create', 1, 'token'), ('token_key_list', 1, 'token'),
     ('token_key_revoke', 1, 'token');

@@ -28,13 +28,26 @@ create table echovalue.webhooks (
     mailbox             text unique,          -- local part of its address; NULL for default
     created             timestamptz not null default now(),
     updated             timestamptz not null default now(),
+    -- scheduled mode (SPEC §13) when cron is set: no mail; runs planned at next_run_at
+    cron                text,
+    timezone            text,
+    active              boolean not null default true,
+    next_run_at         timestamptz,          -- NULL while paused (or in mailbox mode)
+    last_run_at         timestamptz,
+    last_status         text,
+    last_error          text,
     primary key (wallet_id, name),
+    constraint webhooks_schedule_check check ((cron is null) = (timezone is null)
+        and (next_run_at is null or cron is not null)
+        and last_status in ('success', 'failure')),
     constraint webhooks_name_check check (name ~ '^[A-Za-z0-9_-]{1,30}$' and name <> 'call'),
     constraint webhooks_format_check
         check (format in ('', 'slack', 'discord', 'teams', 'telegram', 'pagerduty', 'custom')),
     constraint webhooks_template_check check ((format = 'custom') = (template is not null)),
     constraint webhooks_mailbox_check check ((name = 'default') = (mailbox is null))
 );
+-- Planning reads only the schedules that are due: O(runs due), never every schedule.
+create index webhooks_due_idx on echovalue.webhooks (next_run_at) where next_run_at is not null;
 
 select pg_catalog.pg_extension_config_dump('echovalue.mailboxes', '');
 select pg_catalog.pg_extension_config_dump('echovalue.webhooks', '');
@@ -315,8 +328,38 @@ begin
 end;
 $$;
 
+-- Why a schedule (SPEC §13) is refused, or NULL: {"cron": five fields, "timezone": an IANA
+-- name, "active": true|false (optional)}; the 30-day rules are checked from now (_schedule_error).
+create function echovalue._webhook_schedule_error(p_schedule jsonb) returns text
+language plpgsql stable as $$
+declare
+    v_unknown text;
+begin
+    if pg_catalog.jsonb_typeof(p_schedule) <> 'object' then
+        return 'Bad Request: schedule must be an object {"cron","timezone","active"}';
+    end if;
+    select k into v_unknown from pg_catalog.jsonb_object_keys(p_schedule) k
+     where k not in ('cron', 'timezone', 'active') order by k limit 1;
+    if v_unknown is not null then
+        return pg_catalog.format('Bad Request: unknown field schedule.%s (expected cron, timezone, active)',
+                                 pg_catalog.left(v_unknown, 64));
+    end if;
+    if pg_catalog.jsonb_typeof(p_schedule -> 'cron') is distinct from 'string' then
+        return 'Bad Request: schedule.cron must be a string';
+    end if;
+    if pg_catalog.jsonb_typeof(p_schedule -> 'timezone') is distinct from 'string' then
+        return 'Bad Request: schedule.timezone must be a string';
+    end if;
+    if pg_catalog.jsonb_typeof(p_schedule -> 'active') not in ('boolean', 'null') then
+        return 'Bad Request: schedule.active must be true or false';
+    end if;
+    return echovalue._schedule_error(p_schedule ->> 'cron', p_schedule ->> 'timezone', pg_catalog.now());
+end;
+$$;
+
 -- Why a webhook's configuration is refused, or NULL. p_config holds the API's fields with
--- every one that is set (a POST or PUT body, or a PATCH body merged into the stored webhook);
+-- every one that is set (a POST or PUT body, or a PATCH body merged into the stored webhook),
+-- in one of the two modes;
 -- p_template is the custom template's JSON text as written (NULL when none). A JSON null
 -- field means its default: no headers, no format, no options, attachments included.
 create function echovalue._webhook_config_error(p_config jsonb, p_template text) returns text
@@ -326,12 +369,21 @@ declare
     v_format text;
 begin
     select k into v_unknown from pg_catalog.jsonb_object_keys(p_config) k
-     where k not in ('webhookId', 'url', 'headers', 'format', 'template', 'options', 'includeAttachments')
+     where k not in ('webhookId', 'url', 'headers', 'format', 'template', 'options', 'includeAttachments',
+                     'schedule')
      order by k limit 1;
     if v_unknown is not null then
         return pg_catalog.format('Bad Request: unknown field %s (expected webhookId, url, headers, '
-                                 'format, template, options, includeAttachments)',
+                                 'format, template, options, includeAttachments, schedule)',
                                  pg_catalog.left(v_unknown, 64));
+    end if;
+    if pg_catalog.jsonb_typeof(p_config -> 'schedule') <> 'null'
+       and (p_template is not null or exists (
+               select 1 from pg_catalog.jsonb_each(p_config) e
+                where e.key in ('format', 'template', 'options', 'includeAttachments')
+                  and pg_catalog.jsonb_typeof(e.value) <> 'null')) then
+        return 'Bad Request: a webhook is either a mailbox (format, template, options, '
+               'includeAttachments) or scheduled (schedule), not both';
     end if;
     if not p_config ? 'url' or pg_catalog.jsonb_typeof(p_config -> 'url') = 'null' then
         return 'Bad Request: url is required';
@@ -355,6 +407,8 @@ begin
              when p_template is not null then 'Bad Request: template is only for format custom'
         end,
         echovalue._webhook_options_error(p_config -> 'options'),
+        case when pg_catalog.jsonb_typeof(p_config -> 'schedule') <> 'null'
+             then echovalue._webhook_schedule_error(p_config -> 'schedule') end,
         case when v_format = 'telegram' and coalesce(p_config -> 'options' ->> 'chat_id', '') = ''
                  then 'Bad Request: options.chat_id is required for format telegram'
              when v_format = 'pagerduty' and coalesce(p_config -> 'options' ->> 'routing_key', '') = ''

@@ -26,32 +26,52 @@ begin
 end;
 $$;
 
--- A stored webhook as the API's fields, for PATCH to merge a body into (the template is
--- kept apart, as text).
+-- A stored webhook as the API's fields of its mode, for PATCH to merge a body into (the
+-- template is kept apart, as text).
 create function echovalue._webhook_config(p_hook echovalue.webhooks) returns jsonb
 language sql immutable as $$
-    select pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
-               'format', p_hook.format, 'options', p_hook.options,
-               'includeAttachments', p_hook.include_attachments)
+    select case when p_hook.cron is null
+        then pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
+                 'format', p_hook.format, 'options', p_hook.options,
+                 'includeAttachments', p_hook.include_attachments)
+        else pg_catalog.jsonb_build_object('url', p_hook.url, 'headers', p_hook.headers,
+                 'schedule', pg_catalog.jsonb_build_object('cron', p_hook.cron,
+                     'timezone', p_hook.timezone, 'active', p_hook.active))
+    end
 $$;
 
 -- Creates or replaces webhook p_name of a wallet from a checked configuration (a webhook
--- keeps its address when replaced). False, with nothing written, when it would be one more
+-- keeps its address when replaced, and its planned run while its schedule stays the same).
+-- False, with nothing written, when it would be one more
 -- than echovalue.max_webhooks; the caller has paid, so it holds the wallet's row lock and
 -- parallel creations are counted one after the other.
 create function echovalue._webhook_store(
     p_wallet bigint, p_name text, p_config jsonb, p_template text
 ) returns boolean
 language plpgsql volatile as $$
+declare
+    v_old echovalue.webhooks;
+    v_cron text := p_config -> 'schedule' ->> 'cron';
+    v_zone text := p_config -> 'schedule' ->> 'timezone';
+    v_active boolean := coalesce((p_config -> 'schedule' ->> 'active')::boolean, true);
+    v_next timestamptz;
 begin
-    if not exists (select 1 from echovalue.webhooks h where h.wallet_id = p_wallet and h.name = p_name)
-       and (select pg_catalog.count(*) from echovalue.webhooks h where h.wallet_id = p_wallet)
-           >= echovalue._setting('max_webhooks') then
+    select * into v_old from echovalue.webhooks h where h.wallet_id = p_wallet and h.name = p_name;
+    if not found and (select pg_catalog.count(*) from echovalue.webhooks h where h.wallet_id = p_wallet)
+                     >= echovalue._setting('max_webhooks') then
         return false;
     end if;
+    -- the next run: none while paused; kept while the schedule stays the same (a due run is
+    -- not skipped by a rewrite); else computed from now
+    v_next := case
+        when v_cron is null or not v_active then null
+        when v_old.cron = v_cron and v_old.timezone = v_zone and v_old.next_run_at is not null
+            then v_old.next_run_at
+        else echovalue.schedule_next(v_cron, v_zone, pg_catalog.now()) end;
     perform echovalue._mailbox_ensure(p_wallet);
     insert into echovalue.webhooks as h
-        (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox)
+        (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox,
+         cron, timezone, active, next_run_at)
     values (p_wallet, p_name, p_config ->> 'url',
             case when pg_catalog.jsonb_typeof(p_config -> 'headers') = 'object'
                  then p_config -> 'headers' else '{}'::jsonb end,
@@ -60,11 +80,18 @@ begin
             case when pg_catalog.jsonb_typeof(p_config -> 'options') = 'object'
                  then p_config -> 'options' else '{}'::jsonb end,
             coalesce((p_config ->> 'includeAttachments')::boolean, true),
-            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end)
+            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end,
+            v_cron, v_zone, v_active, v_next)
     on conflict (wallet_id, name) do update
         set url = excluded.url, headers = excluded.headers, format = excluded.format,
             template = excluded.template, options = excluded.options,
-            include_attachments = excluded.include_attachments, updated = pg_catalog.now();
+            include_attachments = excluded.include_attachments, cron = excluded.cron,
+            timezone = excluded.timezone, active = excluded.active,
+            next_run_at = excluded.next_run_at, updated = pg_catalog.now();
+    if v_next is distinct from v_old.next_run_at then
+        -- the scheduler sleeps until the earliest next run: wake it to look again
+        perform pg_catalog.pg_notify('echovalue_schedule', '');
+    end if;
     return true;
 end;
 $$;
@@ -76,13 +103,25 @@ language sql stable as $$
                (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id)))
 $$;
 
+-- A scheduled webhook's schedule as the API shows it (SPEC §13).
+create function echovalue._webhook_schedule_json(p_hook echovalue.webhooks) returns text
+language sql stable as $$
+    select pg_catalog.format(
+        '{"cron":%s,"timezone":%s,"active":%s,"nextRunAt":%s,"lastRunAt":%s,"lastStatus":%s,"lastError":%s}',
+        echovalue._json_str(p_hook.cron), echovalue._json_str(p_hook.timezone), p_hook.active::text,
+        echovalue._json_str(echovalue._ts(p_hook.next_run_at)),
+        echovalue._json_str(echovalue._ts(p_hook.last_run_at)),
+        echovalue._json_str(p_hook.last_status), echovalue._json_str(p_hook.last_error))
+$$;
+
 -- A webhook as the API shows it (WebhookResponse, SPEC §12): header values as `<redacted>`,
--- the values of `routing_key` and of option names holding token, secret or key as `***`.
+-- the values of `routing_key` and of option names holding token, secret or key as `***`;
+-- `email` in mailbox mode, `schedule` in scheduled mode.
 create function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
 language sql stable as $$
     select pg_catalog.format(
         '{"webhookId":%s,"webhook":%s,"headers":{%s},"format":%s,%s"options":{%s},'
-        '"includeAttachments":%s,"email":%s,"hash":%s,"created":%s,"updated":%s}',
+        '"includeAttachments":%s,%s,"hash":%s,"created":%s,"updated":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
         (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
            from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
@@ -92,7 +131,10 @@ language sql stable as $$
                     case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
                          else o.value::text end, ',' order by o.key), '')
            from pg_catalog.jsonb_each(p_hook.options) o),
-        p_hook.include_attachments::text, echovalue._json_str(echovalue._webhook_email(p_hook)),
+        p_hook.include_attachments::text,
+        case when p_hook.cron is null
+             then '"email":' || echovalue._json_str(echovalue._webhook_email(p_hook))
+             else '"schedule":' || echovalue._webhook_schedule_json(p_hook) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
 $$;
@@ -123,7 +165,8 @@ $$;
 -- answers `OK`; webhook_put and webhook_patch take it from the path (a different webhookId
 -- in the body is refused) and answer the WebhookResponse; webhook_patch changes only the
 -- fields given (404 when there is no such webhook; a format other than custom drops the
--- template). The configuration is checked as a whole after paying, under the wallet's lock.
+-- template; a schedule's fields merge into the stored schedule, `"schedule": null` makes it a
+-- mailbox webhook again). The configuration is checked as a whole after paying, under the wallet's lock.
 create function echovalue._webhook_write(
     p_caller echovalue.caller, p_operation text, p_name text, p_body text
 ) returns echovalue.outcome
@@ -161,9 +204,17 @@ begin
         if not found then
             return echovalue._finish(p_caller, v_paid, 404, 'Webhook Not Found');
         end if;
-        v_config := echovalue._webhook_config(v_hook) || v_config;
-        if not v_config ? 'template' and v_config ->> 'format' = 'custom' then
-            v_template := v_hook.template::text;
+        if pg_catalog.jsonb_typeof(v_config -> 'schedule') = 'object' then
+            -- a schedule given: scheduled mode; its fields merge into the stored schedule
+            v_config := v_config || pg_catalog.jsonb_build_object('schedule',
+                coalesce(echovalue._webhook_config(v_hook) -> 'schedule', '{}'::jsonb) || (v_config -> 'schedule'));
+            v_config := (echovalue._webhook_config(v_hook) - 'format' - 'options' - 'includeAttachments')
+                        || v_config;
+        else
+            v_config := echovalue._webhook_config(v_hook) || v_config;
+            if not v_config ? 'template' and v_config ->> 'format' = 'custom' then
+                v_template := v_hook.template::text;
+            end if;
         end if;
     end if;
     v_error := echovalue._webhook_config_error(v_config, v_template);

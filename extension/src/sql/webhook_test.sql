@@ -23,7 +23,7 @@ language sql volatile as $$
 $$;
 
 -- POST /webhook/{webhookId}/test: queues one delivery of a sample email in the webhook's
--- format and answers `{"success":null,"message":"test webhook queued"}` with the header
+-- format (of a sample run for a scheduled webhook) and answers `{"success":null,"message":"test webhook queued"}` with the header
 -- `x-echovalue-await: <delivery id>:<webhook-id>` (for webhook_test_result); 404 `Webhook
 -- Not Found`. The URL is checked when the worker claims it, as for every delivery.
 create function echovalue.webhook_test(
@@ -57,8 +57,10 @@ begin
     end if;
     insert into echovalue.deliveries as d (wallet_id, webhook, kind, body)
     values (v_caller.wallet_id, v_hook.name, 'test',
-            echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
-                                    echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)))
+            case when v_hook.cron is not null
+                 then echovalue._schedule_run_body(v_hook, pg_catalog.now())
+                 else echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
+                          echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)) end)
     returning d.id, d.webhook_id into v_id, v_webhook_id;
     perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
     v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',

@@ -1,0 +1,94 @@
+-- Scheduled webhooks (SPEC §13): the mailhook's scheduler plans runs here, and sleeps until
+-- schedule_next_due() in between (woken early by NOTIFY echovalue_schedule when a schedule
+-- changes). A run is a delivery of kind `scheduled`, so it is signed, retried and logged like
+-- every delivery. Cron and time zones are Rust (schedule.rs): schedule_next, schedule_latest.
+
+-- The body of one run of a webhook.
+create function echovalue._schedule_run_body(p_hook echovalue.webhooks, p_for timestamptz)
+returns text
+language sql stable as $$
+    select pg_catalog.format(
+        '{"type":"scheduled_webhook_run","webhookId":%s,"scheduledFor":%s,"executedAt":%s,"walletHash":%s}',
+        echovalue._json_str(p_hook.name), echovalue._json_str(echovalue._ts(p_for)),
+        echovalue._json_str(echovalue._ts(pg_catalog.now())), echovalue._json_str(w.hash))
+      from echovalue.wallets w
+     where w.id = p_hook.wallet_id
+$$;
+
+-- Plans up to `batch` due runs, each in this one transaction (a worker killed before commit
+-- leaves them due; after commit the run is queued: exactly one per occurrence). For each due
+-- webhook (FOR UPDATE SKIP LOCKED, so workers share the work): the missed occurrences
+-- collapse into one run for the latest of them; it is charged `scheduled_run` and queued
+-- (NOTIFY echovalue_mail), or, when the wallet cannot pay, skipped, recorded as the
+-- webhook's failure and logged as a 402; then the next run is planned after now. A webhook
+-- whose wallet another transaction holds is left for the next call, so this never waits for
+-- a request (which takes the wallet, then the webhook). Returns how many webhooks it planned.
+create function echovalue.schedule_claim(batch int default 100) returns int
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_hook echovalue.webhooks;
+    v_for timestamptz;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+    v_id bigint;
+    v_n int := 0;
+begin
+    if schedule_claim.batch is null or schedule_claim.batch not between 1 and 10000 then
+        raise exception 'echovalue: schedule_claim needs batch 1..10000'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    for v_hook in
+        select * from echovalue.webhooks h
+         where h.next_run_at is not null and h.next_run_at <= pg_catalog.now()
+         order by h.next_run_at
+         limit schedule_claim.batch
+         for update skip locked
+    loop
+        perform from echovalue.wallets w where w.id = v_hook.wallet_id for no key update skip locked;
+        continue when not found;
+        v_n := v_n + 1;
+        v_for := greatest(v_hook.next_run_at,
+                          echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
+        v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
+                        '/webhook/' || v_hook.name)::echovalue.caller;
+        -- the unique index (webhook, occurrence) is the guard; next_run_at only moves forward
+        if not exists (select 1 from echovalue.deliveries d
+                        where d.wallet_id = v_hook.wallet_id and d.webhook = v_hook.name
+                          and d.kind = 'scheduled' and d.scheduled_for = v_for) then
+            v_paid := echovalue._pay(v_caller, 'scheduled_run');
+            if v_paid.balance is null then
+                update echovalue.webhooks h
+                   set last_run_at = pg_catalog.now(), last_status = 'failure',
+                       last_error = 'Insufficient credits: the run was skipped'
+                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+            else
+                insert into echovalue.deliveries as d (wallet_id, webhook, kind, body, scheduled_for)
+                values (v_hook.wallet_id, v_hook.name, 'scheduled',
+                        echovalue._schedule_run_body(v_hook, v_for), v_for)
+                returning d.id into v_id;
+                perform echovalue._finish(v_caller, v_paid, 200, null);
+                update echovalue.webhooks h
+                   set last_run_at = pg_catalog.now(), last_status = null, last_error = null
+                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+                perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+            end if;
+        end if;
+        update echovalue.webhooks h
+           set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for))
+         where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+    end loop;
+    return v_n;
+end;
+$$;
+
+-- When the earliest planned run is due (NULL when none is planned): the scheduler sleeps
+-- until then. One index look-up however many schedules there are.
+create function echovalue.schedule_next_due() returns timestamptz
+language sql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+    select h.next_run_at from echovalue.webhooks h
+     where h.next_run_at is not null
+     order by h.next_run_at
+     limit 1
+$$;
