@@ -289,3 +289,73 @@ async fn logs_filter_by_type() -> Result<()> {
     assert_eq!((r.status, r.cost()), (400, Some(1)));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_scheduled_webhook_over_http() -> Result<()> {
+    let (proxy, admin) = setup().await?;
+    let api = proxy.api();
+    let w = admin.new_wallet().await?;
+    let r = send_json(
+        api,
+        Method::PUT,
+        "/webhook/standup",
+        &w,
+        r#"{"url":"https://ci.example.com/hooks/standup","schedule":{"cron":"0 9 * * 1-5","timezone":"Europe/Rome"}}"#,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json()?;
+    assert!(
+        j.get("email").is_none(),
+        "a scheduled webhook has no address"
+    );
+    let s = &j["schedule"];
+    assert_eq!(
+        (
+            s["cron"].as_str(),
+            s["timezone"].as_str(),
+            s["active"].as_bool()
+        ),
+        (Some("0 9 * * 1-5"), Some("Europe/Rome"), Some(true))
+    );
+    let next = s["nextRunAt"].as_str().unwrap_or_default().to_owned();
+    // 09:00 in Rome is 08:00 or 07:00 UTC, on a weekday
+    assert!(
+        next.contains("T08:00:00") || next.contains("T07:00:00"),
+        "{next}"
+    );
+    assert_eq!(
+        (s["lastRunAt"].clone(), s["lastStatus"].clone()),
+        (Value::Null, Value::Null)
+    );
+
+    let r = send_json(
+        api,
+        Method::PATCH,
+        "/webhook/standup",
+        &w,
+        r#"{"schedule":{"active":false}}"#,
+    )
+    .await?;
+    assert_eq!(r.json()?["schedule"]["nextRunAt"], Value::Null, "paused");
+    for (body, want) in [
+        (
+            r#"{"url":"https://a.example.com/","schedule":{"cron":"0 0 31 * *","timezone":"UTC"}}"#,
+            "Bad Request: schedule must not leave more than 30 days between two runs",
+        ),
+        (
+            r#"{"url":"https://a.example.com/","schedule":{"cron":"0 9 * * *","timezone":"Europe/Atlantis"}}"#,
+            "Bad Request: schedule.timezone must be an IANA time zone name such as Europe/Rome",
+        ),
+        (
+            r#"{"url":"https://a.example.com/","format":"slack","schedule":{"cron":"*/5 * * * *","timezone":"UTC"}}"#,
+            "Bad Request: a webhook is either a mailbox (format, template, options, includeAttachments) or scheduled (schedule), not both",
+        ),
+    ] {
+        let r = send_json(api, Method::PUT, "/webhook/other", &w, body).await?;
+        assert_eq!((r.status, r.text().as_str(), r.cost()), (400, want, Some(1)));
+    }
+    let r = api.get("/webhook", w.t()).await?;
+    assert_eq!(r.json()?["webhooks"][0]["schedule"]["active"], false);
+    Ok(())
+}

@@ -106,5 +106,9 @@ select method, path, endpoint, status_code, error, cost, balance from echovalue.
 update echovalue.wallets set balance = 100 where id = :w;
 select status from echovalue.webhook_patch(token => :'tok', webhook_id => 'tick', body => '{"schedule":{"active":false}}');
 select echovalue.schedule_next_due() as next_due, echovalue.schedule_claim() as planned;
+-- its test call sends a sample run
+select (echovalue.webhook_test(token => :'tok', webhook_id => 'tick')).status;
+select body::jsonb - 'scheduledFor' - 'executedAt' - 'walletHash' as test_body
+  from echovalue.deliveries where wallet_id = :w and kind = 'test';
 select echovalue.schedule_claim(batch => 0);
 rollback;

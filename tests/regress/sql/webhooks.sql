@@ -151,6 +151,11 @@ select echovalue._webhook_body('custom', '{}',
     '"last":"{{attachments[-1].filename}}","none":"[{{attachments[5].filename}}]","fb":"{{html|text}}",'
     '"lit":"{{missing|\"n/a\"}}","size":"{{attachments[1].size}}","obj":"{{from}}","n":7,"keep":[true,null]}',
     payload) as custom from mail;
+-- a message whose source charset was ISO-8859-1 (decoded by the mailhook before it is stored)
+select echovalue._webhook_body('teams', '{}', null,
+    json_build_object('subject', convert_from('\x436166e920e0206c6120636172746520263c3e'::bytea, 'LATIN1'),
+                      'from', json_build_object('email', 'r@example.fr', 'name', convert_from('\x52e96d79'::bytea, 'LATIN1')),
+                      'text', convert_from('\x4372e86d65206272fb6ce965'::bytea, 'LATIN1'))::text) as latin1;
 -- without a plain-text part the HTML body, tags stripped, is the text; no name: the address alone
 select echovalue._webhook_body('slack', '{}', null,
     '{"from":{"email":"x@example.com","name":null},"subject":"","text":null,"html":"<div>Hi&nbsp;<b>there</b></div><style>p{}</style><p>a &amp; b</p>"}') as html_only;
