@@ -55,6 +55,9 @@ def psql(sql):
 
 
 def main():
+    # a backlog for every delivery slot: the default of 5 refuses connections, and refused
+    # deliveries come back only after their retry delay
+    http.server.ThreadingHTTPServer.request_queue_size = 1024
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:%d/bench" % server.server_address[1]
