@@ -45,6 +45,13 @@ alter table echovalue.deliveries
         (kind = 'mail' and message_id is not null and body is null and scheduled_for is null)
         or (kind = 'scheduled' and message_id is null and body is not null and scheduled_for is not null)
         or (kind = 'test' and message_id is null and body is not null and scheduled_for is null));
+alter table echovalue.deliveries
+    add foreign key (wallet_id) references echovalue.wallets (id) on delete cascade;
+drop index echovalue.deliveries_due_idx;
+create index deliveries_due_idx on echovalue.deliveries (next_attempt_at)
+    where state = 'pending' and kind <> 'test';
+create index deliveries_test_idx on echovalue.deliveries (created)
+    where state = 'pending' and kind = 'test';
 create unique index deliveries_run_idx on echovalue.deliveries (wallet_id, webhook, scheduled_for)
     where kind = 'scheduled';
 
@@ -64,6 +71,28 @@ drop function if exists echovalue._webhook_body_error(text);
 drop function if exists echovalue._mail_route(text);
 
 -- Functions new or changed in 0.5.0.
+
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/webhook/{webhookId}' then
+            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
+                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
+$$;
 
 create or replace function echovalue._logs_type_error(p_type text) returns text
 language sql immutable as $$
@@ -89,9 +118,10 @@ $$;
 create or replace function echovalue.logs_get(
     token text,
     n text default null,
-    type text default null,
     http_method text default 'GET',
-    http_path text default '/token/logs'
+    http_path text default '/token/logs',
+    -- last, after the common arguments, so callers of 0.4.0's positional form still work
+    type text default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -127,28 +157,6 @@ begin
     return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
                              'application/json');
 end;
-$$;
-
-create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
-language sql immutable as $$
-    select case
-        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
-            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
-        when p_route = '/webhook' then
-            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
-                          else 'webhook_get' end
-        when p_route = '/webhook/{webhookId}' then
-            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
-                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
-        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
-        when p_route = '/token/keys' then
-            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
-        when p_route = '/token/keys/{id}' then 'token_key_revoke'
-        when p_route = '/recharge' then 'recharge_link'
-        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
-        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
-        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
-    end
 $$;
 
 create or replace function echovalue._webhook_id_error(p_id text) returns text
@@ -232,11 +240,12 @@ begin
                                  'format, template, options, includeAttachments, schedule)',
                                  pg_catalog.left(v_unknown, 64));
     end if;
+    -- mailbox fields at their defaults ("format": "", "options": {}, ...) are no mode
     if pg_catalog.jsonb_typeof(p_config -> 'schedule') <> 'null'
-       and (p_template is not null or exists (
-               select 1 from pg_catalog.jsonb_each(p_config) e
-                where e.key in ('format', 'template', 'options', 'includeAttachments')
-                  and pg_catalog.jsonb_typeof(e.value) <> 'null')) then
+       and (p_template is not null
+            or coalesce(p_config ->> 'format', '') <> ''
+            or coalesce(p_config -> 'options', 'null'::jsonb) not in ('null'::jsonb, '{}'::jsonb)
+            or coalesce(p_config -> 'includeAttachments', 'null'::jsonb) not in ('null'::jsonb, 'true'::jsonb)) then
         return 'Bad Request: a webhook is either a mailbox (format, template, options, '
                'includeAttachments) or scheduled (schedule), not both';
     end if;
@@ -375,21 +384,21 @@ $$;
 create or replace function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
 language sql stable as $$
     select pg_catalog.format(
-        '{"webhookId":%s,"webhook":%s,"headers":{%s},"format":%s,%s"options":{%s},'
-        '"includeAttachments":%s,%s,"hash":%s,"created":%s,"updated":%s}',
+        '{"webhookId":%s,"webhook":%s,"headers":{%s},%s,"hash":%s,"created":%s,"updated":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
         (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
            from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
-        echovalue._json_str(p_hook.format),
-        case when p_hook.template is not null then '"template":' || p_hook.template::text || ',' else '' end,
-        (select coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
-                    case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
-                         else o.value::text end, ',' order by o.key), '')
-           from pg_catalog.jsonb_each(p_hook.options) o),
-        p_hook.include_attachments::text,
-        case when p_hook.cron is null
-             then '"email":' || echovalue._json_str(echovalue._webhook_email(p_hook))
-             else '"schedule":' || echovalue._webhook_schedule_json(p_hook) end,
+        case when p_hook.cron is not null
+             then '"schedule":' || echovalue._webhook_schedule_json(p_hook)
+             else pg_catalog.format('"format":%s,%s"options":{%s},"includeAttachments":%s,"email":%s',
+                 echovalue._json_str(p_hook.format),
+                 case when p_hook.template is not null then '"template":' || p_hook.template::text || ',' else '' end,
+                 (select coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
+                             case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
+                                  else o.value::text end, ',' order by o.key), '')
+                    from pg_catalog.jsonb_each(p_hook.options) o),
+                 p_hook.include_attachments::text,
+                 echovalue._json_str(echovalue._webhook_email(p_hook))) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
 $$;
@@ -781,6 +790,173 @@ begin
 end;
 $$;
 
+create or replace function echovalue._test_claim_window() returns interval
+language sql immutable as $$ select interval '2 seconds' $$;
+
+-- Leases up to p_batch due deliveries for p_lease seconds and counts the attempt: fresh tests
+-- first (a caller waits for each), then the others, oldest due first; FOR UPDATE SKIP LOCKED,
+-- each on its own index. A test gets one attempt, and none once its window has passed.
+create function echovalue._delivery_lease(p_batch int, p_lease int)
+returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, webhook_id text,
+               webhook text, kind text, body text)
+language plpgsql volatile as $$
+declare
+    v_taken int;
+begin
+    return query
+        with due as (
+            select d.wallet_id, d.id from echovalue.deliveries d
+             where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+               and d.created > pg_catalog.now() - echovalue._test_claim_window()
+             order by d.created
+             limit p_batch
+             for update skip locked)
+        update echovalue.deliveries d
+           set attempts = d.attempts + 1,
+               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
+          from due
+         where d.wallet_id = due.wallet_id and d.id = due.id
+        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+    get diagnostics v_taken = row_count;
+    if v_taken >= p_batch then
+        return;
+    end if;
+    return query
+        with due as (
+            select d.wallet_id, d.id from echovalue.deliveries d
+             where d.state = 'pending' and d.kind <> 'test' and d.next_attempt_at <= pg_catalog.now()
+             order by d.next_attempt_at, d.id
+             limit p_batch - v_taken
+             for update skip locked)
+        update echovalue.deliveries d
+           set attempts = d.attempts + 1,
+               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
+          from due
+         where d.wallet_id = due.wallet_id and d.id = due.id
+        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+end;
+$$;
+
+create or replace function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
+returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
+               headers jsonb, secret text, payload text)
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_row record;
+    v_claimed int;
+    v_returned int;
+    v_format text;
+    v_options jsonb;
+    v_template text;
+begin
+    if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
+       or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
+        raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    loop
+        v_claimed := 0;
+        v_returned := 0;
+        for v_row in select * from echovalue._delivery_lease(delivery_claim.batch, delivery_claim.lease_seconds)
+        loop
+            v_claimed := v_claimed + 1;
+            select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
+              into url, headers, secret, v_format, v_options, v_template
+              from echovalue.webhooks h
+              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+             where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
+            if not found then
+                update echovalue.deliveries d
+                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
+                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                if v_row.kind = 'test' then
+                    perform pg_catalog.pg_notify('echovalue_webhook_test', v_row.id || ':' || v_row.webhook_id);
+                end if;
+                continue;
+            end if;
+            delivery_id := v_row.id;
+            attempt := v_row.attempts;
+            url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
+                                                   '^Bad Request: ', '');
+            webhook_id := v_row.webhook_id;
+            payload := case when v_row.kind = 'mail'
+                then echovalue._webhook_body(v_format, v_options, v_template,
+                                             echovalue._delivery_payload(v_row.wallet_id, v_row.message_id))
+                else v_row.body end;
+            v_returned := v_returned + 1;
+            return next;
+        end loop;
+        exit when v_claimed = 0 or v_returned > 0;
+    end loop;
+end;
+$$;
+
+create or replace function echovalue.delivery_record(
+    delivery_id bigint,
+    attempt int,
+    outcome text,
+    status_code int default null,
+    error text default null,
+    retry_seconds int default null
+) returns boolean
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint;
+    v_webhook_id text;
+    v_kind text;
+    v_error text := pg_catalog.left(delivery_record.error, 500);
+    v_changed boolean := false;
+begin
+    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
+       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
+        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- a test is never retried: its one attempt's retry is its failure
+    update echovalue.deliveries d
+       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
+                        when d.kind = 'test' then 'failed' else 'pending' end,
+           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
+               then pg_catalog.now() + pg_catalog.make_interval(secs => delivery_record.retry_seconds)
+               else d.next_attempt_at end,
+           last_status = delivery_record.status_code,
+           last_error = v_error
+     where d.id = delivery_record.delivery_id
+       and d.state = 'pending'
+       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt)
+    returning d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind;
+    v_changed := found;
+    if v_kind = 'test' then
+        perform pg_catalog.pg_notify('echovalue_webhook_test',
+                                     delivery_record.delivery_id || ':' || v_webhook_id);
+    elsif v_kind = 'scheduled' then
+        -- the webhook shows how its latest run went
+        update echovalue.webhooks h
+           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
+               last_error = case when delivery_record.outcome = 'delivered' then null
+                                 else coalesce(v_error, 'delivery failed') end
+          from echovalue.deliveries d
+         where d.id = delivery_record.delivery_id
+           and h.wallet_id = d.wallet_id and h.name = d.webhook
+           and h.last_run_at <= d.created;
+    end if;
+    if not v_changed then
+        select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
+          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+        if not found then
+            return false;   -- purged with its wallet or message
+        end if;
+    end if;
+    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
+                                    case when delivery_record.outcome = 'delivered' then null
+                                         else coalesce(v_error, 'delivery failed') end);
+    return v_changed;
+end;
+$$;
+
 create or replace function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -901,136 +1077,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
-returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
-               headers jsonb, secret text, payload text)
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_row record;
-    v_claimed int;
-    v_returned int;
-    v_format text;
-    v_options jsonb;
-    v_template text;
-begin
-    if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
-       or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
-        raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    loop
-        v_claimed := 0;
-        v_returned := 0;
-        for v_row in
-            with due as (
-                select d.wallet_id, d.id from echovalue.deliveries d
-                 where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-                   and (d.kind <> 'test' or d.attempts = 0)     -- a test gets one attempt
-                 order by d.next_attempt_at, d.id
-                 limit delivery_claim.batch
-                 for update skip locked)
-            update echovalue.deliveries d
-               set attempts = d.attempts + 1,
-                   next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
-              from due
-             where d.wallet_id = due.wallet_id and d.id = due.id
-            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body
-        loop
-            v_claimed := v_claimed + 1;
-            select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
-              into url, headers, secret, v_format, v_options, v_template
-              from echovalue.webhooks h
-              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
-             where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
-            if not found then
-                update echovalue.deliveries d
-                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
-                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
-                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
-                continue;
-            end if;
-            delivery_id := v_row.id;
-            attempt := v_row.attempts;
-            url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
-                                                   '^Bad Request: ', '');
-            webhook_id := v_row.webhook_id;
-            payload := case when v_row.kind = 'mail'
-                then echovalue._webhook_body(v_format, v_options, v_template,
-                                             echovalue._delivery_payload(v_row.wallet_id, v_row.message_id))
-                else v_row.body end;
-            v_returned := v_returned + 1;
-            return next;
-        end loop;
-        exit when v_claimed = 0 or v_returned > 0;
-    end loop;
-end;
-$$;
-
-create or replace function echovalue.delivery_record(
-    delivery_id bigint,
-    attempt int,
-    outcome text,
-    status_code int default null,
-    error text default null,
-    retry_seconds int default null
-) returns boolean
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_wallet bigint;
-    v_webhook_id text;
-    v_kind text;
-    v_error text := pg_catalog.left(delivery_record.error, 500);
-    v_changed boolean := false;
-begin
-    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
-       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
-        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    -- a test is never retried: its one attempt's retry is its failure
-    update echovalue.deliveries d
-       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
-                        when d.kind = 'test' then 'failed' else 'pending' end,
-           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
-               then pg_catalog.now() + pg_catalog.make_interval(secs => delivery_record.retry_seconds)
-               else d.next_attempt_at end,
-           last_status = delivery_record.status_code,
-           last_error = v_error
-     where d.id = delivery_record.delivery_id
-       and d.state = 'pending'
-       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt)
-    returning d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind;
-    v_changed := found;
-    if v_kind = 'test' then
-        perform pg_catalog.pg_notify('echovalue_webhook_test',
-                                     delivery_record.delivery_id || ':' || v_webhook_id);
-    elsif v_kind = 'scheduled' then
-        -- the webhook shows how its latest run went
-        update echovalue.webhooks h
-           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
-               last_error = case when delivery_record.outcome = 'delivered' then null
-                                 else coalesce(v_error, 'delivery failed') end
-          from echovalue.deliveries d
-         where d.id = delivery_record.delivery_id
-           and h.wallet_id = d.wallet_id and h.name = d.webhook
-           and h.last_run_at <= d.created;
-    end if;
-    if not v_changed then
-        select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
-          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
-        if not found then
-            return false;   -- purged with its wallet or message
-        end if;
-    end if;
-    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
-                                    case when delivery_record.outcome = 'delivered' then null
-                                         else coalesce(v_error, 'delivery failed') end);
-    return v_changed;
-end;
-$$;
-
 create or replace function echovalue._schedule_run_body(p_hook echovalue.webhooks, p_for timestamptz)
 returns text
 language sql stable as $$
@@ -1046,56 +1092,82 @@ create or replace function echovalue.schedule_claim(batch int default 100) retur
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
+    c_unpaid constant text := 'Insufficient credits: the run was skipped';
     v_hook echovalue.webhooks;
     v_for timestamptz;
     v_caller echovalue.caller;
     v_paid echovalue.payment;
     v_id bigint;
+    v_status text;
+    v_error text;
+    v_ran timestamptz;
     v_n int := 0;
 begin
     if schedule_claim.batch is null or schedule_claim.batch not between 1 and 10000 then
         raise exception 'echovalue: schedule_claim needs batch 1..10000'
             using errcode = 'invalid_parameter_value';
     end if;
+    -- a webhook whose row or wallet another transaction holds is skipped and does not count
     for v_hook in
-        select * from echovalue.webhooks h
+        select h.* from echovalue.webhooks h
+          join echovalue.wallets w on w.id = h.wallet_id
          where h.next_run_at is not null and h.next_run_at <= pg_catalog.now()
          order by h.next_run_at
          limit schedule_claim.batch
-         for update skip locked
+         for update of h skip locked
+         for no key update of w skip locked
     loop
-        perform from echovalue.wallets w where w.id = v_hook.wallet_id for no key update skip locked;
-        continue when not found;
         v_n := v_n + 1;
-        v_for := greatest(v_hook.next_run_at,
-                          echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
-        v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
-                        '/webhook/' || v_hook.name)::echovalue.caller;
-        -- the unique index (webhook, occurrence) is the guard; next_run_at only moves forward
-        if not exists (select 1 from echovalue.deliveries d
+        v_status := v_hook.last_status;
+        v_error := v_hook.last_error;
+        v_ran := v_hook.last_run_at;
+        begin
+            v_for := greatest(v_hook.next_run_at,
+                              echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
+            v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
+                            '/webhook/' || v_hook.name)::echovalue.caller;
+            if exists (select 1 from echovalue.deliveries d
                         where d.wallet_id = v_hook.wallet_id and d.webhook = v_hook.name
                           and d.kind = 'scheduled' and d.scheduled_for = v_for) then
-            v_paid := echovalue._pay(v_caller, 'scheduled_run');
-            if v_paid.balance is null then
-                update echovalue.webhooks h
-                   set last_run_at = pg_catalog.now(), last_status = 'failure',
-                       last_error = 'Insufficient credits: the run was skipped'
-                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+                -- already run: cannot happen while next_run_at only moves forward; the unique
+                -- index (webhook, occurrence) is the guard
+                null;
+            elsif v_hook.last_error = c_unpaid
+                  and (select w.balance from echovalue.wallets w where w.id = v_hook.wallet_id)
+                      < (echovalue._price('scheduled_run')).credits then
+                -- still unpaid: recorded and logged at the first skip of the streak; a wallet
+                -- kept only by its schedules is not "used" and goes after echovalue.inactive_days
+                null;
             else
-                insert into echovalue.deliveries as d (wallet_id, webhook, kind, body, scheduled_for)
-                values (v_hook.wallet_id, v_hook.name, 'scheduled',
-                        echovalue._schedule_run_body(v_hook, v_for), v_for)
-                returning d.id into v_id;
-                perform echovalue._finish(v_caller, v_paid, 200, null);
-                update echovalue.webhooks h
-                   set last_run_at = pg_catalog.now(), last_status = null, last_error = null
-                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
-                perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+                v_paid := echovalue._pay(v_caller, 'scheduled_run');
+                v_ran := pg_catalog.now();
+                if v_paid.balance is null then
+                    v_status := 'failure';
+                    v_error := c_unpaid;
+                else
+                    insert into echovalue.deliveries as d (wallet_id, webhook, kind, body, scheduled_for)
+                    values (v_hook.wallet_id, v_hook.name, 'scheduled',
+                            echovalue._schedule_run_body(v_hook, v_for), v_for)
+                    returning d.id into v_id;
+                    perform echovalue._finish(v_caller, v_paid, 200, null);
+                    v_status := null;
+                    v_error := null;
+                    perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+                end if;
             end if;
-        end if;
-        update echovalue.webhooks h
-           set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for))
-         where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+            update echovalue.webhooks h
+               set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for)),
+                   last_run_at = v_ran, last_status = v_status, last_error = v_error
+             where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+        exception when others then
+            -- one webhook's failure must not hold up every other schedule
+            raise warning 'echovalue: planning a run of webhook % of wallet % failed: %',
+                v_hook.name, v_hook.wallet_id, sqlerrm;
+            update echovalue.webhooks h
+               set next_run_at = pg_catalog.now() + interval '1 minute', last_status = 'failure',
+                   last_error = 'the run could not be planned; it is tried again in a minute'
+             where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+        end;
     end loop;
     return v_n;
 end;
@@ -1184,8 +1256,10 @@ begin
         raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
             using errcode = 'invalid_parameter_value';
     end if;
+    -- locked: a claim (SKIP LOCKED) cannot take it while this decides, nor a record change it
     select * into v_row from echovalue.deliveries d
-     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test'
+       for update;
     if not found then
         v_why := 'the test is gone';
     elsif v_row.state = 'pending' and not webhook_test_result.final then

@@ -26,6 +26,13 @@ const DISCORD_MAX_CHARS: usize = 2000;
 const TELEGRAM_MAX_CHARS: usize = 4096;
 /// PagerDuty's limit for an event summary.
 const PAGERDUTY_SUMMARY_CHARS: usize = 1024;
+/// PagerDuty refuses events over 512 KiB; the text is kept well below.
+const PAGERDUTY_TEXT_CHARS: usize = 100_000;
+/// Slack cuts a message at 40,000 characters; Teams refuses one over about 28 KB.
+const SLACK_MAX_CHARS: usize = 40_000;
+const TEAMS_MAX_CHARS: usize = 20_000;
+/// A Telegram subject longer than this is cut, so the whole text's cut never reaches it.
+const TELEGRAM_SUBJECT_CHARS: usize = 1024;
 
 /// The fields of a payload the fixed formats show (`(no subject)` for an empty subject).
 struct Mail {
@@ -113,7 +120,12 @@ pub fn html_text(html: &str) -> String {
     let mut i = 0;
     while i < html.len() {
         let rest = &html[i..];
-        if rest.starts_with('<') {
+        let starts_tag = rest.starts_with('<')
+            && rest[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '!');
+        if rest.starts_with("<!--") {
+            // a comment, whatever it holds
+            i = rest.find("-->").map_or(html.len(), |at| i + at + 3);
+        } else if starts_tag {
             let Some(end) = rest.find('>') else { break };
             let tag = &lower[i + 1..i + end];
             let closing = tag.starts_with('/');
@@ -153,7 +165,8 @@ pub fn html_text(html: &str) -> String {
             out.push_str(&c);
             i += len;
         } else {
-            let next = rest.find(['<', '&']).unwrap_or(rest.len());
+            // text up to the next markup; a `<` that starts no tag is text
+            let next = rest[1..].find(['<', '&']).map_or(rest.len(), |at| at + 1);
             out.push_str(&rest[..next]);
             i += next;
         }
@@ -216,22 +229,37 @@ pub fn body(
         return payload.to_owned();
     }
     let data: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+    if format == "custom" {
+        let t = template
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .unwrap_or(Value::Null);
+        return template::render(&t, &data).to_string();
+    }
     let m = Mail::of(&data);
     let option = |k: &str| options.get(k).and_then(Value::as_str).unwrap_or("");
     let out = match format {
-        "slack" => json!({"text": format!("*{}*\nFrom: {}\n\n{}",
-            escape_html(&m.subject), escape_html(&m.from()), escape_html(&m.text))}),
+        "slack" => {
+            let text = format!(
+                "*{}*\nFrom: {}\n\n{}",
+                escape_html(&m.subject),
+                escape_html(&m.from()),
+                escape_html(&m.text)
+            );
+            json!({"text": cut_escaped(&text, SLACK_MAX_CHARS)})
+        }
         "discord" => {
             let text = format!("**{}**\nFrom: {}\n\n{}", m.subject, m.from(), m.text);
             json!({"content": cut_chars(&text, DISCORD_MAX_CHARS)})
         }
         "teams" => {
-            json!({"text": format!("**{}**\n\nFrom: {}\n\n{}", m.subject, m.from(), m.text)})
+            let text = format!("**{}**\n\nFrom: {}\n\n{}", m.subject, m.from(), m.text);
+            json!({"text": cut_chars(&text, TEAMS_MAX_CHARS)})
         }
         "telegram" => {
             let text = format!(
                 "<b>{}</b>\nFrom: {}\n\n{}",
-                escape_html(&m.subject),
+                // short enough that the cut below never splits the <b>…</b>
+                escape_html(cut_chars(&m.subject, TELEGRAM_SUBJECT_CHARS)),
                 escape_html(&m.from()),
                 escape_html(&m.text)
             );
@@ -247,14 +275,10 @@ pub fn body(
             json!({"routing_key": option("routing_key"), "event_action": "trigger",
                    "payload": {"summary": cut_chars(&m.subject, PAGERDUTY_SUMMARY_CHARS),
                                "source": source, "severity": "info",
-                               "custom_details": {"text": m.text, "from_name": m.from_name}}})
+                               "custom_details": {"text": cut_chars(&m.text, PAGERDUTY_TEXT_CHARS),
+                                                  "from_name": m.from_name}}})
         }
-        _ => {
-            let t = template
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-                .unwrap_or(Value::Null);
-            template::render(&t, &data)
-        }
+        _ => return payload.to_owned(),
     };
     out.to_string()
 }
@@ -302,6 +326,9 @@ mod tests {
             "a & b &unknown; &#0;"
         );
         assert_eq!(html_text("<SCRIPT>x</SCRIPT>ok"), "ok");
+        // a `<` that starts no tag is text; a comment goes whole, `>` inside it too
+        assert_eq!(html_text("<p>1 < 2 and 3 <4</p>"), "1 < 2 and 3 <4");
+        assert_eq!(html_text("a<!-- x > y -->b<!-- open"), "ab");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! time in the hour that is skipped runs right after the change, a time in the hour that
 //! repeats runs once. chrono-tz holds the time zones. Times cross into SQL as `timestamptz`.
 
-use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 const MAX_GAP_DAYS: i64 = 30;
 /// How far ahead the gap rule is checked.
 const CHECKED_DAYS: i64 = 366;
-/// A step of the gap check that is certain to be safe: see [`rule_error`].
+/// The jump of the gap check: see [`rule_error`].
 const JUMP_DAYS: i64 = 15;
 const MAX_CRON_CHARS: usize = 100;
 const MAX_ZONE_CHARS: usize = 64;
@@ -51,26 +51,33 @@ pub fn zone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| bad())
 }
 
+/// `t` without its fraction of a second: croner keeps the fraction of the time it starts
+/// from in the run it finds (09:00:00.196 for a search from 08:59:40.196).
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
 /// The first run strictly after `after`, if there is one.
 pub fn next_after(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+    cron.find_next_occurrence(&whole_second(after).with_timezone(&tz), false)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
 
 /// The last run at or before `until`, if there is one.
 pub fn latest_until(cron: &Cron, tz: Tz, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_previous_occurrence(&until.with_timezone(&tz), true)
+    cron.find_previous_occurrence(&whole_second(until).with_timezone(&tz), true)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
 
 /// Why a schedule is refused from `from` on, or `None`: its first run must be at most 30
 /// days away (checked day by day first, so a cron that never runs costs no search) and no
-/// two runs of the next year more than 30 days apart. The check jumps: from
-/// a run `o`, the first run `q` after `o + 15 days` ends a stretch whose every gap is at most
-/// `q - o` (each gap in it starts at or after `o`), so `q - o <= 30 days` clears it; else it
-/// steps one run. Frequent schedules take ~25 steps a year, rare ones one per run.
+/// two runs of the next year more than 30 days apart. The check jumps: from a run `o`, the
+/// last run `p` at or before `o + 15 days`, if later than `o`, ends a stretch whose every gap
+/// is under 15 days; else the gap after `o` is the next run's distance, checked and stepped.
+/// So a year takes ~25 jumps plus two per block of runs, whatever the cron (a dense block
+/// like `* * * 1,3-12 *` is one jump per 15 days, not one step per minute).
 pub fn rule_error(cron: &Cron, tz: Tz, from: DateTime<Utc>) -> Option<String> {
     let max_gap = Duration::days(MAX_GAP_DAYS);
     let gap_error = || {
@@ -104,8 +111,8 @@ pub fn rule_error(cron: &Cron, tz: Tz, from: DateTime<Utc>) -> Option<String> {
     let end = from + Duration::days(CHECKED_DAYS);
     let mut run = first;
     while run < end {
-        match next_after(cron, tz, run + Duration::days(JUMP_DAYS)) {
-            Some(q) if q - run <= max_gap => run = q,
+        match latest_until(cron, tz, run + Duration::days(JUMP_DAYS)) {
+            Some(p) if p > run => run = p,
             _ => match next_after(cron, tz, run) {
                 Some(n) if n - run <= max_gap => run = n,
                 _ => return gap_error(),
@@ -204,6 +211,12 @@ mod tests {
         assert!(check("0 0 1 6 *").unwrap().contains("next run"));
         // never: refused before any search
         assert!(check("0 0 30 2 *").unwrap().contains("next run"));
+        // dense blocks with a gap under 30 days (February) are fine; with one over, refused
+        assert_eq!(check("* * * 1,3-12 *"), None);
+        assert!(check("* * * 1,4-12 *")
+            .unwrap()
+            .contains("more than 30 days"));
+        assert_eq!(check("*/10 8-18 * * 1-5"), None);
         assert!(check("0 0 31 4,6,9,11 *").unwrap().contains("next run"));
     }
 
@@ -220,6 +233,20 @@ mod tests {
         assert_eq!(
             next_after(&c, rome, first).unwrap(),
             at("2026-10-26T01:30:00Z")
+        );
+        // a run is at a whole minute, whatever fraction of a second the search starts from
+        let every = parse("* * * * *").unwrap();
+        assert_eq!(
+            next_after(&every, rome, at("2026-12-02T03:26:40.196660Z")).unwrap(),
+            at("2026-12-02T03:27:00Z")
+        );
+        assert_eq!(
+            next_after(&every, rome, at("2026-12-02T03:27:00.5Z")).unwrap(),
+            at("2026-12-02T03:28:00Z")
+        );
+        assert_eq!(
+            latest_until(&every, rome, at("2026-12-02T03:27:00.5Z")).unwrap(),
+            at("2026-12-02T03:27:00Z")
         );
         let nine = parse("0 9 * * *").unwrap();
         assert_eq!(

@@ -22,6 +22,8 @@
 //! when it is configured, [`template_error`]); rendering fills at most [`FILL_BUDGET`] bytes
 //! in all, so a template that repeats `{{text}}` cannot multiply a large mail.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// Longest template, in bytes of its JSON text.
@@ -202,12 +204,12 @@ fn lookup<'a>(data: &'a Value, steps: &[Step]) -> Option<&'a Value> {
     })
 }
 
-/// A filled value's text.
-fn text_of(v: &Value) -> String {
+/// A filled value's text (a string is not copied).
+fn text_of(v: &Value) -> Cow<'_, str> {
     match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Null => Cow::Borrowed(""),
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
@@ -221,12 +223,14 @@ fn fill(s: &str, data: &Value, budget: &mut usize) -> String {
     for piece in pieces {
         match piece {
             Piece::Text(t) => out.push_str(&t),
+            // once the budget is spent, later placeholders are not even looked up
+            Piece::Fill(_) if *budget == 0 => {}
             Piece::Fill(alts) => {
                 let value = alts
                     .iter()
                     .map(|alt| match alt {
-                        Alt::Literal(l) => l.clone(),
-                        Alt::Path(p) => lookup(data, p).map(text_of).unwrap_or_default(),
+                        Alt::Literal(l) => Cow::Borrowed(l.as_str()),
+                        Alt::Path(p) => lookup(data, p).map_or(Cow::Borrowed(""), text_of),
                     })
                     .find(|t| !t.is_empty())
                     .unwrap_or_default();

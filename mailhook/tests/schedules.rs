@@ -3,14 +3,15 @@
 //! workers never run an occurrence twice; a worker killed mid-run leaves one run, made after
 //! the restart; ten minutes of downtime give one run for the latest missed minute; a paused
 //! schedule and an empty wallet do not run (the wallet's skip is recorded and logged); a
-//! changed schedule wakes the sleeping scheduler, which then runs on time, not at its poll.
+//! schedule changed through the API wakes the sleeping scheduler, which then runs at the
+//! minute, not at its poll.
 //!
 //! Times are moved in SQL (next_run_at) instead of waiting for the clock.
 
 mod delivery_support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use delivery_support::*;
@@ -135,6 +136,20 @@ async fn workers_run_each_occurrence_once() -> Result<()> {
     // the test may add the next occurrence, never a second run of one)
     let ids: HashSet<&str> = planned.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(ids.len(), N);
+    let stale: i64 = admin
+        .client()
+        .query_one(
+            "select count(*) from echovalue.deliveries
+              where kind = 'scheduled' and scheduled_for < now() - interval '5 minutes'
+                and wallet_id = (select id from echovalue.wallets where hash = $1)",
+            &[&w.hash],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        stale, 0,
+        "the missed occurrences collapsed into the latest: {planned:?}"
+    );
     let charged: i64 = admin
         .client()
         .query_one(
@@ -217,12 +232,17 @@ async fn paused_and_unpaid_schedules_do_not_run() -> Result<()> {
     let receiver = Receiver::start(&[]).await?;
     let paused = admin.new_wallet().await?;
     schedule(&admin, &paused, "p", &receiver.url("/p"), "* * * * *").await?;
+    // due (as after downtime), then paused: the pause drops the due run
+    due_since(&admin, &paused, "1 minute").await?;
     let c = admin.client();
-    c.query_one(
-        "select status from echovalue.webhook_patch(token => $1, webhook_id => 'p', body => '{\"schedule\":{\"active\":false}}')",
-        &[&paused.token],
-    )
-    .await?;
+    let status: i32 = c
+        .query_one(
+            "select status from echovalue.webhook_patch(token => $1, webhook_id => 'p', body => '{\"schedule\":{\"active\":false}}')",
+            &[&paused.token],
+        )
+        .await?
+        .get(0);
+    assert_eq!(status, 200);
     let broke = admin.new_wallet().await?;
     schedule(&admin, &broke, "b", &receiver.url("/b"), "* * * * *").await?;
     admin.set_balance(&broke, 1).await?;
@@ -266,34 +286,39 @@ async fn a_changed_schedule_wakes_the_scheduler_and_it_runs_on_time() -> Result<
     let _hook = Mailhook::start_with(true, &[("ECHOVALUE_MAILHOOK_POLL_SECS", "300")]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     schedule(&admin, &w, "soon", &receiver.url("/soon"), "0 3 * * *").await?;
-    // the next run moved to 2 seconds from now, as a schedule change would, with its NOTIFY
-    admin
+    // the API changes the schedule to every minute: its NOTIFY wakes the scheduler, which
+    // then sleeps until the minute starts
+    let status: i32 = admin
         .client()
-        .batch_execute(&format!(
-            "update echovalue.webhooks set next_run_at = clock_timestamp() + interval '2 seconds'
-              where name = 'soon' and wallet_id = (select id from echovalue.wallets where hash = '{}');
-             notify echovalue_schedule",
-            w.hash
-        ))
-        .await?;
-    let started = Instant::now();
-    let got = wait_for("the run", Duration::from_secs(30), || async {
+        .query_one(
+            "select status from echovalue.webhook_patch(token => $1, webhook_id => 'soon',
+                    body => '{\"schedule\":{\"cron\":\"* * * * *\"}}')",
+            &[&w.token],
+        )
+        .await?
+        .get(0);
+    assert_eq!(status, 200);
+    let got = wait_for("the run", Duration::from_secs(75), || async {
         Ok(receiver.got().first().cloned())
     })
     .await?;
-    let took = started.elapsed();
+    let arrived = std::time::SystemTime::now();
+    let p = got.json();
+    assert_eq!(p["webhookId"], "soon");
+    let due: f64 = admin
+        .client()
+        .query_one(
+            "select extract(epoch from $1::text::timestamptz)::float8",
+            &[&p["scheduledFor"].as_str().context("scheduledFor")?],
+        )
+        .await?
+        .get(0);
+    let late = arrived.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64() - due;
+    assert!(due % 60.0 == 0.0, "a minute's start: {p}");
     assert!(
-        took >= Duration::from_millis(1500),
-        "not before it was due: {took:?}"
+        (0.0..20.0).contains(&late),
+        "on time, not at the 300 s poll: {late} s late"
     );
-    assert!(
-        took < Duration::from_secs(20),
-        "on time, not at the poll: {took:?}"
-    );
-    assert_eq!(got.json()["webhookId"], "soon");
-    let _ = got.json()["scheduledFor"]
-        .as_str()
-        .context("scheduledFor")?;
     receiver.stop();
     only_these(&admin).await
 }

@@ -147,6 +147,11 @@ async fn each_outcome_of_a_test_call() -> Result<()> {
         "{:?}",
         started.elapsed()
     );
+    // and a worker that comes back later does not make it
+    let hook = Mailhook::start().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.got().len(), 2, "the ended test was never sent");
+    drop(hook);
 
     // each test: one attempt, ended, and one webhook-delivery log entry; 6 tests and 4
     // configurations paid

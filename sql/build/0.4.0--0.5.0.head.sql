@@ -45,6 +45,13 @@ alter table echovalue.deliveries
         (kind = 'mail' and message_id is not null and body is null and scheduled_for is null)
         or (kind = 'scheduled' and message_id is null and body is not null and scheduled_for is not null)
         or (kind = 'test' and message_id is null and body is not null and scheduled_for is null));
+alter table echovalue.deliveries
+    add foreign key (wallet_id) references echovalue.wallets (id) on delete cascade;
+drop index echovalue.deliveries_due_idx;
+create index deliveries_due_idx on echovalue.deliveries (next_attempt_at)
+    where state = 'pending' and kind <> 'test';
+create index deliveries_test_idx on echovalue.deliveries (created)
+    where state = 'pending' and kind = 'test';
 create unique index deliveries_run_idx on echovalue.deliveries (wallet_id, webhook, scheduled_for)
     where kind = 'scheduled';
 

@@ -103,6 +103,56 @@ begin
 end;
 $$;
 
+-- How long after it was queued a test may still be claimed: its caller waits for the claim
+-- and one call (the proxy's ECHOVALUE_WEBHOOK_TEST_WAIT_SECS covers this and the mailhook's
+-- delivery timeout), so a test taken later could be sent after its caller got its answer.
+create function echovalue._test_claim_window() returns interval
+language sql immutable as $$ select interval '2 seconds' $$;
+
+-- Leases up to p_batch due deliveries for p_lease seconds and counts the attempt: fresh tests
+-- first (a caller waits for each), then the others, oldest due first; FOR UPDATE SKIP LOCKED,
+-- each on its own index. A test gets one attempt, and none once its window has passed.
+create function echovalue._delivery_lease(p_batch int, p_lease int)
+returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, webhook_id text,
+               webhook text, kind text, body text)
+language plpgsql volatile as $$
+declare
+    v_taken int;
+begin
+    return query
+        with due as (
+            select d.wallet_id, d.id from echovalue.deliveries d
+             where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+               and d.created > pg_catalog.now() - echovalue._test_claim_window()
+             order by d.created
+             limit p_batch
+             for update skip locked)
+        update echovalue.deliveries d
+           set attempts = d.attempts + 1,
+               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
+          from due
+         where d.wallet_id = due.wallet_id and d.id = due.id
+        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+    get diagnostics v_taken = row_count;
+    if v_taken >= p_batch then
+        return;
+    end if;
+    return query
+        with due as (
+            select d.wallet_id, d.id from echovalue.deliveries d
+             where d.state = 'pending' and d.kind <> 'test' and d.next_attempt_at <= pg_catalog.now()
+             order by d.next_attempt_at, d.id
+             limit p_batch - v_taken
+             for update skip locked)
+        update echovalue.deliveries d
+           set attempts = d.attempts + 1,
+               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
+          from due
+         where d.wallet_id = due.wallet_id and d.id = due.id
+        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+end;
+$$;
+
 -- Claims up to `batch` due deliveries for `lease_seconds` (the attempt must be recorded
 -- before then, or another dispatcher will claim it again) and returns what each POST needs:
 -- the delivery id and attempt number (for delivery_record), the stable webhook-id, the URL,
@@ -132,20 +182,7 @@ begin
     loop
         v_claimed := 0;
         v_returned := 0;
-        for v_row in
-            with due as (
-                select d.wallet_id, d.id from echovalue.deliveries d
-                 where d.state = 'pending' and d.next_attempt_at <= pg_catalog.now()
-                   and (d.kind <> 'test' or d.attempts = 0)     -- a test gets one attempt
-                 order by d.next_attempt_at, d.id
-                 limit delivery_claim.batch
-                 for update skip locked)
-            update echovalue.deliveries d
-               set attempts = d.attempts + 1,
-                   next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => delivery_claim.lease_seconds)
-              from due
-             where d.wallet_id = due.wallet_id and d.id = due.id
-            returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body
+        for v_row in select * from echovalue._delivery_lease(delivery_claim.batch, delivery_claim.lease_seconds)
         loop
             v_claimed := v_claimed + 1;
             select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
@@ -158,6 +195,9 @@ begin
                    set state = 'failed', last_status = null, last_error = 'no webhook configured'
                  where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
                 perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                if v_row.kind = 'test' then
+                    perform pg_catalog.pg_notify('echovalue_webhook_test', v_row.id || ':' || v_row.webhook_id);
+                end if;
                 continue;
             end if;
             delivery_id := v_row.id;

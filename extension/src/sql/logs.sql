@@ -69,9 +69,10 @@ $$;
 create function echovalue.logs_get(
     token text,
     n text default null,
-    type text default null,
     http_method text default 'GET',
-    http_path text default '/token/logs'
+    http_path text default '/token/logs',
+    -- last, after the common arguments, so callers of 0.4.0's positional form still work
+    type text default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

@@ -67,6 +67,7 @@ create table echovalue.deliveries (
     webhook_id      text not null default ('msg_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
     primary key (wallet_id, id),
     foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade,
+    foreign key (wallet_id) references echovalue.wallets (id) on delete cascade,
     constraint deliveries_kind_check check (
         (kind = 'mail' and message_id is not null and body is null and scheduled_for is null)
         or (kind = 'scheduled' and message_id is null and body is not null and scheduled_for is not null)
@@ -75,7 +76,11 @@ create table echovalue.deliveries (
 create unique index deliveries_id_idx on echovalue.deliveries (id);
 -- A claimed row stays `pending` with next_attempt_at moved past its lease, so this one index
 -- finds both due rows and rows whose worker died mid-delivery.
-create index deliveries_due_idx on echovalue.deliveries (next_attempt_at) where state = 'pending';
+create index deliveries_due_idx on echovalue.deliveries (next_attempt_at)
+    where state = 'pending' and kind <> 'test';
+-- Tests are claimed first, and only while fresh (delivery_claim): their own index.
+create index deliveries_test_idx on echovalue.deliveries (created)
+    where state = 'pending' and kind = 'test';
 -- One delivery per message; also what the message purge's NOT EXISTS and ON DELETE CASCADE use.
 create unique index deliveries_message_idx on echovalue.deliveries (wallet_id, message_id);
 create index messages_received_idx on echovalue.messages (received_at);

@@ -20,63 +20,90 @@ $$;
 -- webhook (FOR UPDATE SKIP LOCKED, so workers share the work): the missed occurrences
 -- collapse into one run for the latest of them; it is charged `scheduled_run` and queued
 -- (NOTIFY echovalue_mail), or, when the wallet cannot pay, skipped, recorded as the
--- webhook's failure and logged as a 402; then the next run is planned after now. A webhook
--- whose wallet another transaction holds is left for the next call, so this never waits for
--- a request (which takes the wallet, then the webhook). Returns how many webhooks it planned.
+-- webhook's failure and logged as a 402 (once per streak of skips); then the next run is
+-- planned after now. A webhook whose wallet another transaction holds is left for the next
+-- call, so this never waits for a request (which takes the wallet, then the webhook), and an
+-- error planning one webhook is recorded on it alone. Returns how many webhooks it planned.
 create function echovalue.schedule_claim(batch int default 100) returns int
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
+    c_unpaid constant text := 'Insufficient credits: the run was skipped';
     v_hook echovalue.webhooks;
     v_for timestamptz;
     v_caller echovalue.caller;
     v_paid echovalue.payment;
     v_id bigint;
+    v_status text;
+    v_error text;
+    v_ran timestamptz;
     v_n int := 0;
 begin
     if schedule_claim.batch is null or schedule_claim.batch not between 1 and 10000 then
         raise exception 'echovalue: schedule_claim needs batch 1..10000'
             using errcode = 'invalid_parameter_value';
     end if;
+    -- a webhook whose row or wallet another transaction holds is skipped and does not count
     for v_hook in
-        select * from echovalue.webhooks h
+        select h.* from echovalue.webhooks h
+          join echovalue.wallets w on w.id = h.wallet_id
          where h.next_run_at is not null and h.next_run_at <= pg_catalog.now()
          order by h.next_run_at
          limit schedule_claim.batch
-         for update skip locked
+         for update of h skip locked
+         for no key update of w skip locked
     loop
-        perform from echovalue.wallets w where w.id = v_hook.wallet_id for no key update skip locked;
-        continue when not found;
         v_n := v_n + 1;
-        v_for := greatest(v_hook.next_run_at,
-                          echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
-        v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
-                        '/webhook/' || v_hook.name)::echovalue.caller;
-        -- the unique index (webhook, occurrence) is the guard; next_run_at only moves forward
-        if not exists (select 1 from echovalue.deliveries d
+        v_status := v_hook.last_status;
+        v_error := v_hook.last_error;
+        v_ran := v_hook.last_run_at;
+        begin
+            v_for := greatest(v_hook.next_run_at,
+                              echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
+            v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
+                            '/webhook/' || v_hook.name)::echovalue.caller;
+            if exists (select 1 from echovalue.deliveries d
                         where d.wallet_id = v_hook.wallet_id and d.webhook = v_hook.name
                           and d.kind = 'scheduled' and d.scheduled_for = v_for) then
-            v_paid := echovalue._pay(v_caller, 'scheduled_run');
-            if v_paid.balance is null then
-                update echovalue.webhooks h
-                   set last_run_at = pg_catalog.now(), last_status = 'failure',
-                       last_error = 'Insufficient credits: the run was skipped'
-                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+                -- already run: cannot happen while next_run_at only moves forward; the unique
+                -- index (webhook, occurrence) is the guard
+                null;
+            elsif v_hook.last_error = c_unpaid
+                  and (select w.balance from echovalue.wallets w where w.id = v_hook.wallet_id)
+                      < (echovalue._price('scheduled_run')).credits then
+                -- still unpaid: recorded and logged at the first skip of the streak; a wallet
+                -- kept only by its schedules is not "used" and goes after echovalue.inactive_days
+                null;
             else
-                insert into echovalue.deliveries as d (wallet_id, webhook, kind, body, scheduled_for)
-                values (v_hook.wallet_id, v_hook.name, 'scheduled',
-                        echovalue._schedule_run_body(v_hook, v_for), v_for)
-                returning d.id into v_id;
-                perform echovalue._finish(v_caller, v_paid, 200, null);
-                update echovalue.webhooks h
-                   set last_run_at = pg_catalog.now(), last_status = null, last_error = null
-                 where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
-                perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+                v_paid := echovalue._pay(v_caller, 'scheduled_run');
+                v_ran := pg_catalog.now();
+                if v_paid.balance is null then
+                    v_status := 'failure';
+                    v_error := c_unpaid;
+                else
+                    insert into echovalue.deliveries as d (wallet_id, webhook, kind, body, scheduled_for)
+                    values (v_hook.wallet_id, v_hook.name, 'scheduled',
+                            echovalue._schedule_run_body(v_hook, v_for), v_for)
+                    returning d.id into v_id;
+                    perform echovalue._finish(v_caller, v_paid, 200, null);
+                    v_status := null;
+                    v_error := null;
+                    perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+                end if;
             end if;
-        end if;
-        update echovalue.webhooks h
-           set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for))
-         where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+            update echovalue.webhooks h
+               set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for)),
+                   last_run_at = v_ran, last_status = v_status, last_error = v_error
+             where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+        exception when others then
+            -- one webhook's failure must not hold up every other schedule
+            raise warning 'echovalue: planning a run of webhook % of wallet % failed: %',
+                v_hook.name, v_hook.wallet_id, sqlerrm;
+            update echovalue.webhooks h
+               set next_run_at = pg_catalog.now() + interval '1 minute', last_status = 'failure',
+                   last_error = 'the run could not be planned; it is tried again in a minute'
+             where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
+        end;
     end loop;
     return v_n;
 end;

@@ -377,11 +377,12 @@ begin
                                  'format, template, options, includeAttachments, schedule)',
                                  pg_catalog.left(v_unknown, 64));
     end if;
+    -- mailbox fields at their defaults ("format": "", "options": {}, ...) are no mode
     if pg_catalog.jsonb_typeof(p_config -> 'schedule') <> 'null'
-       and (p_template is not null or exists (
-               select 1 from pg_catalog.jsonb_each(p_config) e
-                where e.key in ('format', 'template', 'options', 'includeAttachments')
-                  and pg_catalog.jsonb_typeof(e.value) <> 'null')) then
+       and (p_template is not null
+            or coalesce(p_config ->> 'format', '') <> ''
+            or coalesce(p_config -> 'options', 'null'::jsonb) not in ('null'::jsonb, '{}'::jsonb)
+            or coalesce(p_config -> 'includeAttachments', 'null'::jsonb) not in ('null'::jsonb, 'true'::jsonb)) then
         return 'Bad Request: a webhook is either a mailbox (format, template, options, '
                'includeAttachments) or scheduled (schedule), not both';
     end if;

@@ -116,25 +116,26 @@ $$;
 
 -- A webhook as the API shows it (WebhookResponse, SPEC §12): header values as `<redacted>`,
 -- the values of `routing_key` and of option names holding token, secret or key as `***`;
--- `email` in mailbox mode, `schedule` in scheduled mode.
+-- in mailbox mode format, template (custom only), options, includeAttachments and email, in
+-- scheduled mode schedule.
 create function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
 language sql stable as $$
     select pg_catalog.format(
-        '{"webhookId":%s,"webhook":%s,"headers":{%s},"format":%s,%s"options":{%s},'
-        '"includeAttachments":%s,%s,"hash":%s,"created":%s,"updated":%s}',
+        '{"webhookId":%s,"webhook":%s,"headers":{%s},%s,"hash":%s,"created":%s,"updated":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
         (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
            from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
-        echovalue._json_str(p_hook.format),
-        case when p_hook.template is not null then '"template":' || p_hook.template::text || ',' else '' end,
-        (select coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
-                    case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
-                         else o.value::text end, ',' order by o.key), '')
-           from pg_catalog.jsonb_each(p_hook.options) o),
-        p_hook.include_attachments::text,
-        case when p_hook.cron is null
-             then '"email":' || echovalue._json_str(echovalue._webhook_email(p_hook))
-             else '"schedule":' || echovalue._webhook_schedule_json(p_hook) end,
+        case when p_hook.cron is not null
+             then '"schedule":' || echovalue._webhook_schedule_json(p_hook)
+             else pg_catalog.format('"format":%s,%s"options":{%s},"includeAttachments":%s,"email":%s',
+                 echovalue._json_str(p_hook.format),
+                 case when p_hook.template is not null then '"template":' || p_hook.template::text || ',' else '' end,
+                 (select coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
+                             case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
+                                  else o.value::text end, ',' order by o.key), '')
+                    from pg_catalog.jsonb_each(p_hook.options) o),
+                 p_hook.include_attachments::text,
+                 echovalue._json_str(echovalue._webhook_email(p_hook))) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
 $$;

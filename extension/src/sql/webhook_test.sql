@@ -74,8 +74,10 @@ $$;
 -- The answer to a test webhook_test queued, by its `x-echovalue-await` value: 200
 -- `{"success":true,"message":"test webhook delivered"}` or `{"success":false,"message":
 -- "webhook call failed: <reason>"}` (cost and balance NULL: the test call paid). While the
--- worker is not done: NULL, or with `final` the failure, and the test is ended so that no
--- worker calls out after its caller got the answer (logged when no worker had tried).
+-- worker is not done: NULL, or with `final` the failure, and the test is ended (logged when no
+-- worker had tried). No worker calls out after that: a test is only claimed within
+-- _test_claim_window() of being queued, and the proxy asks for the final answer after that
+-- window and the worker's delivery timeout; still pending then means its worker died.
 create function echovalue.webhook_test_result(test text, final boolean default false)
 returns echovalue.outcome
 language plpgsql volatile security definer
@@ -89,8 +91,10 @@ begin
         raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
             using errcode = 'invalid_parameter_value';
     end if;
+    -- locked: a claim (SKIP LOCKED) cannot take it while this decides, nor a record change it
     select * into v_row from echovalue.deliveries d
-     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test'
+       for update;
     if not found then
         v_why := 'the test is gone';
     elsif v_row.state = 'pending' and not webhook_test_result.final then

@@ -17,7 +17,7 @@ select t as after, echovalue.schedule_next('30 2 * * *', 'Europe/Rome', t) as ne
                     '2026-10-25 00:30Z', '2026-10-25 12:00Z']::timestamptz[]) t;
 select t as after, echovalue.schedule_next('0 9 * * *', 'Europe/Rome', t) as next_run
   from unnest(array['2026-03-28 12:00Z', '2026-03-29 00:00Z', '2026-10-25 00:00Z']::timestamptz[]) t;
-select echovalue.schedule_next('*/5 * * * *', 'UTC', '2026-01-01 10:02Z') as every_5,
+select echovalue.schedule_next('*/5 * * * *', 'UTC', '2026-01-01 10:02:03.456789Z') as every_5,
        echovalue.schedule_next('0 9 * * MON-FRI', 'Europe/Rome', '2026-12-04 09:00Z') as weekday_9,
        echovalue.schedule_latest('*/5 * * * *', 'UTC', '2026-01-01 10:09:59Z') as latest,
        echovalue.schedule_next('0 9 * * *', 'Mars/Olympus', now()) as bad_zone,
@@ -94,6 +94,8 @@ select wallet_id, webhook, kind, body, scheduled_for from echovalue.deliveries w
 rollback to savepoint twice;
 
 -- an empty wallet: skipped, a failure with the reason, logged as a 402, the next run planned
+-- (the run above purged, so the same latest occurrence is due again whatever the clock says)
+delete from echovalue.deliveries where wallet_id = :w and kind = 'scheduled';
 update echovalue.wallets set balance = 1 where id = :w;
 update echovalue.webhooks set next_run_at = now() - interval '1 minute' where wallet_id = :w and name = 'tick';
 select echovalue.schedule_claim() as planned;
@@ -102,10 +104,42 @@ select h.last_status, h.last_error, h.next_run_at > now() as next_planned
   from echovalue.webhooks h where h.wallet_id = :w and h.name = 'tick';
 select method, path, endpoint, status_code, error, cost, balance from echovalue.logs
  where wallet_id = :w order by id desc limit 1;
+-- still unpaid at the next run: skipped again without another 402, and the wallet's
+-- last_used does not move (a wallet kept only by its schedules is purged when inactive)
+select last_used as lu from echovalue.wallets where id = :w \gset
+update echovalue.webhooks set next_run_at = now() - interval '1 second' where wallet_id = :w and name = 'tick';
+select echovalue.schedule_claim() as planned;
+select count(*) as logged_402 from echovalue.logs where wallet_id = :w and method = 'CRON' and status_code = 402;
+select last_used = :'lu' as last_used_kept, balance from echovalue.wallets where id = :w;
+-- an error planning one webhook is recorded on it alone, and it is tried again in a minute
+update echovalue.wallets set balance = 100 where id = :w;
+select body as tok2 from echovalue.token_new(client_addr => inet '192.0.2.92') \gset
+select status from echovalue.webhook_put(token => :'tok2', webhook_id => 'other',
+       body => '{"url":"http://127.0.0.1:9/other","schedule":{"cron":"*/5 * * * *","timezone":"UTC"}}');
+update echovalue.webhooks set next_run_at = now() - interval '1 second'
+ where name in ('tick', 'other') and wallet_id in (select wallet_id from echovalue.tokens
+                                                    where hash in (sha256(convert_to(:'tok', 'UTF8')), sha256(convert_to(:'tok2', 'UTF8'))));
+create function public.ev_refuse_tick() returns trigger language plpgsql as $$
+begin
+    raise exception 'refused for the test';
+end;
+$$;
+create trigger ev_refuse_tick before insert on echovalue.deliveries
+    for each row when (new.webhook = 'tick') execute function public.ev_refuse_tick();
+set local client_min_messages = error;   -- its warning names the wallet id
+select echovalue.schedule_claim() as planned;
+reset client_min_messages;
+drop trigger ev_refuse_tick on echovalue.deliveries;
+select name, last_status, last_error, next_run_at between now() + interval '59 seconds' and now() + interval '61 seconds' as in_a_minute
+  from echovalue.webhooks where name in ('tick', 'other') and next_run_at is not null order by name;
+select count(*) as other_runs from echovalue.deliveries d
+  join echovalue.webhooks h on h.wallet_id = d.wallet_id and h.name = d.webhook
+ where d.kind = 'scheduled' and h.name = 'other';
 -- paused: never due
 update echovalue.wallets set balance = 100 where id = :w;
 select status from echovalue.webhook_patch(token => :'tok', webhook_id => 'tick', body => '{"schedule":{"active":false}}');
-select echovalue.schedule_next_due() as next_due, echovalue.schedule_claim() as planned;
+select next_run_at is null as no_next_run from echovalue.webhooks where wallet_id = :w and name = 'tick';
+select echovalue.schedule_claim() as planned;
 -- its test call sends a sample run
 select (echovalue.webhook_test(token => :'tok', webhook_id => 'tick')).status;
 select body::jsonb - 'scheduledFor' - 'executedAt' - 'walletHash' as test_body

@@ -195,6 +195,11 @@ select body from echovalue.webhook_test_result(:'t3', final => true);
 select count(*) as claimable from echovalue.delivery_claim(batch => 10);
 select status_code, error, cost from echovalue.logs where wallet_id = :w and endpoint = 'webhook-delivery'
  order by id desc limit 1;
+-- a test no worker took within its window is never taken later
+select headers->>'x-echovalue-await' as t4 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
+update echovalue.deliveries set created = created - interval '3 seconds' where id = split_part(:'t4', ':', 1)::bigint;
+select count(*) as claimed_late from echovalue.delivery_claim(batch => 10);
+select body from echovalue.webhook_test_result(:'t4', final => true);
 select status, body, cost from echovalue.webhook_test(token => :'tok', webhook_id => 'nope');
 select body from echovalue.webhook_test_result(split_part(:'t3', ':', 1) || ':msg_' || repeat('0', 32));
 select echovalue.webhook_test_result('1:not-a-test');
