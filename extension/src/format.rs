@@ -34,7 +34,8 @@ const TEAMS_MAX_CHARS: usize = 20_000;
 /// A Telegram subject longer than this is cut, so the whole text's cut never reaches it.
 const TELEGRAM_SUBJECT_CHARS: usize = 1024;
 
-/// The fields of a payload the fixed formats show (`(no subject)` for an empty subject).
+/// The fields of a payload the fixed formats show (`(no subject)` for an empty subject; the
+/// text with LF line ends and no trailing blank lines).
 struct Mail {
     subject: String,
     from_email: String,
@@ -62,10 +63,11 @@ impl Mail {
             .to_owned(),
             from_email: str_at(payload, &["from", "email"]).to_owned(),
             from_name: str_at(payload, &["from", "name"]).to_owned(),
+            // a chat message ends with its last line: mail bodies end with blank CRLF lines
             text: if text.is_empty() {
                 html_text(str_at(payload, &["html"]))
             } else {
-                text.to_owned()
+                text.replace("\r\n", "\n").trim_end().to_owned()
             },
         }
     }

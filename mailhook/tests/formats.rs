@@ -127,6 +127,8 @@ async fn each_format_posts_its_exact_body() -> Result<()> {
     assert_eq!(raw["subject"], "Café <menu> & \"prix\"");
     assert_eq!(raw["from"]["name"], "Zoë \"Z\" Ärger");
     let text = raw["text"].as_str().context("text")?.to_owned();
+    // what the chat formats show: LF line ends, no trailing blank lines
+    let chat_text = text.replace("\r\n", "\n").trim_end().to_owned();
     assert!(
         text.starts_with("Crème brûlée & <b>tags</b> \"quoted\""),
         "{text:?}"
@@ -154,7 +156,7 @@ async fn each_format_posts_its_exact_body() -> Result<()> {
                 "*{}*\nFrom: {}\n\n{}",
                 esc(subject),
                 esc(from),
-                esc(&text)
+                esc(&chat_text)
             ))
         )
     );
@@ -162,14 +164,14 @@ async fn each_format_posts_its_exact_body() -> Result<()> {
         body("discord")?,
         format!(
             r#"{{"content":{}}}"#,
-            js(&format!("**{subject}**\nFrom: {from}\n\n{text}"))
+            js(&format!("**{subject}**\nFrom: {from}\n\n{chat_text}"))
         )
     );
     assert_eq!(
         body("teams")?,
         format!(
             r#"{{"text":{}}}"#,
-            js(&format!("**{subject}**\n\nFrom: {from}\n\n{text}"))
+            js(&format!("**{subject}**\n\nFrom: {from}\n\n{chat_text}"))
         )
     );
     assert_eq!(
@@ -180,7 +182,7 @@ async fn each_format_posts_its_exact_body() -> Result<()> {
                 "<b>{}</b>\nFrom: {}\n\n{}",
                 esc(subject),
                 esc(from),
-                esc(&text)
+                esc(&chat_text)
             ))
         )
     );
@@ -189,7 +191,7 @@ async fn each_format_posts_its_exact_body() -> Result<()> {
         format!(
             r#"{{"routing_key":"RK","event_action":"trigger","payload":{{"summary":{},"source":"zoe@example.com","severity":"info","custom_details":{{"text":{},"from_name":{}}}}}}}"#,
             js(subject),
-            js(&text),
+            js(&chat_text),
             js("Zoë \"Z\" Ärger")
         )
     );
