@@ -72,16 +72,22 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/webhook.sql",
     name = "webhook_rules",
+    requires = ["internals", random::random_bytes]
+);
+extension_sql_file!(
+    "sql/webhook_fields.sql",
+    name = "webhook_fields",
     requires = [
-        "internals",
+        "webhook_rules",
         format::template_error_sql,
-        schedule::schedule_error
+        schedule::schedule_error,
+        schedule::schedule_next
     ]
 );
 extension_sql_file!(
     "sql/webhook_api.sql",
     name = "webhook_api",
-    requires = ["webhook_rules", random::random_bytes]
+    requires = ["webhook_fields"]
 );
 extension_sql_file!(
     "sql/mail.sql",
