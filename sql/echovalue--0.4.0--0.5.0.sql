@@ -371,6 +371,13 @@ language sql stable as $$
                (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id)))
 $$;
 
+create or replace function echovalue._webhook_headers_json(p_headers jsonb) returns text
+language sql immutable as $$
+    select '{' || coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ','
+                                                  order by e.key), '') || '}'
+      from pg_catalog.jsonb_object_keys(p_headers) e(key)
+$$;
+
 create or replace function echovalue._webhook_schedule_json(p_hook echovalue.webhooks) returns text
 language sql stable as $$
     select pg_catalog.format(
@@ -384,10 +391,9 @@ $$;
 create or replace function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
 language sql stable as $$
     select pg_catalog.format(
-        '{"webhookId":%s,"webhook":%s,"headers":{%s},%s,"hash":%s,"created":%s,"updated":%s}',
+        '{"webhookId":%s,"webhook":%s,"headers":%s,%s,"hash":%s,"created":%s,"updated":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
-        (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
-           from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
+        echovalue._webhook_headers_json(p_hook.headers),
         case when p_hook.cron is not null
              then '"schedule":' || echovalue._webhook_schedule_json(p_hook)
              else pg_catalog.format('"format":%s,%s"options":{%s},"includeAttachments":%s,"email":%s',
@@ -536,10 +542,8 @@ begin
     select * into v_hook from echovalue.webhooks h
      where h.wallet_id = v_caller.wallet_id and h.name = 'default';
     if found then
-        v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s',
-            echovalue._json_str(v_hook.url),
-            (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
-               from pg_catalog.jsonb_object_keys(v_hook.headers) e(key)),
+        v_body := pg_catalog.format('{"webhook":%s,"headers":%s,"email":%s,"hash":%s,"secret":%s',
+            echovalue._json_str(v_hook.url), echovalue._webhook_headers_json(v_hook.headers),
             v_email, echovalue._json_str(v_hash), echovalue._json_str(v_mailbox.secret));
     else
         v_body := pg_catalog.format('{"email":%s,"hash":%s', v_email, echovalue._json_str(v_hash));
@@ -790,6 +794,30 @@ begin
 end;
 $$;
 
+create or replace function echovalue._mail_payload(
+    p_external_id text, p_received_at timestamptz, p_from_email text, p_from_name text,
+    p_hash text, p_subject text, p_text text, p_html text, p_headers text, p_attachments text
+) returns text
+language sql stable as $$
+    select pg_catalog.format(
+               '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":%s},"to":{"hash":%s},'
+               '"subject":%s,"text":%s,"html":%s,"headers":%s,"attachments":%s}',
+               echovalue._json_str(p_external_id), echovalue._json_str(echovalue._ts(p_received_at)),
+               echovalue._json_str(p_from_email), echovalue._json_str(p_from_name),
+               echovalue._json_str(p_hash), echovalue._json_str(p_subject),
+               echovalue._json_str(p_text), echovalue._json_str(p_html), p_headers, p_attachments)
+$$;
+
+create or replace function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
+language sql stable as $$
+    select echovalue._mail_payload(m.external_id, m.received_at, m.from_email, m.from_name, w.hash,
+                                   m.subject, m.text_body, m.html_body, m.headers::text,
+                                   echovalue._attachments_json(m.wallet_id, m.id))
+      from echovalue.messages m
+      join echovalue.wallets w on w.id = m.wallet_id
+     where m.wallet_id = p_wallet and m.id = p_message
+$$;
+
 create or replace function echovalue._test_claim_window() returns interval
 language sql immutable as $$ select interval '2 seconds' $$;
 
@@ -801,38 +829,28 @@ returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, web
                webhook text, kind text, body text)
 language plpgsql volatile as $$
 declare
-    v_taken int;
+    v_due bigint[];
 begin
-    return query
-        with due as (
-            select d.wallet_id, d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
-               and d.created > pg_catalog.now() - echovalue._test_claim_window()
-             order by d.created
-             limit p_batch
-             for update skip locked)
-        update echovalue.deliveries d
-           set attempts = d.attempts + 1,
-               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
-          from due
-         where d.wallet_id = due.wallet_id and d.id = due.id
-        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
-    get diagnostics v_taken = row_count;
-    if v_taken >= p_batch then
-        return;
-    end if;
-    return query
-        with due as (
-            select d.wallet_id, d.id from echovalue.deliveries d
+    v_due := array(
+        select d.id from echovalue.deliveries d
+         where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+           and d.created > pg_catalog.now() - echovalue._test_claim_window()
+         order by d.created
+         limit p_batch
+         for update skip locked);
+    if pg_catalog.cardinality(v_due) < p_batch then
+        v_due := v_due || array(
+            select d.id from echovalue.deliveries d
              where d.state = 'pending' and d.kind <> 'test' and d.next_attempt_at <= pg_catalog.now()
              order by d.next_attempt_at, d.id
-             limit p_batch - v_taken
-             for update skip locked)
+             limit p_batch - pg_catalog.cardinality(v_due)
+             for update skip locked);
+    end if;
+    return query
         update echovalue.deliveries d
            set attempts = d.attempts + 1,
                next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
-          from due
-         where d.wallet_id = due.wallet_id and d.id = due.id
+         where d.id = any (v_due)
         returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
 end;
 $$;
@@ -1184,15 +1202,10 @@ $$;
 
 create or replace function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
 language sql volatile as $$
-    select pg_catalog.format(
-        '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":"echovalue"},'
-        '"to":{"hash":%s},"subject":"Test webhook from echovalue","text":%s,"html":null,'
-        '"headers":{},"attachments":[]}',
-        echovalue._json_str('test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
-                            || '@' || d.domain),
-        echovalue._json_str(echovalue._ts(pg_catalog.now())),
-        echovalue._json_str('test@' || d.domain), echovalue._json_str(w.hash),
-        echovalue._json_str(pg_catalog.format('This is a test delivery of your webhook %s.', p_name)))
+    select echovalue._mail_payload(
+               'test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '') || '@' || d.domain,
+               pg_catalog.now(), 'test@' || d.domain, 'echovalue', w.hash, 'Test webhook from echovalue',
+               pg_catalog.format('This is a test delivery of your webhook %s.', p_name), null, '{}', '[]')
       from echovalue.wallets w,
            (select pg_catalog.lower(echovalue._setting_text('mail_domain')) as domain) d
      where w.id = p_wallet

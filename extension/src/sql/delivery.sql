@@ -45,17 +45,29 @@ begin
 end;
 $$;
 
--- The webhook body of a message (seed 002): compact JSON, keys in the documented order.
-create function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
+-- The section 7 payload (seed 002) from its fields: compact JSON, keys in the documented
+-- order; p_headers and p_attachments are JSON text. A message's delivery and a test's sample
+-- email are both built here.
+create function echovalue._mail_payload(
+    p_external_id text, p_received_at timestamptz, p_from_email text, p_from_name text,
+    p_hash text, p_subject text, p_text text, p_html text, p_headers text, p_attachments text
+) returns text
 language sql stable as $$
     select pg_catalog.format(
                '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":%s},"to":{"hash":%s},'
                '"subject":%s,"text":%s,"html":%s,"headers":%s,"attachments":%s}',
-               echovalue._json_str(m.external_id), echovalue._json_str(echovalue._ts(m.received_at)),
-               echovalue._json_str(m.from_email), echovalue._json_str(m.from_name),
-               echovalue._json_str(w.hash), echovalue._json_str(m.subject),
-               echovalue._json_str(m.text_body), echovalue._json_str(m.html_body),
-               m.headers::text, echovalue._attachments_json(m.wallet_id, m.id))
+               echovalue._json_str(p_external_id), echovalue._json_str(echovalue._ts(p_received_at)),
+               echovalue._json_str(p_from_email), echovalue._json_str(p_from_name),
+               echovalue._json_str(p_hash), echovalue._json_str(p_subject),
+               echovalue._json_str(p_text), echovalue._json_str(p_html), p_headers, p_attachments)
+$$;
+
+-- The webhook body of a message (seed 002).
+create function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
+language sql stable as $$
+    select echovalue._mail_payload(m.external_id, m.received_at, m.from_email, m.from_name, w.hash,
+                                   m.subject, m.text_body, m.html_body, m.headers::text,
+                                   echovalue._attachments_json(m.wallet_id, m.id))
       from echovalue.messages m
       join echovalue.wallets w on w.id = m.wallet_id
      where m.wallet_id = p_wallet and m.id = p_message
@@ -117,38 +129,28 @@ returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, web
                webhook text, kind text, body text)
 language plpgsql volatile as $$
 declare
-    v_taken int;
+    v_due bigint[];
 begin
-    return query
-        with due as (
-            select d.wallet_id, d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
-               and d.created > pg_catalog.now() - echovalue._test_claim_window()
-             order by d.created
-             limit p_batch
-             for update skip locked)
-        update echovalue.deliveries d
-           set attempts = d.attempts + 1,
-               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
-          from due
-         where d.wallet_id = due.wallet_id and d.id = due.id
-        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
-    get diagnostics v_taken = row_count;
-    if v_taken >= p_batch then
-        return;
-    end if;
-    return query
-        with due as (
-            select d.wallet_id, d.id from echovalue.deliveries d
+    v_due := array(
+        select d.id from echovalue.deliveries d
+         where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+           and d.created > pg_catalog.now() - echovalue._test_claim_window()
+         order by d.created
+         limit p_batch
+         for update skip locked);
+    if pg_catalog.cardinality(v_due) < p_batch then
+        v_due := v_due || array(
+            select d.id from echovalue.deliveries d
              where d.state = 'pending' and d.kind <> 'test' and d.next_attempt_at <= pg_catalog.now()
              order by d.next_attempt_at, d.id
-             limit p_batch - v_taken
-             for update skip locked)
+             limit p_batch - pg_catalog.cardinality(v_due)
+             for update skip locked);
+    end if;
+    return query
         update echovalue.deliveries d
            set attempts = d.attempts + 1,
                next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
-          from due
-         where d.wallet_id = due.wallet_id and d.id = due.id
+         where d.id = any (v_due)
         returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
 end;
 $$;

@@ -149,10 +149,8 @@ begin
     select * into v_hook from echovalue.webhooks h
      where h.wallet_id = v_caller.wallet_id and h.name = 'default';
     if found then
-        v_body := pg_catalog.format('{"webhook":%s,"headers":{%s},"email":%s,"hash":%s,"secret":%s',
-            echovalue._json_str(v_hook.url),
-            (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
-               from pg_catalog.jsonb_object_keys(v_hook.headers) e(key)),
+        v_body := pg_catalog.format('{"webhook":%s,"headers":%s,"email":%s,"hash":%s,"secret":%s',
+            echovalue._json_str(v_hook.url), echovalue._webhook_headers_json(v_hook.headers),
             v_email, echovalue._json_str(v_hash), echovalue._json_str(v_mailbox.secret));
     else
         v_body := pg_catalog.format('{"email":%s,"hash":%s', v_email, echovalue._json_str(v_hash));

@@ -236,6 +236,14 @@ language sql stable as $$
                (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id)))
 $$;
 
+-- A webhook's custom headers as the API shows them: each name, its value `<redacted>`.
+create function echovalue._webhook_headers_json(p_headers jsonb) returns text
+language sql immutable as $$
+    select '{' || coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ','
+                                                  order by e.key), '') || '}'
+      from pg_catalog.jsonb_object_keys(p_headers) e(key)
+$$;
+
 -- A scheduled webhook's schedule as the API shows it (SPEC §13).
 create function echovalue._webhook_schedule_json(p_hook echovalue.webhooks) returns text
 language sql stable as $$
@@ -254,10 +262,9 @@ $$;
 create function echovalue._webhook_response(p_hook echovalue.webhooks, p_hash text) returns text
 language sql stable as $$
     select pg_catalog.format(
-        '{"webhookId":%s,"webhook":%s,"headers":{%s},%s,"hash":%s,"created":%s,"updated":%s}',
+        '{"webhookId":%s,"webhook":%s,"headers":%s,%s,"hash":%s,"created":%s,"updated":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(p_hook.url),
-        (select coalesce(pg_catalog.string_agg(echovalue._json_str(e.key) || ':"<redacted>"', ',' order by e.key), '')
-           from pg_catalog.jsonb_object_keys(p_hook.headers) e(key)),
+        echovalue._webhook_headers_json(p_hook.headers),
         case when p_hook.cron is not null
              then '"schedule":' || echovalue._webhook_schedule_json(p_hook)
              else pg_catalog.format('"format":%s,%s"options":{%s},"includeAttachments":%s,"email":%s',

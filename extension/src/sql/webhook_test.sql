@@ -8,15 +8,10 @@
 -- A sample email as section 7 shapes it, for a test of webhook p_name.
 create function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
 language sql volatile as $$
-    select pg_catalog.format(
-        '{"externalMessageId":%s,"receivedAt":%s,"from":{"email":%s,"name":"echovalue"},'
-        '"to":{"hash":%s},"subject":"Test webhook from echovalue","text":%s,"html":null,'
-        '"headers":{},"attachments":[]}',
-        echovalue._json_str('test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
-                            || '@' || d.domain),
-        echovalue._json_str(echovalue._ts(pg_catalog.now())),
-        echovalue._json_str('test@' || d.domain), echovalue._json_str(w.hash),
-        echovalue._json_str(pg_catalog.format('This is a test delivery of your webhook %s.', p_name)))
+    select echovalue._mail_payload(
+               'test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '') || '@' || d.domain,
+               pg_catalog.now(), 'test@' || d.domain, 'echovalue', w.hash, 'Test webhook from echovalue',
+               pg_catalog.format('This is a test delivery of your webhook %s.', p_name), null, '{}', '[]')
       from echovalue.wallets w,
            (select pg_catalog.lower(echovalue._setting_text('mail_domain')) as domain) d
      where w.id = p_wallet
