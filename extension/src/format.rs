@@ -1,5 +1,6 @@
 //! Webhook body formats (SPEC §12): what a mailbox webhook POSTs for one message, built from
-//! the section 7 payload. The mailhook only sends the body `delivery_claim` hands it.
+//! the section 7 payload, and what an alert webhook POSTs (SPEC §14, the alert's own payload).
+//! The mailhook only sends the body `delivery_claim` hands it.
 //!
 //! Rust rather than SQL because the custom template is a small parser (`template.rs`) and the
 //! others need the same text helpers (HTML to text, cutting at a character, escaping).
@@ -36,14 +37,14 @@ const TELEGRAM_SUBJECT_CHARS: usize = 1024;
 
 /// The fields of a payload the fixed formats show (`(no subject)` for an empty subject; the
 /// text with LF line ends and no trailing blank lines).
-struct Mail {
-    subject: String,
-    from_email: String,
-    from_name: String,
-    text: String,
+pub(crate) struct Mail {
+    pub subject: String,
+    pub from_email: String,
+    pub from_name: String,
+    pub text: String,
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     path.iter()
         .try_fold(v, |v, k| v.get(k))
         .and_then(Value::as_str)
@@ -51,7 +52,11 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 }
 
 impl Mail {
+    /// The mail a payload shows: a message's, or an alert's text (`alert.rs`).
     fn of(payload: &Value) -> Self {
+        if let Some(alert) = crate::alert::mail(payload) {
+            return alert;
+        }
         let text = str_at(payload, &["text"]);
         let subject = str_at(payload, &["subject"]);
         Mail {

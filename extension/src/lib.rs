@@ -10,11 +10,12 @@
 //! in `shared_preload_libraries`), the small checks every request makes (`names.rs`,
 //! `_setting`: plpgsql sets each of its expressions up again in every transaction, which costs
 //! more than these checks themselves), the webhook body formats and the custom template engine
-//! (`format.rs`, `template.rs`), and the C symbols that the scripts of earlier versions name
+//! (`format.rs`, `template.rs`), the text of wallet alerts (`alert.rs`), and the C symbols that the scripts of earlier versions name
 //! (`compat.rs`).
 
 use pgrx::prelude::*;
 
+mod alert;
 mod compat;
 mod format;
 mod gucs;
@@ -117,6 +118,11 @@ extension_sql_file!(
     "sql/webhook_test.sql",
     name = "webhook_test_api",
     requires = ["schedule_api"]
+);
+extension_sql_file!(
+    "sql/settings.sql",
+    name = "settings_api",
+    requires = ["webhook_test_api", format::body_sql, alert::alert_email_sql]
 );
 extension_sql_file!(
     "sql/maintenance.sql",

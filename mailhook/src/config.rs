@@ -28,6 +28,9 @@ const DEFAULT_DELIVERY_BATCH: usize = 50;
 // SPEC §7: a webhook POST gets 10 s.
 const DEFAULT_DELIVERY_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_DELIVERY_LEASE_SECS: u64 = 60;
+// The submission port (RFC 6409), with STARTTLS.
+const DEFAULT_RELAY_PORT: u16 = 587;
+const DEFAULT_RELAY_TIMEOUT_SECS: u64 = 30;
 
 /// Settings of the mailhook worker: the database, the SMTP receiver and the LISTEN-driven
 /// workers. Tests build one with `Config::default()` and override fields.
@@ -112,6 +115,42 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_DELIVERY_LEASE_SECS", default_value_t = DEFAULT_DELIVERY_LEASE_SECS)]
     pub delivery_lease_secs: u64,
 
+    /// SMTP relay that alert emails are sent through (SPEC §14); empty: none, and wallets
+    /// cannot set an alert email.
+    #[arg(long, env = "ECHOVALUE_RELAY_HOST", default_value = "")]
+    pub relay_host: String,
+
+    /// Port of the relay.
+    #[arg(long, env = "ECHOVALUE_RELAY_PORT", default_value_t = DEFAULT_RELAY_PORT)]
+    pub relay_port: u16,
+
+    /// How the connection to the relay is secured: `starttls` (required), `tls` (implicit
+    /// TLS, usually port 465) or `none` (only for a relay on this machine or network).
+    #[arg(long, env = "ECHOVALUE_RELAY_TLS", default_value = "starttls",
+          value_parser = ["starttls", "tls", "none"])]
+    pub relay_tls: String,
+
+    /// User name for the relay; empty: no authentication.
+    #[arg(long, env = "ECHOVALUE_RELAY_USER", default_value = "")]
+    pub relay_user: String,
+
+    /// Password for the relay.
+    #[arg(
+        long,
+        env = "ECHOVALUE_RELAY_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub relay_password: String,
+
+    /// From address of alert emails; required with a relay.
+    #[arg(long, env = "ECHOVALUE_RELAY_FROM", default_value = "")]
+    pub relay_from: String,
+
+    /// Seconds one alert email may take to send, connecting included.
+    #[arg(long, env = "ECHOVALUE_RELAY_TIMEOUT_SECS", default_value_t = DEFAULT_RELAY_TIMEOUT_SECS)]
+    pub relay_timeout_secs: u64,
+
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -148,6 +187,13 @@ impl Default for Config {
             delivery_batch: DEFAULT_DELIVERY_BATCH,
             delivery_timeout_secs: DEFAULT_DELIVERY_TIMEOUT_SECS,
             delivery_lease_secs: DEFAULT_DELIVERY_LEASE_SECS,
+            relay_host: String::new(),
+            relay_port: DEFAULT_RELAY_PORT,
+            relay_tls: "starttls".to_owned(),
+            relay_user: String::new(),
+            relay_password: String::new(),
+            relay_from: String::new(),
+            relay_timeout_secs: DEFAULT_RELAY_TIMEOUT_SECS,
             print_config: false,
         }
     }
@@ -201,6 +247,22 @@ impl fmt::Display for Config {
             f,
             "ECHOVALUE_DELIVERY_LEASE_SECS={}",
             self.delivery_lease_secs
+        )?;
+        writeln!(f, "ECHOVALUE_RELAY_HOST={}", self.relay_host)?;
+        writeln!(f, "ECHOVALUE_RELAY_PORT={}", self.relay_port)?;
+        writeln!(f, "ECHOVALUE_RELAY_TLS={}", self.relay_tls)?;
+        writeln!(f, "ECHOVALUE_RELAY_USER={}", self.relay_user)?;
+        let password = if self.relay_password.is_empty() {
+            ""
+        } else {
+            "***"
+        };
+        writeln!(f, "ECHOVALUE_RELAY_PASSWORD={password}")?;
+        writeln!(f, "ECHOVALUE_RELAY_FROM={}", self.relay_from)?;
+        writeln!(
+            f,
+            "ECHOVALUE_RELAY_TIMEOUT_SECS={}",
+            self.relay_timeout_secs
         )
     }
 }
@@ -216,6 +278,32 @@ impl Config {
             max_sessions: self.smtp_max_sessions.max(1),
             timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
         }
+    }
+}
+
+impl Config {
+    /// The relay alert emails go through, or None when none is configured.
+    pub fn relay(&self) -> anyhow::Result<Option<crate::alert_mail::Relay>> {
+        if self.relay_host.is_empty() {
+            return Ok(None);
+        }
+        if self.relay_from.is_empty() {
+            anyhow::bail!("ECHOVALUE_RELAY_HOST is set: ECHOVALUE_RELAY_FROM must be too");
+        }
+        let tls = match self.relay_tls.as_str() {
+            "tls" => crate::alert_mail::RelayTls::Implicit,
+            "none" => crate::alert_mail::RelayTls::None,
+            _ => crate::alert_mail::RelayTls::StartTls,
+        };
+        Ok(Some(crate::alert_mail::Relay {
+            host: self.relay_host.clone(),
+            port: self.relay_port,
+            tls,
+            credentials: (!self.relay_user.is_empty())
+                .then(|| (self.relay_user.clone(), self.relay_password.clone())),
+            from: self.relay_from.clone(),
+            timeout: Duration::from_secs(self.relay_timeout_secs.max(1)),
+        }))
     }
 }
 
@@ -271,6 +359,19 @@ mod tests {
         };
         let printed = c.to_string();
         assert!(!printed.contains("s3cret"), "{printed}");
+        let c = Config {
+            relay_host: "smtp.example.com".into(),
+            relay_user: "alerts".into(),
+            relay_password: "relay-s3cret".into(),
+            ..Config::default()
+        };
+        let printed = c.to_string();
+        assert!(!printed.contains("relay-s3cret"), "{printed}");
+        assert!(
+            printed.contains("ECHOVALUE_RELAY_PASSWORD=***"),
+            "{printed}"
+        );
+        assert!(printed.contains("ECHOVALUE_RELAY_USER=alerts"), "{printed}");
         assert!(printed.contains("ECHOVALUE_MAILHOOK_POLL_SECS=30"));
     }
 }

@@ -7,8 +7,10 @@
 //! poll timer; reconnects with capped backoff), and one module per kind of work woken by its channel:
 //! [`recharge`] (Stripe events → credits), [`delivery`] (the webhook dispatcher, woken on
 //! `echovalue_mail`: it claims due deliveries, POSTs the signed payloads, every resolved
-//! address checked by the extension first, and records each attempt) and [`schedule`] (the
-//! scheduler of scheduled webhooks, woken on `echovalue_schedule` and when the next run is due). The SMTP receiver of
+//! address checked by the extension first, and records each attempt), [`schedule`] (the
+//! scheduler of scheduled webhooks, woken on `echovalue_schedule` and when the next run is
+//! due) and [`alert_mail`] (alert emails through the operator's relay, woken on
+//! `echovalue_alert_email`). The SMTP receiver of
 //! Mail2Webhook runs beside them: [`smtp_command`] is the pure command parser, [`smtp`] the
 //! sessions, [`smtp_io`] their bounded reads (a line, the DATA text) and writes, [`message`]
 //! turns raw mail into the payload fields with mail-parser, and [`store`] makes its two SQL
@@ -31,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alert_mail;
 pub mod config;
 pub mod delivery;
 pub mod message;
@@ -64,8 +67,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         recharge_wake.clone(),
     )];
     let schedule_wake = Arc::new(Notify::new());
+    let alert_wake = Arc::new(Notify::new());
+    let relay = config.relay()?;
     let delivery_settings = config.delivery();
     if delivery_settings.is_some() {
+        subscriptions.push(Subscription::worker(
+            alert_mail::CHANNEL,
+            alert_wake.clone(),
+        ));
         subscriptions.push(Subscription::worker(
             delivery::dispatch::CHANNEL,
             mail_wake.clone(),
@@ -89,6 +98,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(_) => Some(tokio::spawn(schedule::run(
             store::pool(&config.database_url, 1, db_timeout)?,
             schedule_wake,
+            config.poll_interval(),
+            stopped.clone(),
+        ))),
+        None => None,
+    };
+    // Outbound work runs where deliveries do; such a worker also says whether there is a
+    // relay (a receive-only one leaves that to them).
+    let alert_sender = match delivery_settings {
+        Some(_) => Some(tokio::spawn(alert_mail::run(
+            relay,
+            store::pool(&config.database_url, 1, db_timeout)?,
+            alert_wake,
             config.poll_interval(),
             stopped.clone(),
         ))),
@@ -136,6 +157,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     smtp.await.context("the SMTP receiver failed")?;
     if let Some(scheduler) = scheduler {
         scheduler.await.context("the scheduler failed")?;
+    }
+    if let Some(sender) = alert_sender {
+        sender.await.context("the alert email sender failed")??;
     }
     if let Some(dispatcher) = dispatcher {
         dispatcher

@@ -193,6 +193,15 @@ pub static WEBHOOK_TEST: Function = Function::new(
     &[("token", Token), ("webhook_id", Segment(1, NotText::Empty))],
 );
 
+pub static SETTINGS_GET: Function = Function::new("settings_get", &[("token", Token)]);
+pub static SETTINGS_PUT: Function = Function::new(
+    "settings_put",
+    &[
+        ("token", Token),
+        ("body", Body("Bad Request: body must be a JSON object")),
+    ],
+);
+
 // The calls the handler makes itself (their arguments are not simply taken from the request).
 /// `POST /token` (a form), with the client's address.
 pub static TOKEN_NEW: Function = Function::new("token_new", &[("client_addr", Given)]);

@@ -5,7 +5,7 @@ repository root after any change to extension/src/sql or the Rust functions, unt
 released (released scripts are never edited):
 
     (cd extension && cargo pgrx schema pg15 -o /tmp/echovalue--cur.sql)
-    python3 sql/build/upgrade.py 0.4.0 0.5.0 /tmp/echovalue--cur.sql
+    python3 sql/build/upgrade.py 0.5.0 0.6.0 /tmp/echovalue--cur.sql
 
 The script is:
 1. the hand-written head, sql/build/FROM--TO.head.sql: changes to tables, types and data,
@@ -27,7 +27,8 @@ must have exactly the catalog of a fresh install (tests/upgrade/catalog.sql).
 import re
 import sys
 
-SQL_FUNCTION = re.compile(r"^create (?:or replace )?function echovalue\.(\w+)\(.*?^\$\$;\n",
+# (the body ends at the first `$$;`: a dollar-quoted body cannot hold `$$`)
+SQL_FUNCTION = re.compile(r"^create (?:or replace )?function echovalue\.(\w+)\(.*?\$\$;\n",
                           re.M | re.S | re.I)
 RUST_FUNCTION = re.compile(r'^CREATE +FUNCTION "(\w+)"\(.*?;\n', re.M | re.S)
 GRANTS = re.compile(r"^-- Privileges, last:.*?^to echovalue_worker;\n", re.M | re.S)
@@ -39,6 +40,9 @@ def functions(text):
     for pattern, rust in ((SQL_FUNCTION, False), (RUST_FUNCTION, True)):
         for m in pattern.finditer(text):
             name, body = m.group(1), m.group(0)
+            if re.search(r"^create (or replace )?function", body[1:], re.M | re.I):
+                sys.exit(f"upgrade.py: function {name} runs into the next one: its body must end "
+                         "with $$;")
             if name in found:
                 sys.exit(f"upgrade.py: function {name} is defined twice; overloads are not handled")
             norm = re.sub(r"^create (or replace )?function", "create function", body, flags=re.I)

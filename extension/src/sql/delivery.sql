@@ -73,13 +73,18 @@ language sql stable as $$
      where m.wallet_id = p_wallet and m.id = p_message
 $$;
 
--- One webhook-delivery log entry: free (the `email` charge paid for delivery), the current
--- balance, path = the delivery's webhook-id so the user can match it with what arrived.
+-- One delivery attempt's log entry: free (the `email` charge paid for delivery), the current
+-- balance, path = the delivery's webhook-id so the user can match it with what arrived
+-- (`webhook-delivery`, POST), or, for an alert email (p_kind alert_email), with its
+-- Message-ID (`email`, SMTP; the status is the relay's reply code).
 create function echovalue._delivery_log(
-    p_wallet bigint, p_webhook_id text, p_status int, p_error text
+    p_wallet bigint, p_webhook_id text, p_status int, p_error text, p_kind text default 'mail'
 ) returns void
 language sql volatile as $$
-    select echovalue._log(p_wallet, 'webhook-delivery', 'POST', p_webhook_id, p_status, p_error, 0, w.balance)
+    select echovalue._log(p_wallet,
+                          case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
+                          case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
+                          p_webhook_id, p_status, p_error, 0, w.balance)
       from echovalue.wallets w
      where w.id = p_wallet
 $$;
@@ -119,29 +124,42 @@ $$;
 -- and one call (the proxy's ECHOVALUE_WEBHOOK_TEST_WAIT_SECS covers this and the mailhook's
 -- delivery timeout), so a test taken later could be sent after its caller got its answer.
 create function echovalue._test_claim_window() returns interval
-language sql immutable as $$ select interval '2 seconds' $$;
+language sql immutable as $$
+    select interval '2 seconds'
+$$;
 
 -- Leases up to p_batch due deliveries for p_lease seconds and counts the attempt: fresh tests
 -- first (a caller waits for each), then the others, oldest due first; FOR UPDATE SKIP LOCKED,
 -- each on its own index. A test gets one attempt, and none once its window has passed.
-create function echovalue._delivery_lease(p_batch int, p_lease int)
+-- p_email: the alert emails instead, which the mailhook sends through its relay.
+create function echovalue._delivery_lease(p_batch int, p_lease int, p_email boolean default false)
 returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, webhook_id text,
                webhook text, kind text, body text)
 language plpgsql volatile as $$
 declare
     v_due bigint[];
 begin
-    v_due := array(
-        select d.id from echovalue.deliveries d
-         where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
-           and d.created > pg_catalog.now() - echovalue._test_claim_window()
-         order by d.created
-         limit p_batch
-         for update skip locked);
-    if pg_catalog.cardinality(v_due) < p_batch then
+    if p_email then
+        v_due := array(
+            select d.id from echovalue.deliveries d
+             where d.state = 'pending' and d.kind = 'alert_email' and d.next_attempt_at <= pg_catalog.now()
+             order by d.next_attempt_at, d.id
+             limit p_batch
+             for update skip locked);
+    else
+        v_due := array(
+            select d.id from echovalue.deliveries d
+             where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+               and d.created > pg_catalog.now() - echovalue._test_claim_window()
+             order by d.created
+             limit p_batch
+             for update skip locked);
+    end if;
+    if not p_email and pg_catalog.cardinality(v_due) < p_batch then
         v_due := v_due || array(
             select d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.kind <> 'test' and d.next_attempt_at <= pg_catalog.now()
+             where d.state = 'pending' and d.kind not in ('test', 'alert_email')
+               and d.next_attempt_at <= pg_catalog.now()
              order by d.next_attempt_at, d.id
              limit p_batch - pg_catalog.cardinality(v_due)
              for update skip locked);
@@ -175,6 +193,7 @@ declare
     v_format text;
     v_options jsonb;
     v_template text;
+    v_gone text;
 begin
     if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
        or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
@@ -187,16 +206,26 @@ begin
         for v_row in select * from echovalue._delivery_lease(delivery_claim.batch, delivery_claim.lease_seconds)
         loop
             v_claimed := v_claimed + 1;
-            select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
-              into url, headers, secret, v_format, v_options, v_template
-              from echovalue.webhooks h
-              join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
-             where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
+            if v_row.kind = 'alert' then
+                -- an alert's body is made when it is queued; it goes to the alert webhook
+                select s.url, s.headers, mb.secret into url, headers, secret
+                  from echovalue.wallet_settings s
+                  join echovalue.mailboxes mb on mb.wallet_id = s.wallet_id
+                 where s.wallet_id = v_row.wallet_id and s.url is not null;
+            else
+                select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
+                  into url, headers, secret, v_format, v_options, v_template
+                  from echovalue.webhooks h
+                  join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+                 where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
+            end if;
             if not found then
+                v_gone := case when v_row.kind = 'alert' then 'no alert webhook configured'
+                               else 'no webhook configured' end;
                 update echovalue.deliveries d
-                   set state = 'failed', last_status = null, last_error = 'no webhook configured'
+                   set state = 'failed', last_status = null, last_error = v_gone
                  where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
-                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, 'no webhook configured');
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, v_gone);
                 if v_row.kind = 'test' then
                     perform pg_catalog.pg_notify('echovalue_webhook_test', v_row.id || ':' || v_row.webhook_id);
                 end if;
@@ -277,7 +306,7 @@ begin
            and h.last_run_at <= d.created;
     end if;
     if not v_changed then
-        select d.wallet_id, d.webhook_id into v_wallet, v_webhook_id
+        select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
           from echovalue.deliveries d where d.id = delivery_record.delivery_id;
         if not found then
             return false;   -- purged with its wallet or message
@@ -285,7 +314,7 @@ begin
     end if;
     perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
                                     case when delivery_record.outcome = 'delivered' then null
-                                         else coalesce(v_error, 'delivery failed') end);
+                                         else coalesce(v_error, 'delivery failed') end, v_kind);
     return v_changed;
 end;
 $$;

@@ -44,6 +44,8 @@ grant execute on function
     echovalue.schedule_next(text, text, timestamptz),
     echovalue.schedule_latest(text, text, timestamptz),
     echovalue.attachment_get(text, text, text),
+    echovalue.settings_get(text, text, text),
+    echovalue.settings_put(text, text, text, text),
     echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
@@ -58,5 +60,7 @@ grant execute on function
     echovalue.delivery_record(bigint, int, text, int, text, int),
     echovalue.schedule_claim(int),
     echovalue.schedule_next_due(),
-    echovalue.stripe_event_apply()
+    echovalue.stripe_event_apply(),
+    echovalue.relay_register(text),
+    echovalue.alert_email_claim(int, int)
 to echovalue_worker;

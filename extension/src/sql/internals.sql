@@ -59,10 +59,11 @@ begin
     -- is computed once here, not per row if the planner ever scans.
     v_hash := echovalue._token_hash(p_token);
     select t.wallet_id, t.id, t.is_root, t.limit_per_request, t.limit_daily, t.limit_monthly,
-           p_method, p_path,
+           p_method, p_path, t.scopes, t.groups,
            t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
       into v_caller.wallet_id, v_caller.token_id, v_caller.is_root, v_caller.limit_per_request,
-           v_caller.limit_daily, v_caller.limit_monthly, v_caller.method, v_caller.path, v_stale
+           v_caller.limit_daily, v_caller.limit_monthly, v_caller.method, v_caller.path,
+           v_caller.scopes, v_caller.groups, v_stale
       from echovalue.tokens t
      where t.hash = v_hash and t.revoked is null;
     if v_stale then
@@ -238,24 +239,32 @@ begin
 end;
 $$;
 
--- Pays for p_units of p_operation, within the caller's spending limits: (endpoint, cost,
--- balance after, NULL), or (endpoint, 0, NULL, the 402 outcome) with nothing taken and the
--- refusal logged. A NULL balance means refused (test that, not `refusal is not null`, which is
--- false for an outcome with a NULL field). Every charge of a wallet goes through here.
+-- Pays for p_units of p_operation, within the caller's scopes and spending limits: (endpoint,
+-- cost, balance after, NULL), or (endpoint, 0, NULL, the refusal to answer with): the 402 with
+-- nothing taken, or, for a token without the operation's scope (echovalue.prices.scope) or
+-- outside its KV groups (p_group, for KV operations), the 403 `Forbidden`, charged one unit
+-- like any error (SPEC section 15). Refusals are logged. A NULL balance means refused (test
+-- that, not `refusal is not null`, which is false for an outcome with a NULL field). Every
+-- charge of a wallet goes through here, so no API function can skip a scope.
 -- The wallet's row lock serializes the charges of a wallet, so the balance never goes
 -- negative; for a limited token the row is locked before its usage is read, so parallel
 -- requests of one token cannot overrun a limit either (each reads the usage the previous one
 -- committed). A non-root token's spend is added to its hourly usage bucket in the same
--- transaction. A caller without a token (mail to a mailbox address) has no limits.
+-- transaction. A caller without a token (mail to a mailbox address) has no limits. A charge
+-- that takes the balance below the wallet's alert threshold queues the alert (settings.sql).
 create function echovalue._pay(
-    p_caller echovalue.caller, p_operation text, p_units int default 1
+    p_caller echovalue.caller, p_operation text, p_units int default 1, p_group text default null
 ) returns echovalue.payment
 language plpgsql volatile as $$
 declare
     v_price echovalue.prices := echovalue._price(p_operation);
-    v_cost int := v_price.credits * p_units;
+    -- (NULL scopes: the root token, or no token at all)
+    v_forbidden boolean := coalesce(not v_price.scope = any (p_caller.scopes), false)
+                           or coalesce(not p_group = any (p_caller.groups), false);
+    v_cost int := v_price.credits * case when v_forbidden then 1 else p_units end;
     v_refusal text;
     v_balance bigint;
+    v_threshold bigint;
 begin
     if v_cost < 0 then
         raise exception 'echovalue: _pay needs a price and units of at least 0'
@@ -270,7 +279,10 @@ begin
         update echovalue.wallets w
            set balance = w.balance - v_cost, last_used = echovalue._last_used(w.last_used)
          where w.id = p_caller.wallet_id and w.balance >= v_cost
-        returning w.balance into v_balance;
+        returning w.balance, w.low_balance_threshold into v_balance, v_threshold;
+    end if;
+    if v_balance < v_threshold and v_balance + v_cost >= v_threshold then
+        perform echovalue._alert_low_balance(p_caller.wallet_id, v_balance, v_threshold);
     end if;
     if v_balance is null then
         return row(v_price.endpoint, 0, null,
@@ -281,6 +293,11 @@ begin
         values (p_caller.wallet_id, p_caller.token_id,
                 pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC'), v_cost)
         on conflict (wallet_id, token_id, hour) do update set credits = u.credits + excluded.credits;
+    end if;
+    if v_forbidden then
+        return row(v_price.endpoint, 0, null, echovalue._finish(p_caller,
+                   row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment,
+                   403, 'Forbidden'))::echovalue.payment;
     end if;
     return row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment;
 end;
@@ -305,14 +322,15 @@ begin
 end;
 $$;
 
--- An error on a resolved wallet: charged p_units of the operation's price and logged, or 402.
+-- An error on a resolved wallet: charged p_units of the operation's price and logged, or the
+-- refusal of _pay (402, or 403 for a caller without the scope or outside the KV group p_group).
 create function echovalue._fail(
     p_caller echovalue.caller, p_operation text, p_status int, p_error text,
-    p_units int default 1
+    p_units int default 1, p_group text default null
 ) returns echovalue.outcome
 language plpgsql volatile as $$
 declare
-    v_paid echovalue.payment := echovalue._pay(p_caller, p_operation, p_units);
+    v_paid echovalue.payment := echovalue._pay(p_caller, p_operation, p_units, p_group);
 begin
     if v_paid.balance is null then
         return v_paid.refusal;

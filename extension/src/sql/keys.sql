@@ -1,5 +1,5 @@
--- API tokens of a wallet (SPEC section 9): made, listed and revoked with the wallet's root
--- token only (any other token gets 403). Each call costs its price (`token_key_create`,
+-- API tokens of a wallet (SPEC sections 9 and 15): made, listed and revoked with the wallet's
+-- root token only (any other token gets 403), each with its scopes and KV groups. Each call costs its price (`token_key_create`,
 -- `token_key_list`, `token_key_revoke`) and is logged under endpoint `token`. A new token is
 -- shown once, in the answer that creates it; only its SHA-256 is kept. Spending limits are
 -- enforced by _pay (internals.sql) for every request the token pays for.
@@ -18,15 +18,24 @@ language sql immutable as $$
         echovalue._json_num(p_token.limit_monthly))
 $$;
 
+-- `"scopes":[…],"groups":[…]` of a token (the members, without braces): the root token
+-- has every scope; null groups mean every group.
+create function echovalue._key_scopes_json(p_token echovalue.tokens) returns text
+language sql immutable as $$
+    select pg_catalog.format('"scopes":%s,"groups":%s',
+        pg_catalog.to_json(coalesce(p_token.scopes, echovalue._scope_names())),
+        coalesce(pg_catalog.to_json(p_token.groups)::text, 'null'))
+$$;
+
 -- One token as listed: never the token itself, only its recognisable prefix. A root token has
 -- no limits and no usage counters (its spending is the wallet's, see the logs).
 create function echovalue._key_json(p_token echovalue.tokens) returns text
 language sql stable as $$
     select pg_catalog.format(
-        '{"id":%s,"label":%s,"prefix":%s,"root":%s,"limits":%s,"usage":%s,"created":%s,"last_used":%s,"revoked":%s}',
+        '{"id":%s,"label":%s,"prefix":%s,"root":%s,"limits":%s,%s,"usage":%s,"created":%s,"last_used":%s,"revoked":%s}',
         echovalue._json_str(p_token.public_id::text), echovalue._json_str(p_token.label),
         echovalue._json_str(p_token.prefix), pg_catalog.to_json(p_token.is_root),
-        echovalue._key_limits_json(p_token),
+        echovalue._key_limits_json(p_token), echovalue._key_scopes_json(p_token),
         case when p_token.is_root then 'null' else pg_catalog.format('{"daily":%s,"monthly":%s}',
             echovalue._token_usage(p_token.wallet_id, p_token.id, interval '24 hours'),
             echovalue._token_usage(p_token.wallet_id, p_token.id, interval '30 days')) end,
@@ -52,12 +61,79 @@ begin
 end;
 $$;
 
+-- Why the scopes of a token spec are refused, or NULL: absent or null (the defaults), or a
+-- list of 1 to 6 of echovalue._scope_names() (repeats are merged).
+create function echovalue._key_scopes_error(p_scopes jsonb) returns text
+language plpgsql immutable as $$
+declare
+    v_scope jsonb;
+begin
+    if p_scopes is null or pg_catalog.jsonb_typeof(p_scopes) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(p_scopes) <> 'array'
+       or pg_catalog.jsonb_array_length(p_scopes) not between 1 and 6 then
+        return 'Bad Request: scopes must be a list of 1 to 6 scopes';
+    end if;
+    for v_scope in select pg_catalog.jsonb_array_elements(p_scopes) loop
+        if pg_catalog.jsonb_typeof(v_scope) <> 'string'
+           or not (v_scope #>> '{}') = any (echovalue._scope_names()) then
+            return pg_catalog.format('Bad Request: unknown scope %s (allowed: %s)',
+                pg_catalog.left(v_scope::text, 40),
+                pg_catalog.array_to_string(echovalue._scope_names(), ', '));
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+-- Why the groups of a token spec are refused, or NULL: absent or null (every group), or a
+-- list of 1 to 50 KV group names, each meeting the group name rules (repeats are merged).
+create function echovalue._key_groups_error(p_groups jsonb) returns text
+language plpgsql immutable as $$
+declare
+    v_group jsonb;
+    v_n int;
+begin
+    if p_groups is null or pg_catalog.jsonb_typeof(p_groups) = 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(p_groups) <> 'array'
+       or pg_catalog.jsonb_array_length(p_groups) not between 1 and 50 then
+        return 'Bad Request: groups must be a list of 1 to 50 KV groups (leave it out for all groups)';
+    end if;
+    for v_group, v_n in select e.value, e.n
+                          from pg_catalog.jsonb_array_elements(p_groups) with ordinality e(value, n) loop
+        if pg_catalog.jsonb_typeof(v_group) <> 'string' then
+            return pg_catalog.format('Bad Request: groups[%s] must be a string', v_n - 1);
+        end if;
+        if echovalue._name_error('group', v_group #>> '{}') is not null then
+            return pg_catalog.format('Bad Request: groups[%s]: %s', v_n - 1, pg_catalog.regexp_replace(
+                echovalue._name_error('group', v_group #>> '{}'), '^Bad Request: ', ''));
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+-- A JSON list of strings as a text[] in the order of p_order (when given: the scopes) or in
+-- first-seen order, repeats merged; NULL for absent or null.
+create function echovalue._key_list(p_list jsonb, p_order text[] default null) returns text[]
+language sql immutable as $$
+    select case when pg_catalog.jsonb_typeof(p_list) = 'array' then array(
+        select e.value from pg_catalog.jsonb_array_elements_text(p_list) with ordinality e(value, n)
+         group by e.value
+         order by pg_catalog.min(coalesce(pg_catalog.array_position(p_order, e.value)::bigint, e.n)))
+    end
+$$;
+
 -- Why a token spec (the JSON body of POST /token/keys) is refused, or NULL. Unknown fields are
 -- refused rather than ignored, so a misspelt limit never silently leaves a token unlimited.
 create function echovalue._key_spec_error(p_spec jsonb) returns text
 language plpgsql immutable as $$
 declare
     v_field text;
+    v_error text;
     v_label jsonb := p_spec -> 'label';
     v_limits jsonb := p_spec -> 'limits';
 begin
@@ -65,8 +141,8 @@ begin
         return 'Bad Request: body must be a JSON object';
     end if;
     for v_field in select pg_catalog.jsonb_object_keys(p_spec) loop
-        if v_field not in ('label', 'limits') then
-            return pg_catalog.format('Bad Request: unknown field %s (allowed: label, limits)',
+        if v_field not in ('label', 'limits', 'scopes', 'groups') then
+            return pg_catalog.format('Bad Request: unknown field %s (allowed: label, limits, scopes, groups)',
                                      pg_catalog.to_json(pg_catalog.left(v_field, 40)));
         end if;
     end loop;
@@ -77,8 +153,10 @@ begin
             return 'Bad Request: label must be a string of at most 100 characters without control characters';
         end if;
     end if;
-    if v_limits is null or pg_catalog.jsonb_typeof(v_limits) = 'null' then
-        return null;
+    v_error := coalesce(echovalue._key_scopes_error(p_spec -> 'scopes'),
+                        echovalue._key_groups_error(p_spec -> 'groups'));
+    if v_error is not null or v_limits is null or pg_catalog.jsonb_typeof(v_limits) = 'null' then
+        return v_error;
     end if;
     if pg_catalog.jsonb_typeof(v_limits) <> 'object' then
         return 'Bad Request: limits must be a JSON object';
@@ -96,9 +174,10 @@ begin
 end;
 $$;
 
--- POST /token/keys: a new token for the caller's wallet, with an optional label and limits.
--- spec is the request body as sent: {"label":…,"limits":{"per_request":…,"daily":…,
--- "monthly":…}}, every field optional; '' counts as {}. The answer is the only time the new
+-- POST /token/keys: a new token for the caller's wallet, with an optional label, limits,
+-- scopes and groups. spec is the request body as sent: {"label":…,"limits":{"per_request":…,
+-- "daily":…,"monthly":…},"scopes":[…],"groups":[…]}, every field optional (scopes default to
+-- echovalue._scope_defaults(), groups to all); '' counts as {}. The answer is the only time the new
 -- token is ever shown.
 create function echovalue.token_key_create(
     token text,
@@ -149,18 +228,22 @@ begin
     end if;
     v_new := echovalue._token_generate();
     insert into echovalue.tokens as t
-        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly)
+        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly, scopes,
+         groups)
     values (v_caller.wallet_id, echovalue._token_hash(v_new),
             v_spec ->> 'label', echovalue._token_prefix(v_new),
             (v_spec #>> '{limits,per_request}')::numeric::bigint,
             (v_spec #>> '{limits,daily}')::numeric::bigint,
-            (v_spec #>> '{limits,monthly}')::numeric::bigint)
+            (v_spec #>> '{limits,monthly}')::numeric::bigint,
+            coalesce(echovalue._key_list(v_spec -> 'scopes', echovalue._scope_names()),
+                     echovalue._scope_defaults()),
+            echovalue._key_list(v_spec -> 'groups'))
     returning * into v_row;
     return echovalue._finish(v_caller, v_paid, 200,
-        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,"created":%s}',
+        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,%s,"created":%s}',
             echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
             echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
-            echovalue._json_str(echovalue._ts(v_row.created))),
+            echovalue._key_scopes_json(v_row), echovalue._json_str(echovalue._ts(v_row.created))),
         'application/json');
 end;
 $$;

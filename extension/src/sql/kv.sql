@@ -1,5 +1,6 @@
 -- Key-value API. Names and values are validated here (the proxy only decodes the path);
--- a rejected request on a known wallet is charged and logged like any other.
+-- a rejected request on a known wallet is charged and logged like any other. Every charge
+-- names the group, so a token limited to some groups gets 403 on any other (_pay).
 -- Parameters share names with kv columns, so columns are always alias-qualified.
 
 -- Why a kv_set is refused, or NULL; checks group, key, value, then ttl.
@@ -52,9 +53,9 @@ begin
     end if;
     v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
     if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_set', 400, v_error);
+        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
     end if;
-    v_paid := echovalue._pay(v_caller, 'kv_set');
+    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -89,9 +90,9 @@ begin
     end if;
     v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
     if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_get', 400, v_error);
+        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
     end if;
-    v_paid := echovalue._pay(v_caller, 'kv_get');
+    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
@@ -128,9 +129,9 @@ begin
     end if;
     v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
     if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_delete', 400, v_error);
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
     end if;
-    v_paid := echovalue._pay(v_caller, 'kv_delete');
+    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;

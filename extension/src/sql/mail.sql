@@ -53,9 +53,9 @@ create table echovalue.deliveries (
     id              bigint generated always as identity,
     wallet_id       bigint not null,
     message_id      bigint,
-    webhook         text not null default 'default',  -- the name of the wallet's webhook
+    webhook         text default 'default',           -- the name of the wallet's webhook (NULL: an alert)
     kind            text not null default 'mail',
-    body            text,                             -- what a run or a test POSTs
+    body            text,                             -- what a run, a test or an alert sends
     scheduled_for   timestamptz,                      -- the occurrence a run is for
     state           text not null default 'pending' check (state in ('pending', 'delivered', 'failed')),
     attempts        int not null default 0,
@@ -68,16 +68,24 @@ create table echovalue.deliveries (
     primary key (wallet_id, id),
     foreign key (wallet_id, message_id) references echovalue.messages (wallet_id, id) on delete cascade,
     foreign key (wallet_id) references echovalue.wallets (id) on delete cascade,
-    constraint deliveries_kind_check check (
+    -- an alert (settings.sql) goes to the wallet's alert webhook (`alert`) or, by email,
+    -- through the operator's relay (`alert_email`, body {"to","subject","text"})
+    constraint deliveries_kind_check check ((
         (kind = 'mail' and message_id is not null and body is null and scheduled_for is null)
         or (kind = 'scheduled' and message_id is null and body is not null and scheduled_for is not null)
-        or (kind = 'test' and message_id is null and body is not null and scheduled_for is null))
+        or (kind = 'test' and message_id is null and body is not null and scheduled_for is null)
+        or (kind in ('alert', 'alert_email') and message_id is null and body is not null
+            and scheduled_for is null))
+        and (webhook is null) = (kind in ('alert', 'alert_email')))
 );
 create unique index deliveries_id_idx on echovalue.deliveries (id);
 -- A claimed row stays `pending` with next_attempt_at moved past its lease, so this one index
 -- finds both due rows and rows whose worker died mid-delivery.
 create index deliveries_due_idx on echovalue.deliveries (next_attempt_at)
-    where state = 'pending' and kind <> 'test';
+    where state = 'pending' and kind not in ('test', 'alert_email');
+-- Alert emails are sent by their own worker (alert_email_claim).
+create index deliveries_email_idx on echovalue.deliveries (next_attempt_at)
+    where state = 'pending' and kind = 'alert_email';
 -- Tests are claimed first, and only while fresh (delivery_claim): their own index.
 create index deliveries_test_idx on echovalue.deliveries (created)
     where state = 'pending' and kind = 'test';

@@ -21,6 +21,8 @@ language sql immutable as $$
         when p_route = '/token/keys' then
             case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
         when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/token/settings' then
+            case p_method when 'PUT' then 'settings_put' else 'settings_get' end
         when p_route = '/recharge' then 'recharge_link'
         when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
         when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'

@@ -61,7 +61,7 @@ begin
             v_for := greatest(v_hook.next_run_at,
                               echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
             v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
-                            '/webhook/' || v_hook.name)::echovalue.caller;
+                            '/webhook/' || v_hook.name, null, null)::echovalue.caller;
             if exists (select 1 from echovalue.deliveries d
                         where d.wallet_id = v_hook.wallet_id and d.webhook = v_hook.name
                           and d.kind = 'scheduled' and d.scheduled_for = v_for) then

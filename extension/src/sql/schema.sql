@@ -7,9 +7,24 @@ create table echovalue.wallets (
     balance   bigint not null default 0 check (balance >= 0),
     created   timestamptz not null default now(),
     last_used timestamptz not null default now(),
-    hash      text not null unique            -- sha256 hex of the root token, shown to users
+    hash      text not null unique,           -- sha256 hex of the root token, shown to users
+    -- a charge that takes the balance below this queues a low-balance alert (settings.sql);
+    -- here, not with the other settings, so the charge reads it with the balance it updates
+    low_balance_threshold bigint not null default 0
+        check (low_balance_threshold between 0 and 1000000000000000)
 ) with (fillfactor = 50);                     -- room for HOT updates: every request charges
 create index wallets_last_used_idx on echovalue.wallets (last_used);
+
+-- The token scopes (SPEC section 15), in the order listings show them, and those a new
+-- token gets when it names none.
+create function echovalue._scope_names() returns text[]
+language sql immutable parallel safe as $$
+    select '{kv:read,kv:write,logs,wallet,webhook,settings}'::text[]
+$$;
+create function echovalue._scope_defaults() returns text[]
+language sql immutable parallel safe as $$
+    select '{kv:read,kv:write,logs,wallet}'::text[]
+$$;
 
 -- Tokens of a wallet: its root token, and labelled tokens with optional spending limits in
 -- credits (NULL = no limit). public_id is what users see and revoke by; prefix is the token's
@@ -28,9 +43,16 @@ create table echovalue.tokens (
     limit_per_request bigint check (limit_per_request >= 0),
     limit_daily       bigint check (limit_daily >= 0),
     limit_monthly     bigint check (limit_monthly >= 0),
+    -- what the token may do (SPEC section 15, echovalue._scope_names()); NULL for the root
+    -- token, which may do everything
+    scopes            text[],
+    -- the KV groups it may touch; NULL = every group
+    groups            text[],
     -- a root token is never limited (the API cannot revoke it either; an operator can)
     check (not is_root or (limit_per_request is null and limit_daily is null
-                           and limit_monthly is null))
+                           and limit_monthly is null)),
+    constraint tokens_scopes_check check ((scopes is null) = is_root and (groups is null or not is_root)
+                                         and scopes <@ echovalue._scope_names())
 );
 create index tokens_wallet_id_idx on echovalue.tokens (wallet_id);
 create index tokens_revoked_idx on echovalue.tokens (revoked) where revoked is not null;
@@ -84,22 +106,29 @@ create index logs_expires_at_idx on echovalue.logs using brin (expires_at);
 create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
 
 -- Price list in credits; the operator may change the credits. Each operation also names the
--- endpoint its log entries carry (SPEC section 6), so no API function repeats it.
+-- endpoint its log entries carry (SPEC section 6) and the token scope it needs (SPEC section
+-- 15; NULL: none, because no token calls it or only the root token may), so no API function
+-- repeats either: _pay enforces the scope.
 create table echovalue.prices (
     operation text primary key,
     credits   int not null check (credits >= 0),
-    endpoint  text not null
+    endpoint  text not null,
+    scope     text check (scope = any (echovalue._scope_names()))
 );
-insert into echovalue.prices (operation, credits, endpoint) values
-    ('token_new', 0, 'token'), ('wallet_get', 1, 'token'), ('recharge_link', 0, 'token'),
-    ('kv_set', 1, 'kv'), ('kv_get', 1, 'kv'), ('kv_delete', 1, 'kv'),
-    ('webhook_set', 1, 'webhook'), ('webhook_get', 1, 'webhook'), ('webhook_delete', 1, 'webhook'),
-    ('webhook_show', 1, 'webhook'), ('webhook_put', 1, 'webhook'), ('webhook_patch', 1, 'webhook'),
-    ('webhook_remove', 1, 'webhook'), ('webhook_test', 1, 'webhook'),
-    ('scheduled_run', 2, 'webhook'),
-    ('email', 1, 'email'), ('logs_entry', 1, 'token'),
-    ('token_key_create', 1, 'token'), ('token_key_list', 1, 'token'),
-    ('token_key_revoke', 1, 'token');
+insert into echovalue.prices (operation, credits, endpoint, scope) values
+    ('token_new', 0, 'token', null), ('wallet_get', 1, 'token', 'wallet'),
+    ('recharge_link', 0, 'token', 'wallet'),
+    ('kv_set', 1, 'kv', 'kv:write'), ('kv_get', 1, 'kv', 'kv:read'),
+    ('kv_delete', 1, 'kv', 'kv:write'),
+    ('webhook_set', 1, 'webhook', 'webhook'), ('webhook_get', 1, 'webhook', 'webhook'),
+    ('webhook_delete', 1, 'webhook', 'webhook'), ('webhook_show', 1, 'webhook', 'webhook'),
+    ('webhook_put', 1, 'webhook', 'webhook'), ('webhook_patch', 1, 'webhook', 'webhook'),
+    ('webhook_remove', 1, 'webhook', 'webhook'), ('webhook_test', 1, 'webhook', 'webhook'),
+    ('scheduled_run', 2, 'webhook', null),
+    ('email', 1, 'email', null), ('logs_entry', 1, 'token', 'logs'),
+    ('token_key_create', 1, 'token', null), ('token_key_list', 1, 'token', null),
+    ('token_key_revoke', 1, 'token', null),
+    ('settings_get', 1, 'settings', 'settings'), ('settings_put', 1, 'settings', 'settings');
 
 -- Recharge tiers; link is the operator's Stripe Payment Link (none until configured).
 create table echovalue.recharge_tiers (
@@ -138,7 +167,9 @@ create type echovalue.caller as (
     limit_daily       bigint,
     limit_monthly     bigint,
     method            text,
-    path              text
+    path              text,
+    scopes            text[],          -- NULL for the root token: every scope
+    groups            text[]           -- the KV groups it may touch; NULL = all
 );
 
 -- What paying for an operation gave (internals.sql, _pay): the endpoint its log entry names,

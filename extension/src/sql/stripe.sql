@@ -156,6 +156,7 @@ begin
         credits := null;
         return;
     end if;
+    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
     -- cost is what the request charged: nothing; the new balance shows the credits granted
     perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
                            coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);

@@ -255,6 +255,16 @@ language sql stable as $$
         echovalue._json_str(p_hook.last_status), echovalue._json_str(p_hook.last_error))
 $$;
 
+-- Webhook options as the API shows them: the values of `routing_key` and of option names
+-- holding token, secret or key as `***`.
+create function echovalue._webhook_options_json(p_options jsonb) returns text
+language sql immutable as $$
+    select '{' || coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
+                      case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
+                           else o.value::text end, ',' order by o.key), '') || '}'
+      from pg_catalog.jsonb_each(p_options) o
+$$;
+
 -- A webhook as the API shows it (WebhookResponse, SPEC §12): header values as `<redacted>`,
 -- the values of `routing_key` and of option names holding token, secret or key as `***`;
 -- in mailbox mode format, template (custom only), options, includeAttachments and email, in
@@ -267,13 +277,10 @@ language sql stable as $$
         echovalue._webhook_headers_json(p_hook.headers),
         case when p_hook.cron is not null
              then '"schedule":' || echovalue._webhook_schedule_json(p_hook)
-             else pg_catalog.format('"format":%s,%s"options":{%s},"includeAttachments":%s,"email":%s',
+             else pg_catalog.format('"format":%s,%s"options":%s,"includeAttachments":%s,"email":%s',
                  echovalue._json_str(p_hook.format),
                  case when p_hook.template is not null then '"template":' || p_hook.template::text || ',' else '' end,
-                 (select coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
-                             case when o.key = 'routing_key' or o.key ~* '(token|secret|key)' then '"***"'
-                                  else o.value::text end, ',' order by o.key), '')
-                    from pg_catalog.jsonb_each(p_hook.options) o),
+                 echovalue._webhook_options_json(p_hook.options),
                  p_hook.include_attachments::text,
                  echovalue._json_str(echovalue._webhook_email(p_hook))) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),

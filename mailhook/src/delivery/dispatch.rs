@@ -178,14 +178,7 @@ async fn deliver(pool: &Pool, sender: &Sender, job: Job) {
         Response::Status { code, .. } => Some(i32::from(code)),
         Response::Network | Response::Refused => None,
     };
-    let (outcome, retry_secs) = match decision {
-        Decision::Delivered => ("delivered", None),
-        Decision::RetryIn(d) => (
-            "retry",
-            Some(i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)),
-        ),
-        Decision::Failed => ("failed", None),
-    };
+    let outcome = decision.record_args().0;
     tracing::info!(
         delivery = job.delivery_id,
         webhook_id = %job.webhook_id,
@@ -195,25 +188,48 @@ async fn deliver(pool: &Pool, sender: &Sender, job: Job) {
         error = error.as_deref().unwrap_or(""),
         "webhook attempt"
     );
-    let record = async {
+    let attempt = Attempt {
+        delivery_id: job.delivery_id,
+        attempt: job.attempt,
+        decision,
+        status,
+        error,
+    };
+    if let Err(e) = attempt.record(pool).await {
+        tracing::warn!(delivery = job.delivery_id, error = %format!("{e:#}"), "recording a delivery attempt failed; it will be retried after its lease");
+    }
+}
+
+/// What one attempt of a delivery (a webhook POST, an alert email) did, for `delivery_record`.
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub attempt: i32,
+    pub decision: Decision,
+    /// The HTTP status or SMTP reply code; None without a response.
+    pub status: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// Records it. On failure the delivery stays leased and is tried again after its lease
+    /// (the receiver may get it twice, with the same id).
+    pub async fn record(&self, pool: &Pool) -> anyhow::Result<()> {
+        let (outcome, retry_secs) = self.decision.record_args();
         let client = pool.get().await?;
         let stmt = client.prepare_cached(RECORD_SQL).await?;
         client
             .execute(
                 &stmt,
                 &[
-                    &job.delivery_id,
-                    &job.attempt,
+                    &self.delivery_id,
+                    &self.attempt,
                     &outcome,
-                    &status,
-                    &error,
+                    &self.status,
+                    &self.error,
                     &retry_secs,
                 ],
             )
             .await?;
-        anyhow::Ok(())
-    };
-    if let Err(e) = record.await {
-        tracing::warn!(delivery = job.delivery_id, error = %format!("{e:#}"), "recording a delivery attempt failed; it will be retried after its lease");
+        Ok(())
     }
 }

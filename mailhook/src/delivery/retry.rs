@@ -54,6 +54,20 @@ pub fn decide(attempt: i32, response: &Response, jitter: f64) -> Decision {
     Decision::RetryIn(delay)
 }
 
+impl Decision {
+    /// `delivery_record`'s `outcome` and `retry_seconds` for this decision.
+    pub fn record_args(&self) -> (&'static str, Option<i32>) {
+        match self {
+            Decision::Delivered => ("delivered", None),
+            Decision::RetryIn(d) => (
+                "retry",
+                Some(i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)),
+            ),
+            Decision::Failed => ("failed", None),
+        }
+    }
+}
+
 /// 408, 429 and 5xx may succeed later; 3xx (redirects are not followed) and other 4xx will not.
 fn is_retryable(code: u16) -> bool {
     code == 408 || code == 429 || (500..600).contains(&code)

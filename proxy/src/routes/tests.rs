@@ -167,6 +167,28 @@ fn token_keys() {
 }
 
 #[test]
+fn settings() {
+    assert_eq!(
+        op(Method::GET, "/token/settings"),
+        Operation::Api(&api::SETTINGS_GET)
+    );
+    assert_eq!(
+        op(Method::PUT, "/token/settings"),
+        Operation::Api(&api::SETTINGS_PUT)
+    );
+    assert_eq!(
+        op(Method::POST, "/token/settings"),
+        Operation::MethodNotAllowed
+    );
+    assert_eq!(op(Method::GET, "/token/settings/x"), Operation::NotFound);
+    // never a 2023 /{group}/{key}: `token` is a current top-level name
+    assert_eq!(
+        resolve(&Method::GET, "/token/settings").0,
+        Route::TokenSettings
+    );
+}
+
+#[test]
 fn unknown_paths_and_trailing_slashes() {
     for p in [
         "/kv/g/k/",

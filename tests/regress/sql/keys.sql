@@ -157,5 +157,5 @@ select echovalue._wallet_resolve('x', 'GET', '/token');
 rollback;
 begin;
 set local role echovalue_proxy;
-select echovalue._pay(row(1, 1, true, null, null, null, 'GET', '/')::echovalue.caller, 'kv_get');
+select echovalue._pay(row(1, 1, true, null, null, null, 'GET', '/', null, null)::echovalue.caller, 'kv_get');
 rollback;

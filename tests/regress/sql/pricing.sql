@@ -61,7 +61,7 @@ select method, path, endpoint, status_code, error, cost, balance
   from echovalue.logs where wallet_id = :w order by id desc limit 3;
 -- the operation of every route the proxy has, by method (NULL: never charged)
 select r.route, m.method, echovalue._refusal_operation(r.route, m.method) as operation
-  from (values ('/token'), ('/token/logs'), ('/token/keys'), ('/token/keys/{id}'), ('/recharge'),
+  from (values ('/token'), ('/token/logs'), ('/token/keys'), ('/token/keys/{id}'), ('/token/settings'), ('/recharge'),
                ('/kv/{group}/{key}'), ('/webhook'), ('/attachments/{id}'), ('/'), ('/logs'),
                ('/{group}/{key}'), ('/healthz'), ('/metrics'), ('stripe-webhook'), ('unmatched'))
        as r(route),

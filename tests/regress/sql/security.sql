@@ -53,7 +53,7 @@ select * from echovalue.logs;
 insert into echovalue.prices values ('free', 0);
 update echovalue.wallets set balance = 1000000;
 delete from echovalue.token_rate;
-select echovalue._pay(row(1, 1, true, null, null, null, 'GET', '/')::echovalue.caller, 'kv_get', -1000);
+select echovalue._pay(row(1, 1, true, null, null, null, 'GET', '/', null, null)::echovalue.caller, 'kv_get', -1000);
 select echovalue._token_generate();
 select echovalue._wallet_resolve('x', 'GET', '/token');
 set echovalue.start_credits = 1000000;
