@@ -245,6 +245,119 @@ begin
 end;
 $$;
 
+create or replace function echovalue.kv_set(
+    token text,
+    grp text,
+    key text,
+    value text,
+    ttl text default null,
+    http_method text default 'POST',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
+        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
+    v_error text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
+    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
+            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
+    on conflict on constraint kv_pkey
+    do update set value = excluded.value, expires_at = excluded.expires_at;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.kv_get(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
+        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_value text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select k.value into v_value
+      from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
+       and k.expires_at > pg_catalog.now();
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, v_value);
+end;
+$$;
+
+create or replace function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
+        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_live boolean;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at > pg_catalog.now() into v_live;
+    if v_live is not true then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
 create or replace function echovalue._key_scopes_json(p_token echovalue.tokens) returns text
 language sql immutable as $$
     select pg_catalog.format('"scopes":%s,"groups":%s',
@@ -438,119 +551,6 @@ begin
             echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
             echovalue._key_scopes_json(v_row), echovalue._json_str(echovalue._ts(v_row.created))),
         'application/json');
-end;
-$$;
-
-create or replace function echovalue.kv_set(
-    token text,
-    grp text,
-    key text,
-    value text,
-    ttl text default null,
-    http_method text default 'POST',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
-        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
-    v_error text;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
-    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
-            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
-    on conflict on constraint kv_pkey
-    do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.kv_get(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'GET',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
-        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_value text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select k.value into v_value
-      from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
-       and k.expires_at > pg_catalog.now();
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, v_value);
-end;
-$$;
-
-create or replace function echovalue.kv_delete(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
-        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_live boolean;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- an expired row goes too, but the answer is as if it were already purged
-    delete from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
-    returning k.expires_at > pg_catalog.now() into v_live;
-    if v_live is not true then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 

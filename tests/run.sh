@@ -13,7 +13,8 @@
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
 # Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir,
-# EV_PARTS runs only some parts (sql, upgrade, cargo, seeds; all by default).
+# EV_PARTS runs only some parts (sql, upgrade, cargo, seeds; all by default), and
+# EV_CARGO_TEST_ARGS picks cargo tests (e.g. "--test alerts").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -161,7 +162,7 @@ run_cargo_tests() {
         ECHOVALUE_TEST_MAILHOOK_URL=$MAILHOOK_URL \
         ECHOVALUE_TEST_MAILHOOK_BIN=$TARGET_DIR/debug/echovalue-mailhook \
         PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
-        cargo test --workspace --no-fail-fast 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
+        cargo test --workspace --no-fail-fast ${EV_CARGO_TEST_ARGS:-} 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
     local p f
     read -r p f < <(awk '/^test result: /{
         for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i }

@@ -12,7 +12,8 @@ lines (`reflow`): a newline before each statement that starts at bracket depth 0
 comment ends where the next statement starts. Nothing else in a snippet is changed.
 
 The token the snippets use is the one printed by that language's own "Generate Token"
-snippet, so the whole flow runs through the documented calls.
+snippet, so the whole flow runs through the documented calls. Seed 002's snippets then run
+again with a read-only token of that wallet (SPEC section 15): reads pass, writes get 403.
 
 Usage: run_snippets.py --base-url http://127.0.0.1:PORT [--seeds-dir DIR] [--list] [-k TEXT]
 Prints one line per case and `seeds: N passed, N failed`; exits 1 on any failure.
@@ -23,12 +24,14 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import json
 import pathlib
 import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -70,6 +73,8 @@ class Case:
     check: Callable[[Run, dict], str | None] = lambda run, ctx: None
     makes_token: bool = False
     extra: dict = field(default_factory=dict)
+    # the snippet's own error handling fails (a 403 body is not the JSON it parses)
+    errors: bool = False
 
 
 # --- checks: return None when fine, else what is wrong -------------------------------------
@@ -244,6 +249,48 @@ def cases() -> list[Case]:
     return out
 
 
+# A token made with the scopes SPEC section 15 names for reading (kv:read, logs, wallet).
+READ_ONLY_SCOPES = ["kv:read", "logs", "wallet"]
+
+
+def read_only_cases() -> list[Case]:
+    """Seed 002's snippets again with a read-only token: reads pass, writes and the webhook
+    (its configuration and secret) get 403. The key is set first with the wallet's root token."""
+    expect = {
+        "wallet balance": ([200], None, False),
+        "kv get": ([200], check_hello, False),
+        "kv set (and with ttl)": ([403, 403], check_empty, False),
+        "kv delete": ([403], check_empty, False),
+        "logs": ([200], None, False),
+        "webhook configure": ([403], check_empty, False),
+        "webhook get": ([403], check_empty, True),  # nothing printed: no secret
+        "webhook delete": ([403], check_empty, False),
+    }
+    out = []
+    for case in cases():
+        what = case.name.split(" ", 2)[2]
+        if case.seed == "002" and what in expect:
+            statuses, check, errors = expect[what]
+            out.append(Case(f"{case.name} (read-only token)", case.seed, case.section, case.lang,
+                            case.signature, statuses, check or case.check, errors=errors))
+    return out
+
+
+def http(base_url: str, method: str, path: str, token: str, body: bytes) -> bytes:
+    req = urllib.request.Request(base_url.rstrip("/") + path, data=body, method=method,
+                                 headers={"x-token": token, "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
+        return r.read()
+
+
+def read_only_token(base_url: str, root: str) -> str:
+    """A new read-only token of root's wallet, with the key the read snippets look up set."""
+    spec = json.dumps({"label": "read-only", "scopes": READ_ONLY_SCOPES}).encode()
+    made = json.loads(http(base_url, "POST", "/token/keys", root, spec))
+    http(base_url, "POST", "/kv/default/mykey", root, b"hello world")
+    return made["token"]
+
+
 def find_snippet(case: Case, snippets: list[Snippet]) -> Snippet | None:
     for s in snippets:
         if s.seed == case.seed and s.section == case.section and s.lang == case.lang and case.signature in s.code:
@@ -310,30 +357,37 @@ def error_summary(stderr: str) -> str:
 
 
 def run_cases(args: argparse.Namespace, snippets: list[Snippet], workdir: pathlib.Path) -> int:
-    tokens: dict[tuple[str, str], str] = {}
+    tokens: dict[tuple, str] = {}
     passed = failed = 0
-    for case in cases():
+    for case in cases() + read_only_cases():
         if args.k not in case.name:
             continue
         problem = None
         snippet = find_snippet(case, snippets)
         if snippet is None:
             problem = f"snippet not found in seed {case.seed} ({case.section}, {case.lang}, containing {case.signature!r})"
-        token = tokens.get((case.seed, case.lang))
+        root = tokens.get((case.seed, case.lang))
+        token = root
         if problem is None and not case.makes_token and token is None:
             problem = "no token: this seed's generate-token snippet did not produce one"
+        if problem is None and "(read-only token)" in case.name:
+            if (case.seed, case.lang, "read-only") not in tokens:
+                tokens[(case.seed, case.lang, "read-only")] = read_only_token(args.base_url, root)
+            token = tokens[(case.seed, case.lang, "read-only")]
         if problem is None:
             code = prepare(snippet.code, case.lang, args.base_url, token)
             run = execute(code, case.lang, workdir)
             if case.makes_token and run.statuses == [429]:
                 time.sleep(11)  # the per-address token rate limit is on in this database
                 run = execute(code, case.lang, workdir)
-            if run.code != 0:
-                problem = f"exit code {run.code}: {error_summary(run.stderr)}"
+            if (run.code != 0) != case.errors:
+                problem = (f"exit code {run.code}: {error_summary(run.stderr)}" if run.code
+                           else "exit code 0: the snippet should have failed on the 403 body")
             elif sorted(run.statuses) != sorted(case.statuses):
                 problem = f"HTTP statuses {run.statuses}, expected {case.statuses}; output {run.stdout.strip()[:200]!r}"
             else:
-                problem = case.check(run, {"token": token})
+                # (the wallet's hash is its root token's, whichever token asks)
+                problem = case.check(run, {"token": root})
             if problem is None and case.makes_token:
                 tokens[(case.seed, case.lang)] = run.stdout.strip()
         if problem is None:
