@@ -18,17 +18,21 @@ async fn put_settings(api: &Api, w: &Wallet, body: &[u8]) -> Result<Reply> {
     .await
 }
 
+/// `POST /token/keys` with this spec.
+async fn post_keys(api: &Api, root: &Wallet, spec: &Value) -> Result<Reply> {
+    api.send(
+        Method::POST,
+        "/token/keys",
+        root.t(),
+        Some(spec.to_string().into_bytes()),
+        &[("content-type", "application/json")],
+    )
+    .await
+}
+
 /// A new token of `root`'s wallet made with this spec.
 async fn new_token(api: &Api, root: &Wallet, spec: Value) -> Result<(Wallet, Value)> {
-    let r = api
-        .send(
-            Method::POST,
-            "/token/keys",
-            root.t(),
-            Some(spec.to_string().into_bytes()),
-            &[("content-type", "application/json")],
-        )
-        .await?;
+    let r = post_keys(api, root, &spec).await?;
     assert_eq!(r.status, 200, "{}", r.text());
     let made = r.json()?;
     let token = made["token"].as_str().unwrap_or_default().to_owned();
@@ -188,15 +192,7 @@ async fn scopes_and_groups_over_http() -> Result<()> {
         json!({"groups": ["a/b"]}),
         json!({"groups": [""]}),
     ] {
-        let r = api
-            .send(
-                Method::POST,
-                "/token/keys",
-                root.t(),
-                Some(spec.to_string().into_bytes()),
-                &[("content-type", "application/json")],
-            )
-            .await?;
+        let r = post_keys(api, &root, &spec).await?;
         assert_eq!(r.status, 400, "{spec} -> {}", r.text());
     }
     Ok(())

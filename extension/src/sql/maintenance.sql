@@ -5,7 +5,7 @@
 -- One batch per table: expired keys, expired logs, stale rate-limit rows, token usage buckets
 -- past the longest limit window, tokens revoked echovalue.revoked_token_days ago, attachments
 -- older than echovalue.attachment_retention_hours, old messages with a finished delivery, old
--- finished runs and tests, and wallets unused for
+-- finished runs, tests and alerts (`runs_and_tests`), and wallets unused for
 -- echovalue.inactive_days with all their data. Returns the rows deleted per table.
 create function echovalue.maintenance_run() returns jsonb
 language plpgsql volatile security definer
@@ -85,8 +85,8 @@ begin
           limit v_batch for update skip locked));
     get diagnostics v_messages = row_count;
 
-    -- Runs and tests (no message) after the same time: finished runs, and every test (a test
-    -- is answered within seconds).
+    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
+    -- every test (a test is answered within seconds).
     delete from echovalue.deliveries d
      where d.ctid = any (array(
          select x.ctid from echovalue.deliveries x

@@ -179,6 +179,29 @@ select (echovalue.kv_get(token => :'tok', grp => 'g', key => 'k')).balance;
 select count(*) as pending_emails from echovalue.deliveries where wallet_id = :w and state = 'pending';
 select body from echovalue.settings_put(token => :'tok', body => '{"low_balance_email":"ops@example.com"}');
 
+-- every charge alerts the same way: mail to the wallet's address, and a scheduled run
+update echovalue.wallets set balance = 1000 where id = :w;
+select status from echovalue.settings_put(token => :'tok', body =>
+    '{"low_balance_threshold":100,"low_balance_webhook":{"url":"http://127.0.0.1:9/a"}}');
+select status from echovalue.webhook_set(token => :'tok', body => '{"url":"http://127.0.0.1:9/m"}');
+select status from echovalue.webhook_put(token => :'tok', webhook_id => 'tick',
+       body => '{"url":"http://127.0.0.1:9/t","schedule":{"cron":"* * * * *","timezone":"UTC"}}');
+update echovalue.deliveries set state = 'delivered' where wallet_id = :w;
+update echovalue.wallets set balance = 100 where id = :w;
+select code from echovalue.mail_receive(recipient => :'tok' || '@localhost', message_id => 'm@test',
+    from_email => 'a@example.com', from_name => 'A', subject => 's', text_body => 't', html_body => null,
+    headers => '{}', size_bytes => 10);
+select balance, (select count(*) from echovalue.deliveries d
+                  where d.wallet_id = :w and d.kind = 'alert' and d.state = 'pending') as alerts
+  from echovalue.wallets where id = :w;
+update echovalue.deliveries set state = 'delivered' where wallet_id = :w;
+update echovalue.wallets set balance = 101 where id = :w;
+update echovalue.webhooks set next_run_at = now() - interval '1 minute' where wallet_id = :w and name = 'tick';
+select echovalue.schedule_claim() >= 1 as planned;
+select balance, (select count(*) from echovalue.deliveries d
+                  where d.wallet_id = :w and d.kind = 'alert' and d.state = 'pending') as alerts
+  from echovalue.wallets where id = :w;
+
 -- only the worker may claim emails or register the relay; a bad claim is an error
 savepoint roles;
 set local role echovalue_proxy;
