@@ -16,7 +16,7 @@ alter table echovalue.tokens add column scopes text[], add column groups text[];
 update echovalue.tokens set scopes = '{kv:read,kv:write,logs,wallet}' where not is_root;
 alter table echovalue.tokens add constraint tokens_scopes_check
     check ((scopes is null) = is_root and (groups is null or not is_root)
-           and scopes <@ echovalue._scope_names());
+           and scopes <@ echovalue._scope_names() and pg_catalog.array_position(groups, null) is null);
 
 alter table echovalue.prices
     add column scope text check (scope = any (echovalue._scope_names()));
@@ -191,6 +191,11 @@ begin
 end;
 $$;
 
+create or replace function echovalue._has_scope(p_caller echovalue.caller, p_scope text) returns boolean
+language sql immutable as $$
+    select coalesce(p_caller.is_root, false) or coalesce(p_scope = any (p_caller.scopes), false)
+$$;
+
 create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
 language sql immutable as $$
     select case
@@ -213,6 +218,60 @@ language sql immutable as $$
         when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
         when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
     end
+$$;
+
+create or replace function echovalue._stripe_event_credit(
+    p_event echovalue.stripe_events,
+    out state text, out detail text, out wallet_id bigint, out credits bigint
+)
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+    v_other text;
+begin
+    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
+        state := 'ignored';
+        detail := 'event type ' || p_event.type || ' grants no credits';
+        return;
+    end if;
+    if p_event.payment_status is distinct from 'paid' then
+        state := 'unpaid';
+        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
+        return;
+    end if;
+    select t.credits into credits
+      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
+    if credits is null then
+        state := 'unknown_tier';
+        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
+        return;
+    end if;
+    select e.id into v_other
+      from echovalue.stripe_events e
+     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
+    if v_other is not null then
+        state := 'ignored';
+        detail := 'checkout session already credited by event ' || v_other;
+        credits := null;
+        return;
+    end if;
+    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
+    update echovalue.wallets w
+       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
+     where w.hash = p_event.wallet_hash
+    returning w.id, w.balance into wallet_id, v_balance;
+    if wallet_id is null then
+        state := 'unknown_wallet';
+        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
+        credits := null;
+        return;
+    end if;
+    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
+    -- cost is what the request charged: nothing; the new balance shows the credits granted
+    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
+                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
+    state := 'applied';
+end;
 $$;
 
 create or replace function echovalue._key_scopes_json(p_token echovalue.tokens) returns text
@@ -411,60 +470,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue._stripe_event_credit(
-    p_event echovalue.stripe_events,
-    out state text, out detail text, out wallet_id bigint, out credits bigint
-)
-language plpgsql volatile as $$
-declare
-    v_balance bigint;
-    v_other text;
-begin
-    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
-        state := 'ignored';
-        detail := 'event type ' || p_event.type || ' grants no credits';
-        return;
-    end if;
-    if p_event.payment_status is distinct from 'paid' then
-        state := 'unpaid';
-        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
-        return;
-    end if;
-    select t.credits into credits
-      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
-    if credits is null then
-        state := 'unknown_tier';
-        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
-        return;
-    end if;
-    select e.id into v_other
-      from echovalue.stripe_events e
-     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
-    if v_other is not null then
-        state := 'ignored';
-        detail := 'checkout session already credited by event ' || v_other;
-        credits := null;
-        return;
-    end if;
-    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
-    update echovalue.wallets w
-       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
-     where w.hash = p_event.wallet_hash
-    returning w.id, w.balance into wallet_id, v_balance;
-    if wallet_id is null then
-        state := 'unknown_wallet';
-        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
-        credits := null;
-        return;
-    end if;
-    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
-    -- cost is what the request charged: nothing; the new balance shows the credits granted
-    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
-                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
-    state := 'applied';
-end;
-$$;
-
 create or replace function echovalue.kv_set(
     token text,
     grp text,
@@ -602,6 +607,126 @@ language sql stable as $$
                  echovalue._json_str(echovalue._webhook_email(p_hook))) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
+$$;
+
+create or replace function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_kv bigint;
+    v_logs bigint;
+    v_rate bigint;
+    v_usage bigint;
+    v_revoked bigint;
+    v_attachments bigint;
+    v_messages bigint;
+    v_unmessaged bigint;
+    v_wallets bigint;
+    v_wallet_ids bigint[];
+    v_token_ids bigint[];
+begin
+    delete from echovalue.kv k
+     where k.ctid = any (array(
+         select x.ctid from echovalue.kv x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_kv = row_count;
+
+    delete from echovalue.logs l
+     where l.ctid = any (array(
+         select x.ctid from echovalue.logs x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_logs = row_count;
+
+    delete from echovalue.token_rate r
+     where r.ctid = any (array(
+         select x.ctid from echovalue.token_rate x
+          where x.last_at <= pg_catalog.now()
+                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    delete from echovalue.token_usage u
+     where u.ctid = any (array(
+         select x.ctid from echovalue.token_usage x
+          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
+          limit v_batch for update skip locked));
+    get diagnostics v_usage = row_count;
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE.
+    delete from echovalue.tokens t
+     where t.id = any (array(
+         select x.id from echovalue.tokens x
+          where x.revoked < pg_catalog.now()
+                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+          limit v_batch for update skip locked));
+    get diagnostics v_revoked = row_count;
+
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
+    -- Messages whose delivery is finished (delivered or failed for good), older than
+    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
+    -- CASCADE. A pending delivery keeps its message however old.
+    delete from echovalue.messages m
+     where m.id = any (array(
+         select x.id from echovalue.messages x
+          where x.received_at <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+            and not exists (select 1 from echovalue.deliveries d
+                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
+          limit v_batch for update skip locked));
+    get diagnostics v_messages = row_count;
+
+    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
+    -- every test (a test is answered within seconds).
+    delete from echovalue.deliveries d
+     where d.ctid = any (array(
+         select x.ctid from echovalue.deliveries x
+          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
+            and x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_unmessaged = row_count;
+
+    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
+    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
+    -- its wallet is left for a later run: maintenance never waits for a request, so the two
+    -- cannot deadlock.
+    v_wallet_ids := array(
+        select x.id from echovalue.wallets x
+         where x.last_used < pg_catalog.now()
+               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
+         limit v_batch for update skip locked);
+    v_token_ids := array(
+        select t.id from echovalue.tokens t
+         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
+
+    return pg_catalog.jsonb_build_object(
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
+        'wallets', v_wallets);
+end;
 $$;
 
 create or replace function echovalue._delivery_log(
@@ -790,126 +915,6 @@ begin
                                     case when delivery_record.outcome = 'delivered' then null
                                          else coalesce(v_error, 'delivery failed') end, v_kind);
     return v_changed;
-end;
-$$;
-
-create or replace function echovalue.maintenance_run() returns jsonb
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_batch int := echovalue._setting('maintenance_batch');
-    v_kv bigint;
-    v_logs bigint;
-    v_rate bigint;
-    v_usage bigint;
-    v_revoked bigint;
-    v_attachments bigint;
-    v_messages bigint;
-    v_unmessaged bigint;
-    v_wallets bigint;
-    v_wallet_ids bigint[];
-    v_token_ids bigint[];
-begin
-    delete from echovalue.kv k
-     where k.ctid = any (array(
-         select x.ctid from echovalue.kv x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_kv = row_count;
-
-    delete from echovalue.logs l
-     where l.ctid = any (array(
-         select x.ctid from echovalue.logs x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_logs = row_count;
-
-    delete from echovalue.token_rate r
-     where r.ctid = any (array(
-         select x.ctid from echovalue.token_rate x
-          where x.last_at <= pg_catalog.now()
-                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
-          limit v_batch for update skip locked));
-    get diagnostics v_rate = row_count;
-
-    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
-    delete from echovalue.token_usage u
-     where u.ctid = any (array(
-         select x.ctid from echovalue.token_usage x
-          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
-          limit v_batch for update skip locked));
-    get diagnostics v_usage = row_count;
-
-    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
-    -- ON DELETE CASCADE.
-    delete from echovalue.tokens t
-     where t.id = any (array(
-         select x.id from echovalue.tokens x
-          where x.revoked < pg_catalog.now()
-                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
-          limit v_batch for update skip locked));
-    get diagnostics v_revoked = row_count;
-
-    delete from echovalue.attachments a
-     where a.ctid = any (array(
-         select x.ctid from echovalue.attachments x
-          where x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_attachments = row_count;
-
-    -- Messages whose delivery is finished (delivered or failed for good), older than
-    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
-    -- CASCADE. A pending delivery keeps its message however old.
-    delete from echovalue.messages m
-     where m.id = any (array(
-         select x.id from echovalue.messages x
-          where x.received_at <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-            and not exists (select 1 from echovalue.deliveries d
-                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
-          limit v_batch for update skip locked));
-    get diagnostics v_messages = row_count;
-
-    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
-    -- every test (a test is answered within seconds).
-    delete from echovalue.deliveries d
-     where d.ctid = any (array(
-         select x.ctid from echovalue.deliveries x
-          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
-            and x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_unmessaged = row_count;
-
-    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
-    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
-    -- its wallet is left for a later run: maintenance never waits for a request, so the two
-    -- cannot deadlock.
-    v_wallet_ids := array(
-        select x.id from echovalue.wallets x
-         where x.last_used < pg_catalog.now()
-               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
-         limit v_batch for update skip locked);
-    v_token_ids := array(
-        select t.id from echovalue.tokens t
-         where t.wallet_id = any (v_wallet_ids) for update skip locked);
-    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
-    with gone as (
-        delete from echovalue.wallets w
-         where w.id = any (v_wallet_ids)
-           and not exists (select 1 from echovalue.tokens t
-                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
-        returning w.id
-    ), gone_logs as (
-        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
-    )
-    select pg_catalog.count(*) into v_wallets from gone;
-
-    return pg_catalog.jsonb_build_object(
-        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
-        'wallets', v_wallets);
 end;
 $$;
 
@@ -1210,6 +1215,12 @@ begin
     v_hook := v_settings -> 'low_balance_webhook';
     if v_error is null and pg_catalog.jsonb_typeof(v_hook -> 'template') <> 'null' then
         v_template := (settings_put.body::json -> 'low_balance_webhook' -> 'template')::text;
+    end if;
+    -- an alert webhook is signed with the wallet's webhook secret, and a custom template
+    -- writes any body: setting one takes the webhook scope as well, or a settings-only token
+    -- could have mail-like payloads signed for its own URL
+    if pg_catalog.jsonb_typeof(v_hook) = 'object' and not echovalue._has_scope(v_caller, 'webhook') then
+        return echovalue._fail(v_caller, 'settings_put', 403, 'Forbidden');
     end if;
     v_error := coalesce(v_error, echovalue._settings_error(v_settings, v_template));
     if v_error is not null then

@@ -117,10 +117,12 @@ run_regress() {
 # --- 1b. the upgrade path --------------------------------------------------------------------
 # Each earlier version whose install script is kept in tests/upgrade/ is created, given a wallet and
 # updated with ALTER EXTENSION; its catalog must then equal a fresh install's
-# (tests/upgrade/catalog.sql), and the old wallet must still work.
+# (tests/upgrade/catalog.sql), and the old wallet must still work: its root token as before,
+# and a token made before scopes (where the version has tokens) with the default scopes, so
+# no longer the webhook (SPEC section 15).
 run_upgrade() {
     section "extension upgrade"
-    local ext_dir base version passed=0 failed=0 token
+    local ext_dir base version passed=0 failed=0 token sub rights expect
     ext_dir="$("$EV_PG_CONFIG" --sharedir)/extension"
     ev_psql postgres -c 'drop database if exists ev_up_fresh' -c 'create database ev_up_fresh'
     ev_psql ev_up_fresh -c 'create extension echovalue'
@@ -134,14 +136,25 @@ run_upgrade() {
         ev_psql postgres -c 'drop database if exists ev_up_old' -c 'create database ev_up_old'
         ev_psql ev_up_old -c "create extension echovalue version '$version'"
         token=$(ev_psql ev_up_old -tA -c "select body from echovalue.token_new(client_addr => '192.0.2.1')")
+        sub=$token
+        if grep -q 'function echovalue.token_key_create' "$base"; then
+            sub=$(ev_psql ev_up_old -tA -v token="$token" <<<"select body::json ->> 'token' from echovalue.token_key_create(token => :'token', spec => '{\"label\":\"old\"}')")
+        fi
         ev_psql ev_up_old -c 'alter extension echovalue update'
         ev_psql ev_up_old -f tests/upgrade/catalog.sql >"$TMP/upgrade-$version.txt"
-        if diff -u "$TMP/upgrade-fresh.txt" "$TMP/upgrade-$version.txt" &&
-            [ "$(ev_psql ev_up_old -tA -v token="$token" <<<"select status from echovalue.kv_set(token => :'token', grp => 'g', key => 'k', value => 'v')")" = 200 ]; then
+        # kv_set and webhook_get of the root token, then of the older token
+        rights=$(ev_psql ev_up_old -tA -v token="$token" -v sub="$sub" <<<"select string_agg(s::text, ' ' order by n) from (values
+            (1, (echovalue.kv_set(token => :'token', grp => 'g', key => 'k', value => 'v')).status),
+            (2, (echovalue.webhook_get(token => :'token')).status),
+            (3, (echovalue.kv_set(token => :'sub', grp => 'g', key => 'k', value => 'v')).status),
+            (4, (echovalue.webhook_get(token => :'sub')).status)) v(n, s)")
+        expect="200 200 200 403"
+        [ "$sub" = "$token" ] && expect="200 200 200 200" # a version without tokens: the root twice
+        if diff -u "$TMP/upgrade-fresh.txt" "$TMP/upgrade-$version.txt" && [ "$rights" = "$expect" ]; then
             echo "upgrade from $version ... ok"
             passed=$((passed + 1))
         else
-            echo "upgrade from $version ... FAILED (the catalog differs from a fresh install, or the old wallet broke)"
+            echo "upgrade from $version ... FAILED (the catalog differs from a fresh install, or the old wallet's tokens have other rights: $rights)"
             failed=$((failed + 1))
         fi
     done

@@ -25,9 +25,7 @@ pub const CHANNEL: &str = "echovalue_alert_email";
 
 const REGISTER_SQL: &str = "select echovalue.relay_register(from_address => $1)";
 const CLAIM_SQL: &str = "select delivery_id, attempt, message_id, recipient, subject, body \
-     from echovalue.alert_email_claim(batch => $1, lease_seconds => $2)";
-/// Emails claimed at once: alerts are rare, and they are sent one after the other.
-const BATCH: i32 = 10;
+     from echovalue.alert_email_claim(batch => 1, lease_seconds => $1)";
 
 /// How the connection to the relay is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,30 +63,39 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-impl Relay {
-    fn transport(&self) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-        let tls = match self.tls {
+/// The relay's transport, made once at start (a relay that cannot be set up stops the
+/// mailhook there, not later).
+pub struct Sender {
+    relay: Relay,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl Sender {
+    pub fn new(relay: Relay) -> anyhow::Result<Self> {
+        let tls = match relay.tls {
             RelayTls::None => Tls::None,
-            RelayTls::StartTls => Tls::Required(TlsParameters::new(self.host.clone())?),
-            RelayTls::Implicit => Tls::Wrapper(TlsParameters::new(self.host.clone())?),
+            RelayTls::StartTls => Tls::Required(TlsParameters::new(relay.host.clone())?),
+            RelayTls::Implicit => Tls::Wrapper(TlsParameters::new(relay.host.clone())?),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
-            .port(self.port)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&relay.host)
+            .port(relay.port)
             .tls(tls)
-            .timeout(Some(self.timeout));
-        if let Some((user, password)) = &self.credentials {
+            .timeout(Some(relay.timeout));
+        if let Some((user, password)) = &relay.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        Ok(builder.build())
+        Ok(Self {
+            transport: builder.build(),
+            relay,
+        })
     }
 }
 
-/// Tells the extension which relay this worker sends through (None: none).
-async fn register(pool: &Pool, relay: Option<&Relay>) -> anyhow::Result<()> {
+/// Tells the extension which relay this worker sends through.
+async fn register(pool: &Pool, relay: &Relay) -> anyhow::Result<()> {
     let client = pool.get().await?;
-    let from = relay.map(|r| r.from.as_str());
     client
-        .execute(REGISTER_SQL, &[&from])
+        .execute(REGISTER_SQL, &[&relay.from])
         .await
         .context("registering the SMTP relay")?;
     Ok(())
@@ -104,41 +111,37 @@ struct Job {
     body: String,
 }
 
-/// Registers `relay` (trying again until the database answers), then, when there is one,
-/// sends alert emails until `stop` turns true, woken by `wake` or every `poll`.
+/// Registers the relay (trying again until the database answers), then sends alert emails
+/// one at a time until `stop` turns true, woken by `wake` or every `poll`. A mailhook without a
+/// relay runs none of this and leaves the registration alone (another one may have a relay;
+/// an operator removes it with `select echovalue.relay_register(null)`).
 pub async fn run(
-    relay: Option<Relay>,
+    sender: Sender,
     pool: Pool,
     wake: Arc<Notify>,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let transport = relay.as_ref().map(Relay::transport).transpose()?;
-    while let Err(e) = register(&pool, relay.as_ref()).await {
+    while let Err(e) = register(&pool, &sender.relay).await {
         tracing::warn!(error = %format!("{e:#}"), "registering the SMTP relay failed; trying again");
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stop.changed() => return Ok(()),
         }
     }
-    let (Some(relay), Some(transport)) = (relay, transport) else {
-        return Ok(());
-    };
-    let lease = i32::try_from(relay.timeout.as_secs() + 30).unwrap_or(i32::MAX);
-    tracing::info!(relay = ?relay, "alert email sender running");
+    // One email per claim, its lease longer than the whole send may take.
+    let lease = i32::try_from(sender.relay.timeout.as_secs() + 30).unwrap_or(i32::MAX);
+    tracing::info!(relay = ?sender.relay, "alert email sender running");
     while !*stop.borrow() {
-        let jobs = match claim(&pool, lease).await {
-            Ok(jobs) => jobs,
+        let job = match claim(&pool, lease).await {
+            Ok(job) => job,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "claiming alert emails failed");
-                Vec::new()
+                None
             }
         };
-        let more = !jobs.is_empty();
-        for job in jobs {
-            send(&pool, &transport, &relay, job).await;
-        }
-        if more {
+        if let Some(job) = job {
+            send(&pool, &sender, job).await;
             continue;
         }
         tokio::select! {
@@ -150,22 +153,20 @@ pub async fn run(
     Ok(())
 }
 
-async fn claim(pool: &Pool, lease: i32) -> anyhow::Result<Vec<Job>> {
+async fn claim(pool: &Pool, lease: i32) -> anyhow::Result<Option<Job>> {
     let client = pool.get().await?;
     let stmt = client.prepare_cached(CLAIM_SQL).await?;
-    let rows = client.query(&stmt, &[&BATCH, &lease]).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Job {
-                delivery_id: r.try_get("delivery_id")?,
-                attempt: r.try_get("attempt")?,
-                message_id: r.try_get("message_id")?,
-                recipient: r.try_get("recipient")?,
-                subject: r.try_get("subject")?,
-                body: r.try_get("body")?,
-            })
-        })
-        .collect()
+    let Some(r) = client.query_opt(&stmt, &[&lease]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Job {
+        delivery_id: r.try_get("delivery_id")?,
+        attempt: r.try_get("attempt")?,
+        message_id: r.try_get("message_id")?,
+        recipient: r.try_get("recipient")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+    }))
 }
 
 /// The email of a job; an address lettre cannot read is a final failure.
@@ -181,35 +182,48 @@ fn message(relay: &Relay, job: &Job) -> anyhow::Result<Message> {
 }
 
 /// One attempt, recorded (a failure to record leaves the email leased: it is sent again after
-/// the lease, with the same Message-ID).
-async fn send(
-    pool: &Pool,
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
-    relay: &Relay,
-    job: Job,
-) {
-    let (response, status, error) = match message(relay, &job) {
-        Err(e) => (Response::Refused, None, Some(format!("{e:#}"))),
-        Ok(email) => match transport.send(email).await {
-            Ok(reply) => (
-                Response::Status {
-                    code: 250,
-                    retry_after: None,
-                },
-                Some(i32::from(u16::from(reply.code()))),
-                None,
-            ),
-            Err(e) => {
-                let code = e.status().map(|c| i32::from(u16::from(c)));
-                // a 5xx reply will not change; a 4xx or no reply may
-                let response = if e.is_permanent() {
-                    Response::Refused
-                } else {
-                    Response::Network
-                };
-                (response, code, Some(e.to_string()))
+/// the lease, with the same Message-ID). The wallet's log gets what happened in a few words;
+/// the relay's own reply, which is the operator's business, goes to this process's log.
+async fn send(pool: &Pool, sender: &Sender, job: Job) {
+    let sent = match message(&sender.relay, &job) {
+        Err(e) => Err((Response::Refused, None, format!("{e:#}"))),
+        // the whole send within the timeout: lettre's applies to each step
+        Ok(email) => {
+            match tokio::time::timeout(sender.relay.timeout, sender.transport.send(email)).await {
+                Err(_) => Err((Response::Network, None, "timed out".to_owned())),
+                Ok(Ok(reply)) => Ok(i32::from(u16::from(reply.code()))),
+                Ok(Err(e)) => {
+                    let code = e.status().map(|c| i32::from(u16::from(c)));
+                    // a 5xx reply will not change; a 4xx or no reply may
+                    let response = if e.is_permanent() {
+                        Response::Refused
+                    } else {
+                        Response::Network
+                    };
+                    tracing::warn!(delivery = job.delivery_id, error = %e, "the relay did not take an alert email");
+                    Err((response, code, e.to_string()))
+                }
             }
-        },
+        }
+    };
+    let (response, status, error) = match sent {
+        Ok(code) => (
+            Response::Status {
+                code: 250,
+                retry_after: None,
+            },
+            Some(code),
+            None,
+        ),
+        Err((response, code, detail)) => {
+            let said = match (&response, code) {
+                (Response::Refused, Some(c)) => format!("the relay refused the email ({c})"),
+                (_, Some(c)) => format!("the relay deferred the email ({c})"),
+                (Response::Refused, None) => format!("the email could not be made: {detail}"),
+                (_, None) => "the relay could not be reached".to_owned(),
+            };
+            (response, code, Some(said))
+        }
     };
     let decision = decide(job.attempt, &response, rand::random::<f64>());
     tracing::info!(

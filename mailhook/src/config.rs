@@ -34,7 +34,7 @@ const DEFAULT_RELAY_TIMEOUT_SECS: u64 = 30;
 
 /// Settings of the mailhook worker: the database, the SMTP receiver and the LISTEN-driven
 /// workers. Tests build one with `Config::default()` and override fields.
-#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[derive(Clone, PartialEq, Eq, Parser)]
 #[command(name = "echovalue-mailhook", version, about)]
 pub struct Config {
     /// libpq connection string or URL of the echovalue database; the role must be a member of
@@ -196,6 +196,13 @@ impl Default for Config {
             relay_timeout_secs: DEFAULT_RELAY_TIMEOUT_SECS,
             print_config: false,
         }
+    }
+}
+
+/// The `--print-config` lines: the database and relay passwords hidden.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.to_string().lines()).finish()
     }
 }
 
@@ -372,6 +379,7 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("ECHOVALUE_RELAY_USER=alerts"), "{printed}");
+        assert!(!format!("{c:?}").contains("relay-s3cret"));
         assert!(printed.contains("ECHOVALUE_MAILHOOK_POLL_SECS=30"));
     }
 }

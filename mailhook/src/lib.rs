@@ -68,13 +68,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     )];
     let schedule_wake = Arc::new(Notify::new());
     let alert_wake = Arc::new(Notify::new());
-    let relay = config.relay()?;
     let delivery_settings = config.delivery();
-    if delivery_settings.is_some() {
+    // Alert emails go where deliveries do, when a relay is configured.
+    let sender = match (config.relay()?, &delivery_settings) {
+        (Some(relay), Some(_)) => Some(alert_mail::Sender::new(relay).context("the SMTP relay")?),
+        _ => None,
+    };
+    if sender.is_some() {
         subscriptions.push(Subscription::worker(
             alert_mail::CHANNEL,
             alert_wake.clone(),
         ));
+    }
+    if delivery_settings.is_some() {
         subscriptions.push(Subscription::worker(
             delivery::dispatch::CHANNEL,
             mail_wake.clone(),
@@ -103,11 +109,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ))),
         None => None,
     };
-    // Outbound work runs where deliveries do; such a worker also says whether there is a
-    // relay (a receive-only one leaves that to them).
-    let alert_sender = match delivery_settings {
-        Some(_) => Some(tokio::spawn(alert_mail::run(
-            relay,
+    let alert_sender = match sender {
+        Some(sender) => Some(tokio::spawn(alert_mail::run(
+            sender,
             store::pool(&config.database_url, 1, db_timeout)?,
             alert_wake,
             config.poll_interval(),

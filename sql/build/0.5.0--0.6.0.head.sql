@@ -16,7 +16,7 @@ alter table echovalue.tokens add column scopes text[], add column groups text[];
 update echovalue.tokens set scopes = '{kv:read,kv:write,logs,wallet}' where not is_root;
 alter table echovalue.tokens add constraint tokens_scopes_check
     check ((scopes is null) = is_root and (groups is null or not is_root)
-           and scopes <@ echovalue._scope_names());
+           and scopes <@ echovalue._scope_names() and pg_catalog.array_position(groups, null) is null);
 
 alter table echovalue.prices
     add column scope text check (scope = any (echovalue._scope_names()));

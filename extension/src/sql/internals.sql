@@ -245,7 +245,8 @@ $$;
 -- outside its KV groups (p_group, for KV operations), the 403 `Forbidden`, charged one unit
 -- like any error (SPEC section 15). Refusals are logged. A NULL balance means refused (test
 -- that, not `refusal is not null`, which is false for an outcome with a NULL field). Every
--- charge of a wallet goes through here, so no API function can skip a scope.
+-- charge of a wallet goes through here, so no API function can skip a scope (token_new alone
+-- takes a priced token_new from the new wallet's starting credits itself).
 -- The wallet's row lock serializes the charges of a wallet, so the balance never goes
 -- negative; for a limited token the row is locked before its usage is read, so parallel
 -- requests of one token cannot overrun a limit either (each reads the usage the previous one
@@ -337,6 +338,12 @@ begin
     end if;
     return echovalue._finish(p_caller, v_paid, p_status, p_error);
 end;
+$$;
+
+-- Whether the caller's token has scope p_scope (the root token has every scope).
+create function echovalue._has_scope(p_caller echovalue.caller, p_scope text) returns boolean
+language sql immutable as $$
+    select coalesce(p_caller.is_root, false) or coalesce(p_scope = any (p_caller.scopes), false)
 $$;
 
 -- The charged 403 for a request that only the wallet's root token may make, or NULL when the

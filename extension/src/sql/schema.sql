@@ -52,7 +52,8 @@ create table echovalue.tokens (
     check (not is_root or (limit_per_request is null and limit_daily is null
                            and limit_monthly is null)),
     constraint tokens_scopes_check check ((scopes is null) = is_root and (groups is null or not is_root)
-                                         and scopes <@ echovalue._scope_names())
+                                         and scopes <@ echovalue._scope_names()
+                                         and pg_catalog.array_position(groups, null) is null)
 );
 create index tokens_wallet_id_idx on echovalue.tokens (wallet_id);
 create index tokens_revoked_idx on echovalue.tokens (revoked) where revoked is not null;

@@ -50,9 +50,10 @@ language sql immutable as $$
     end
 $$;
 
--- The worker's call at start: the relay it sends alert emails through (its From address), or
--- NULL when it has none. Email alerts can be set, and are queued, only while a relay is
--- registered; those queued before it went wait for the next one.
+-- The call of a mailhook with a relay, at start: the relay it sends alert emails through (its
+-- From address). NULL removes the relay (an operator's call: a mailhook without a relay
+-- leaves the row to the others). Email alerts can be set, and are queued, only while a relay
+-- is registered; those queued before it went wait for the next one.
 create function echovalue.relay_register(from_address text) returns void
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -248,7 +249,8 @@ $$;
 
 -- PUT /token/settings: replaces the wallet's settings with the body (every field optional:
 -- threshold 0, no webhook, no email); `OK`. A new threshold takes effect from the next
--- charge: a balance already below it alerts only once it has been back above.
+-- charge: a balance already below it alerts only once it has been back above. Needs the
+-- settings scope, and for a low_balance_webhook the webhook scope too.
 create function echovalue.settings_put(
     token text,
     body text,
@@ -274,6 +276,12 @@ begin
     v_hook := v_settings -> 'low_balance_webhook';
     if v_error is null and pg_catalog.jsonb_typeof(v_hook -> 'template') <> 'null' then
         v_template := (settings_put.body::json -> 'low_balance_webhook' -> 'template')::text;
+    end if;
+    -- an alert webhook is signed with the wallet's webhook secret, and a custom template
+    -- writes any body: setting one takes the webhook scope as well, or a settings-only token
+    -- could have mail-like payloads signed for its own URL
+    if pg_catalog.jsonb_typeof(v_hook) = 'object' and not echovalue._has_scope(v_caller, 'webhook') then
+        return echovalue._fail(v_caller, 'settings_put', 403, 'Forbidden');
     end if;
     v_error := coalesce(v_error, echovalue._settings_error(v_settings, v_template));
     if v_error is not null then

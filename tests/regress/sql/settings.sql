@@ -22,6 +22,20 @@ select status, body, cost from echovalue.settings_put(token => :'tok', body =>
 select body::jsonb as settings from echovalue.settings_get(token => :'tok');
 select endpoint, method, path, status_code from echovalue.logs where wallet_id = :w order by id desc limit 2;
 
+-- the settings scope sets the threshold and the email; the alert webhook, signed with the
+-- wallet's webhook secret, takes the webhook scope too (charged 403 without it)
+select (echovalue.token_key_create(token => :'tok', spec => '{"scopes":["settings"]}')).body::json ->> 'token' as settings_only \gset
+select (echovalue.token_key_create(token => :'tok', spec => '{"scopes":["settings","webhook"]}')).body::json ->> 'token' as settings_and_webhook \gset
+select status, body, cost from echovalue.settings_put(token => :'settings_only', body =>
+    '{"low_balance_threshold":100,"low_balance_webhook":{"url":"https://attacker.example/",'
+    '"format":"custom","template":{"externalMessageId":"{{wallet}}"}}}');
+select status, body from echovalue.settings_put(token => :'settings_only', body =>
+    '{"low_balance_threshold":100,"low_balance_webhook":null}');
+select status, body from echovalue.settings_put(token => :'settings_and_webhook', body =>
+    '{"low_balance_threshold":100,"low_balance_webhook":{"url":"http://127.0.0.1:9/alert",'
+    '"headers":{"X-Api-Key":"s3cret"},"format":"slack"}}');
+select body::jsonb -> 'low_balance_webhook' ->> 'url' as url from echovalue.settings_get(token => :'settings_only');
+
 -- refused: 400 with the rule, charged and logged, nothing changed
 select b as body, (echovalue.settings_put(token => :'tok', body => b)).body as answer
   from (values ('not json'), ('[1]'), ('{"threshold":5}'),
