@@ -35,8 +35,7 @@ alter type echovalue.caller add attribute scopes text[], add attribute groups te
 
 -- Settings and alerts: the threshold beside the balance, the rest in wallet_settings; alerts
 -- are deliveries without a webhook name.
-alter table echovalue.wallets add column low_balance_threshold bigint not null default 0
-    check (low_balance_threshold between 0 and 1000000000000000);
+alter table echovalue.wallets add column low_balance_threshold bigint not null default 0;
 
 create table echovalue.wallet_settings (
     wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
