@@ -167,13 +167,15 @@ alter extension echovalue update;
 do $$
 begin
     if not exists (select from pg_roles where rolname = 'echovalue_proxy') then
-        create role echovalue_proxy login in role echovalue_api;
+        create role echovalue_proxy login in role echovalue_gateway;
     end if;
     if not exists (select from pg_roles where rolname = 'echovalue_mailhook') then
         create role echovalue_mailhook login in role echovalue_worker;
     end if;
 end
 $$;
+-- (a proxy role made before 0.6.0 was in echovalue_api only)
+grant echovalue_gateway to echovalue_proxy;
 SQL
     ev_log "database $db ready (extension $(ev_psql "$db" -tA -c "select extversion from pg_extension where extname = 'echovalue'"))"
 }

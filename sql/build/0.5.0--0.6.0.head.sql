@@ -33,6 +33,25 @@ insert into echovalue.prices (operation, credits, endpoint, scope) values
 
 alter type echovalue.caller add attribute scopes text[], add attribute groups text[];
 
+-- The gateway role (the proxy): only it may record Stripe events and name a client address
+-- (grants.sql). Every role in echovalue_api before this could do both, so each becomes a
+-- gateway member and nothing running breaks; a role that only runs SQL applications should
+-- then be `revoke echovalue_gateway from …` (README).
+do $$
+declare
+    v_role text;
+begin
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_gateway') then
+        create role echovalue_gateway nologin;
+    end if;
+    for v_role in select r.rolname from pg_catalog.pg_auth_members m
+                    join pg_catalog.pg_roles r on r.oid = m.member
+                   where m.roleid = 'echovalue_api'::regrole and r.rolname <> 'echovalue_gateway' loop
+        execute pg_catalog.format('grant echovalue_gateway to %I', v_role);
+    end loop;
+end;
+$$;
+
 -- Settings and alerts: the threshold beside the balance, the rest in wallet_settings; alerts
 -- are deliveries without a webhook name.
 alter table echovalue.wallets add column low_balance_threshold bigint not null default 0;

@@ -1,6 +1,8 @@
--- Privileges, last: PUBLIC gets nothing; echovalue_api (the proxy) may use the schema and
--- execute the API functions only; echovalue_worker (the mailhook) only the worker functions.
--- Neither can read or write any table or call an internal `_` helper.
+-- Privileges, last: PUBLIC gets nothing; echovalue_api (a SQL application, and through
+-- echovalue_gateway the proxy) may use the schema and execute the API functions only;
+-- echovalue_gateway (the proxy) besides records Stripe events it verified and names the
+-- client address of a new wallet; echovalue_worker (the mailhook) only the worker functions.
+-- None can read or write any table or call an internal `_` helper.
 
 do $$
 begin
@@ -10,8 +12,12 @@ begin
     if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_worker') then
         create role echovalue_worker nologin;
     end if;
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'echovalue_gateway') then
+        create role echovalue_gateway nologin;
+    end if;
 end;
 $$;
+grant echovalue_api to echovalue_gateway;
 
 revoke all on all tables in schema echovalue from public;
 revoke all on all sequences in schema echovalue from public;
@@ -46,9 +52,14 @@ grant execute on function
     echovalue.attachment_get(text, text, text),
     echovalue.settings_get(text, text, text),
     echovalue.settings_put(text, text, text, text),
-    echovalue.stripe_event_record(text, text, text),
     echovalue.maintenance_run()
 to echovalue_api;
+
+-- stripe_event_record trusts its caller to have checked the Stripe signature (an application
+-- with it could record a paid event and mint credits), and token_new lets only this role name
+-- a client address other than its own connection's (or skip the creation rate limit).
+revoke execute on function echovalue.stripe_event_record(text, text, text) from echovalue_api;
+grant execute on function echovalue.stripe_event_record(text, text, text) to echovalue_gateway;
 
 grant usage on schema echovalue to echovalue_worker;
 grant execute on function

@@ -1,7 +1,9 @@
 -- Token and wallet API: create a wallet with its root token, read the wallet.
 
 -- POST /token: a new wallet with echovalue.start_credits and its root token (the body).
--- At most one per echovalue.token_rate_seconds per client address, across all proxies.
+-- At most one per echovalue.token_rate_seconds per client address, across all proxies. The
+-- address is the connection's; only a member of echovalue_gateway (the proxy, which knows
+-- the HTTP client's) may give another (insufficient_privilege otherwise).
 create function echovalue.token_new(
     client_addr inet default pg_catalog.inet_client_addr(),
     http_method text default 'POST',
@@ -23,6 +25,11 @@ declare
     v_caller echovalue.caller;
     v_paid echovalue.payment;
 begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
     insert into echovalue.token_rate as r (client, last_at)
     values (v_client, pg_catalog.now())
     on conflict (client) do update set last_at = excluded.last_at
