@@ -52,6 +52,13 @@ begin
 end;
 $$;
 
+-- Refusals that charged nothing are logged at a bounded rate per wallet.
+create table echovalue.refusal_log_rate (
+    wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
+    minute    timestamptz not null,
+    entries   int not null
+);
+
 -- Settings and alerts: the threshold beside the balance, the rest in wallet_settings; alerts
 -- are deliveries without a webhook name.
 alter table echovalue.wallets add column low_balance_threshold bigint not null default 0;
@@ -143,6 +150,60 @@ begin
 end;
 $$;
 
+create or replace function echovalue._refusal_log_allowed(p_wallet bigint) returns boolean
+language sql volatile as $$
+    insert into echovalue.refusal_log_rate as r (wallet_id, minute, entries)
+    values (p_wallet, pg_catalog.date_trunc('minute', pg_catalog.now()), 1)
+    on conflict (wallet_id) do update
+       set minute = excluded.minute,
+           entries = case when r.minute = excluded.minute then r.entries + 1 else 1 end
+    returning entries <= echovalue._setting('refusal_logs_per_minute')
+$$;
+
+create or replace function echovalue._log(
+    p_wallet bigint, p_endpoint text, p_method text, p_path text,
+    p_status int, p_error text, p_cost int, p_balance bigint
+) returns void
+language plpgsql volatile as $$
+begin
+    insert into echovalue.logs
+        (wallet_id, expires_at, method, path, endpoint, status_code, error, cost, balance)
+    values
+        (p_wallet,
+         pg_catalog.now() + pg_catalog.make_interval(days => echovalue._setting('log_retention_days')),
+         p_method, pg_catalog.left(p_path, echovalue._setting('log_max_path_chars')), p_endpoint,
+         p_status, pg_catalog.left(p_error, 500), p_cost, p_balance);
+end;
+$$;
+
+create or replace function echovalue._insufficient(
+    p_caller echovalue.caller, p_endpoint text, p_limit_refusal text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+begin
+    update echovalue.wallets w set last_used = echovalue._last_used(w.last_used)
+     where w.id = p_caller.wallet_id
+    returning w.balance into v_balance;
+    if v_balance is null then
+        -- the wallet was purged while this request waited for its lock
+        return echovalue._unauthorized();
+    end if;
+    if echovalue._refusal_log_allowed(p_caller.wallet_id) then
+        perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path, 402,
+            coalesce((p_limit_refusal::json) ->> 'error_description', 'Insufficient credits'),
+            0, v_balance);
+    end if;
+    if p_limit_refusal is not null then
+        return echovalue._outcome(402, p_limit_refusal, 0, v_balance, 'application/json',
+                                  echovalue._limit_headers(p_caller));
+    end if;
+    return echovalue._outcome(402, 'Insufficient credits', 0, v_balance,
+                              p_headers => echovalue._limit_headers(p_caller));
+end;
+$$;
+
 create or replace function echovalue._pay(
     p_caller echovalue.caller, p_operation text, p_units int default 1, p_group text default null
 ) returns echovalue.payment
@@ -193,12 +254,25 @@ begin
                 (select w.low_balance_threshold from echovalue.wallets w where w.id = p_caller.wallet_id));
         end if;
         if v_forbidden then
-            return row(v_price.endpoint, 0, null, echovalue._finish(p_caller,
+            return row(v_price.endpoint, 0, null, echovalue._unlogged_or_finish(p_caller,
                        row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment,
                        403, 'Forbidden'))::echovalue.payment;
         end if;
     end if;
     return row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment;
+end;
+$$;
+
+create or replace function echovalue._unlogged_or_finish(
+    p_caller echovalue.caller, p_paid echovalue.payment, p_status int, p_error text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+begin
+    if p_paid.cost = 0 and not echovalue._refusal_log_allowed(p_caller.wallet_id) then
+        return echovalue._outcome(p_status, p_error, 0, p_paid.balance,
+                                  p_headers => echovalue._limit_headers(p_caller));
+    end if;
+    return echovalue._finish(p_caller, p_paid, p_status, p_error);
 end;
 $$;
 
@@ -213,66 +287,13 @@ begin
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    return echovalue._finish(p_caller, v_paid, p_status, p_error);
+    return echovalue._unlogged_or_finish(p_caller, v_paid, p_status, p_error);
 end;
 $$;
 
 create or replace function echovalue._has_scope(p_caller echovalue.caller, p_scope text) returns boolean
 language sql immutable as $$
     select coalesce(p_caller.is_root, false) or coalesce(p_scope = any (p_caller.scopes), false)
-$$;
-
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- unix-socket callers have no address: they share one bucket
-    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
-    end if;
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
 $$;
 
 create or replace function echovalue._key_scopes_json(p_token echovalue.tokens) returns text
@@ -495,6 +516,113 @@ language sql immutable as $$
     end
 $$;
 
+create or replace function echovalue._stripe_event_credit(
+    p_event echovalue.stripe_events,
+    out state text, out detail text, out wallet_id bigint, out credits bigint
+)
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+    v_other text;
+begin
+    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
+        state := 'ignored';
+        detail := 'event type ' || p_event.type || ' grants no credits';
+        return;
+    end if;
+    if p_event.payment_status is distinct from 'paid' then
+        state := 'unpaid';
+        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
+        return;
+    end if;
+    select t.credits into credits
+      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
+    if credits is null then
+        state := 'unknown_tier';
+        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
+        return;
+    end if;
+    select e.id into v_other
+      from echovalue.stripe_events e
+     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
+    if v_other is not null then
+        state := 'ignored';
+        detail := 'checkout session already credited by event ' || v_other;
+        credits := null;
+        return;
+    end if;
+    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
+    update echovalue.wallets w
+       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
+     where w.hash = p_event.wallet_hash
+    returning w.id, w.balance into wallet_id, v_balance;
+    if wallet_id is null then
+        state := 'unknown_wallet';
+        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
+        credits := null;
+        return;
+    end if;
+    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
+    -- cost is what the request charged: nothing; the new balance shows the credits granted
+    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
+                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
+    state := 'applied';
+end;
+$$;
+
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- unix-socket callers have no address: they share one bucket
+    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
 create or replace function echovalue.kv_set(
     token text,
     grp text,
@@ -608,60 +736,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue._stripe_event_credit(
-    p_event echovalue.stripe_events,
-    out state text, out detail text, out wallet_id bigint, out credits bigint
-)
-language plpgsql volatile as $$
-declare
-    v_balance bigint;
-    v_other text;
-begin
-    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
-        state := 'ignored';
-        detail := 'event type ' || p_event.type || ' grants no credits';
-        return;
-    end if;
-    if p_event.payment_status is distinct from 'paid' then
-        state := 'unpaid';
-        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
-        return;
-    end if;
-    select t.credits into credits
-      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
-    if credits is null then
-        state := 'unknown_tier';
-        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
-        return;
-    end if;
-    select e.id into v_other
-      from echovalue.stripe_events e
-     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
-    if v_other is not null then
-        state := 'ignored';
-        detail := 'checkout session already credited by event ' || v_other;
-        credits := null;
-        return;
-    end if;
-    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
-    update echovalue.wallets w
-       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
-     where w.hash = p_event.wallet_hash
-    returning w.id, w.balance into wallet_id, v_balance;
-    if wallet_id is null then
-        state := 'unknown_wallet';
-        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
-        credits := null;
-        return;
-    end if;
-    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
-    -- cost is what the request charged: nothing; the new balance shows the credits granted
-    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
-                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
-    state := 'applied';
-end;
-$$;
-
 create or replace function echovalue._webhook_options_json(p_options jsonb) returns text
 language sql immutable as $$
     select '{' || coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
@@ -686,126 +760,6 @@ language sql stable as $$
                  echovalue._json_str(echovalue._webhook_email(p_hook))) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
-$$;
-
-create or replace function echovalue.maintenance_run() returns jsonb
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_batch int := echovalue._setting('maintenance_batch');
-    v_kv bigint;
-    v_logs bigint;
-    v_rate bigint;
-    v_usage bigint;
-    v_revoked bigint;
-    v_attachments bigint;
-    v_messages bigint;
-    v_unmessaged bigint;
-    v_wallets bigint;
-    v_wallet_ids bigint[];
-    v_token_ids bigint[];
-begin
-    delete from echovalue.kv k
-     where k.ctid = any (array(
-         select x.ctid from echovalue.kv x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_kv = row_count;
-
-    delete from echovalue.logs l
-     where l.ctid = any (array(
-         select x.ctid from echovalue.logs x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_logs = row_count;
-
-    delete from echovalue.token_rate r
-     where r.ctid = any (array(
-         select x.ctid from echovalue.token_rate x
-          where x.last_at <= pg_catalog.now()
-                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
-          limit v_batch for update skip locked));
-    get diagnostics v_rate = row_count;
-
-    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
-    delete from echovalue.token_usage u
-     where u.ctid = any (array(
-         select x.ctid from echovalue.token_usage x
-          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
-          limit v_batch for update skip locked));
-    get diagnostics v_usage = row_count;
-
-    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
-    -- ON DELETE CASCADE.
-    delete from echovalue.tokens t
-     where t.id = any (array(
-         select x.id from echovalue.tokens x
-          where x.revoked < pg_catalog.now()
-                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
-          limit v_batch for update skip locked));
-    get diagnostics v_revoked = row_count;
-
-    delete from echovalue.attachments a
-     where a.ctid = any (array(
-         select x.ctid from echovalue.attachments x
-          where x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_attachments = row_count;
-
-    -- Messages whose delivery is finished (delivered or failed for good), older than
-    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
-    -- CASCADE. A pending delivery keeps its message however old.
-    delete from echovalue.messages m
-     where m.id = any (array(
-         select x.id from echovalue.messages x
-          where x.received_at <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-            and not exists (select 1 from echovalue.deliveries d
-                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
-          limit v_batch for update skip locked));
-    get diagnostics v_messages = row_count;
-
-    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
-    -- every test (a test is answered within seconds).
-    delete from echovalue.deliveries d
-     where d.ctid = any (array(
-         select x.ctid from echovalue.deliveries x
-          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
-            and x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_unmessaged = row_count;
-
-    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
-    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
-    -- its wallet is left for a later run: maintenance never waits for a request, so the two
-    -- cannot deadlock.
-    v_wallet_ids := array(
-        select x.id from echovalue.wallets x
-         where x.last_used < pg_catalog.now()
-               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
-         limit v_batch for update skip locked);
-    v_token_ids := array(
-        select t.id from echovalue.tokens t
-         where t.wallet_id = any (v_wallet_ids) for update skip locked);
-    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
-    with gone as (
-        delete from echovalue.wallets w
-         where w.id = any (v_wallet_ids)
-           and not exists (select 1 from echovalue.tokens t
-                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
-        returning w.id
-    ), gone_logs as (
-        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
-    )
-    select pg_catalog.count(*) into v_wallets from gone;
-
-    return pg_catalog.jsonb_build_object(
-        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
-        'wallets', v_wallets);
-end;
 $$;
 
 create or replace function echovalue._delivery_log(
@@ -994,6 +948,126 @@ begin
                                     case when delivery_record.outcome = 'delivered' then null
                                          else coalesce(v_error, 'delivery failed') end, v_kind);
     return v_changed;
+end;
+$$;
+
+create or replace function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_kv bigint;
+    v_logs bigint;
+    v_rate bigint;
+    v_usage bigint;
+    v_revoked bigint;
+    v_attachments bigint;
+    v_messages bigint;
+    v_unmessaged bigint;
+    v_wallets bigint;
+    v_wallet_ids bigint[];
+    v_token_ids bigint[];
+begin
+    delete from echovalue.kv k
+     where k.ctid = any (array(
+         select x.ctid from echovalue.kv x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_kv = row_count;
+
+    delete from echovalue.logs l
+     where l.ctid = any (array(
+         select x.ctid from echovalue.logs x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_logs = row_count;
+
+    delete from echovalue.token_rate r
+     where r.ctid = any (array(
+         select x.ctid from echovalue.token_rate x
+          where x.last_at <= pg_catalog.now()
+                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    delete from echovalue.token_usage u
+     where u.ctid = any (array(
+         select x.ctid from echovalue.token_usage x
+          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
+          limit v_batch for update skip locked));
+    get diagnostics v_usage = row_count;
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE.
+    delete from echovalue.tokens t
+     where t.id = any (array(
+         select x.id from echovalue.tokens x
+          where x.revoked < pg_catalog.now()
+                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+          limit v_batch for update skip locked));
+    get diagnostics v_revoked = row_count;
+
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
+    -- Messages whose delivery is finished (delivered or failed for good), older than
+    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
+    -- CASCADE. A pending delivery keeps its message however old.
+    delete from echovalue.messages m
+     where m.id = any (array(
+         select x.id from echovalue.messages x
+          where x.received_at <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+            and not exists (select 1 from echovalue.deliveries d
+                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
+          limit v_batch for update skip locked));
+    get diagnostics v_messages = row_count;
+
+    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
+    -- every test (a test is answered within seconds).
+    delete from echovalue.deliveries d
+     where d.ctid = any (array(
+         select x.ctid from echovalue.deliveries x
+          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
+            and x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_unmessaged = row_count;
+
+    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
+    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
+    -- its wallet is left for a later run: maintenance never waits for a request, so the two
+    -- cannot deadlock.
+    v_wallet_ids := array(
+        select x.id from echovalue.wallets x
+         where x.last_used < pg_catalog.now()
+               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
+         limit v_batch for update skip locked);
+    v_token_ids := array(
+        select t.id from echovalue.tokens t
+         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
+
+    return pg_catalog.jsonb_build_object(
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
+        'wallets', v_wallets);
 end;
 $$;
 

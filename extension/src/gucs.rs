@@ -16,6 +16,8 @@ pub static MAX_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(2_592_000);
 pub static LOGS_DEFAULT_N: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static LOGS_MAX_N: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+pub static LOG_MAX_PATH_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static REFUSAL_LOGS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static INACTIVE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(730);
 pub static MAINTENANCE_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -51,7 +53,7 @@ struct IntSetting {
 }
 
 /// Every integer setting the SQL functions read: [`init`] defines them, `_setting` reads them.
-static INT_SETTINGS: [IntSetting; 19] = [
+static INT_SETTINGS: [IntSetting; 21] = [
     // Free credits of a new wallet: enough to try every endpoint (seed 002).
     IntSetting {
         name: c"echovalue.start_credits",
@@ -115,6 +117,23 @@ static INT_SETTINGS: [IntSetting; 19] = [
         setting: &LOG_RETENTION_DAYS,
         min: 1,
         max: 3650,
+    },
+    // A path is logged as sent, up to the proxy's header limit; a log row stays small.
+    IntSetting {
+        name: c"echovalue.log_max_path_chars",
+        why: c"Longest request path a log entry keeps; a longer one is cut.",
+        setting: &LOG_MAX_PATH_CHARS,
+        min: 16,
+        max: 65_536,
+    },
+    // Refusals that cost nothing (a 402, a free operation's error) are logged, but not at any
+    // rate: a client could otherwise fill the logs for free.
+    IntSetting {
+        name: c"echovalue.refusal_logs_per_minute",
+        why: c"Log entries a wallet gets per minute for refusals that charge nothing; more are not logged.",
+        setting: &REFUSAL_LOGS_PER_MINUTE,
+        min: 0,
+        max: 1_000_000,
     },
     // Abandoned wallets and their data are deleted (seed 002: two years).
     IntSetting {

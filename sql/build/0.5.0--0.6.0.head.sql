@@ -52,6 +52,13 @@ begin
 end;
 $$;
 
+-- Refusals that charged nothing are logged at a bounded rate per wallet.
+create table echovalue.refusal_log_rate (
+    wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
+    minute    timestamptz not null,
+    entries   int not null
+);
+
 -- Settings and alerts: the threshold beside the balance, the rest in wallet_settings; alerts
 -- are deliveries without a webhook name.
 alter table echovalue.wallets add column low_balance_threshold bigint not null default 0;

@@ -193,7 +193,23 @@ language sql stable as $$
                 else pg_catalog.now() end
 $$;
 
--- Appends one request log entry; it expires after echovalue.log_retention_days.
+-- Whether wallet p_wallet may log one more refusal that charged nothing this minute: at most
+-- echovalue.refusal_logs_per_minute (one counter row per wallet, taken under the wallet's
+-- row lock, which every refusal already holds).
+create function echovalue._refusal_log_allowed(p_wallet bigint) returns boolean
+language sql volatile as $$
+    insert into echovalue.refusal_log_rate as r (wallet_id, minute, entries)
+    values (p_wallet, pg_catalog.date_trunc('minute', pg_catalog.now()), 1)
+    on conflict (wallet_id) do update
+       set minute = excluded.minute,
+           entries = case when r.minute = excluded.minute then r.entries + 1 else 1 end
+    returning entries <= echovalue._setting('refusal_logs_per_minute')
+$$;
+
+-- Appends one request log entry; it expires after echovalue.log_retention_days. The path is
+-- cut to echovalue.log_max_path_chars and the error to 500 characters. (A refusal that
+-- charged nothing is logged only within _refusal_log_allowed: its callers, _insufficient,
+-- _fail and _pay's 403, ask first, off the path of a paid request, which is always logged.)
 create function echovalue._log(
     p_wallet bigint, p_endpoint text, p_method text, p_path text,
     p_status int, p_error text, p_cost int, p_balance bigint
@@ -205,11 +221,13 @@ begin
     values
         (p_wallet,
          pg_catalog.now() + pg_catalog.make_interval(days => echovalue._setting('log_retention_days')),
-         p_method, p_path, p_endpoint, p_status, p_error, p_cost, p_balance);
+         p_method, pg_catalog.left(p_path, echovalue._setting('log_max_path_chars')), p_endpoint,
+         p_status, pg_catalog.left(p_error, 500), p_cost, p_balance);
 end;
 $$;
 
--- The 402 answer for a request that cannot be paid: nothing charged, logged with cost 0.
+-- The 402 answer for a request that cannot be paid: nothing charged, logged with cost 0
+-- (within echovalue.refusal_logs_per_minute, _refusal_log_allowed).
 -- Either the wallet lacks the credits (`Insufficient credits`) or the caller's spending limit
 -- refused the charge (p_limit_refusal, the JSON body of _limits_refusal).
 create function echovalue._insufficient(
@@ -226,14 +244,15 @@ begin
         -- the wallet was purged while this request waited for its lock
         return echovalue._unauthorized();
     end if;
+    if echovalue._refusal_log_allowed(p_caller.wallet_id) then
+        perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path, 402,
+            coalesce((p_limit_refusal::json) ->> 'error_description', 'Insufficient credits'),
+            0, v_balance);
+    end if;
     if p_limit_refusal is not null then
-        perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path,
-                               402, (p_limit_refusal::json) ->> 'error_description', 0, v_balance);
         return echovalue._outcome(402, p_limit_refusal, 0, v_balance, 'application/json',
                                   echovalue._limit_headers(p_caller));
     end if;
-    perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path,
-                           402, 'Insufficient credits', 0, v_balance);
     return echovalue._outcome(402, 'Insufficient credits', 0, v_balance,
                               p_headers => echovalue._limit_headers(p_caller));
 end;
@@ -303,7 +322,7 @@ begin
                 (select w.low_balance_threshold from echovalue.wallets w where w.id = p_caller.wallet_id));
         end if;
         if v_forbidden then
-            return row(v_price.endpoint, 0, null, echovalue._finish(p_caller,
+            return row(v_price.endpoint, 0, null, echovalue._unlogged_or_finish(p_caller,
                        row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment,
                        403, 'Forbidden'))::echovalue.payment;
         end if;
@@ -331,6 +350,21 @@ begin
 end;
 $$;
 
+-- An error answer after paying: _finish, or, when it cost nothing and the wallet has had
+-- echovalue.refusal_logs_per_minute such entries this minute, the same answer unlogged.
+create function echovalue._unlogged_or_finish(
+    p_caller echovalue.caller, p_paid echovalue.payment, p_status int, p_error text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+begin
+    if p_paid.cost = 0 and not echovalue._refusal_log_allowed(p_caller.wallet_id) then
+        return echovalue._outcome(p_status, p_error, 0, p_paid.balance,
+                                  p_headers => echovalue._limit_headers(p_caller));
+    end if;
+    return echovalue._finish(p_caller, p_paid, p_status, p_error);
+end;
+$$;
+
 -- An error on a resolved wallet: charged p_units of the operation's price and logged, or the
 -- refusal of _pay (402, or 403 for a caller without the scope or outside the KV group p_group).
 create function echovalue._fail(
@@ -344,7 +378,7 @@ begin
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    return echovalue._finish(p_caller, v_paid, p_status, p_error);
+    return echovalue._unlogged_or_finish(p_caller, v_paid, p_status, p_error);
 end;
 $$;
 

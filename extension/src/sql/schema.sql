@@ -107,6 +107,13 @@ create index logs_expires_at_idx on echovalue.logs using brin (expires_at);
 -- A logs request filtered by type (endpoint) reads O(n) entries however rare the type is.
 create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
 
+-- Refusals that charged nothing logged this minute, per wallet (internals.sql, _log).
+create table echovalue.refusal_log_rate (
+    wallet_id bigint primary key references echovalue.wallets (id) on delete cascade,
+    minute    timestamptz not null,
+    entries   int not null
+);
+
 -- Price list in credits; the operator may change the credits. Each operation also names the
 -- endpoint its log entries carry (SPEC section 6) and the token scope it needs (SPEC section
 -- 15; NULL: none, because no token calls it or only the root token may), so no API function

@@ -95,4 +95,38 @@ explain (costs off) select * from echovalue._logs_newest(1, 'kv', 5);
 set local echovalue.log_retention_days = 1;
 select status from echovalue.wallet_get(token => :'tok');
 select expires_at - created as retention from echovalue.logs where wallet_id = :w order by id desc limit 1;
+
+-- a log entry stays small: the path is cut to log_max_path_chars, the error to 500 characters
+set local echovalue.log_max_path_chars = 40;
+update echovalue.wallets set balance = 1000 where id = :w;
+select status from echovalue.kv_get(token => :'tok', grp => 'g', key => 'k',
+                                    http_path => '/kv/g/k?' || repeat('x', 20000));
+select char_length(path) as path_chars, path from echovalue.logs where wallet_id = :w order by id desc limit 1;
+select status, char_length(body) as body_chars
+  from echovalue.request_refuse(token => :'tok', route => '/kv/{group}/{key}', status => 400,
+                                error => 'Bad Request: ' || repeat('y', 5000), http_method => 'POST', http_path => '/kv/g/k');
+select char_length(error) as error_chars from echovalue.logs where wallet_id = :w order by id desc limit 1;
+
+-- refusals that charge nothing are logged at most refusal_logs_per_minute times a minute per
+-- wallet (this transaction is one minute: now() does not move); paid calls always are
+set local echovalue.refusal_logs_per_minute = 3;
+delete from echovalue.refusal_log_rate where wallet_id = :w;   -- (the 402s above counted too)
+select max(id) as last from echovalue.logs where wallet_id = :w \gset
+update echovalue.wallets set balance = 0 where id = :w;
+select count(*) filter (where r.status = 402) as refused
+  from generate_series(1, 10) n, lateral echovalue.kv_get(token => :'tok', grp => 'g', key => 'k' || n) r;
+select count(*) as logged, bool_and(status_code = 402 and cost = 0) as all_402
+  from echovalue.logs where wallet_id = :w and id > :last;
+-- a free operation's error counts the same way (recharge_link costs 0): not logged now
+select status, body from echovalue.recharge_link(token => :'tok', amount => '7');
+select count(*) as logged from echovalue.logs where wallet_id = :w and id > :last;
+update echovalue.wallets set balance = 100 where id = :w;
+select count(*) filter (where r.status = 200) as paid
+  from generate_series(1, 10) n, lateral echovalue.kv_set(token => :'tok', grp => 'g', key => 'k' || n, value => 'v') r;
+select count(*) as logged from echovalue.logs where wallet_id = :w and id > :last;
+-- the next minute counts afresh
+update echovalue.refusal_log_rate set minute = minute - interval '1 minute' where wallet_id = :w;
+update echovalue.wallets set balance = 0 where id = :w;
+select (echovalue.kv_get(token => :'tok', grp => 'g', key => 'k')).status;
+select count(*) as logged from echovalue.logs where wallet_id = :w and id > :last;
 rollback;

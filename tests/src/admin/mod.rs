@@ -157,6 +157,15 @@ impl Admin {
     }
 
     /// Log rows of a wallet: (all, charged ones).
+    /// Whether `logged` entries for `refused` refusals that charged nothing, made within a
+    /// few seconds, are what the default `echovalue.refusal_logs_per_minute` (60) allows: all
+    /// of them up to 60 a minute, so up to 120 when the run spans the turn of a minute.
+    pub fn refusals_logged_ok(logged: i64, refused: usize) -> bool {
+        const PER_MINUTE: i64 = 60;
+        let refused = i64::try_from(refused).unwrap_or(i64::MAX);
+        (refused.min(PER_MINUTE)..=refused.min(2 * PER_MINUTE)).contains(&logged)
+    }
+
     pub async fn log_counts(&self, w: &Wallet) -> Result<(i64, i64)> {
         let row = self
             .client
