@@ -296,6 +296,116 @@ language sql immutable as $$
     select coalesce(p_caller.is_root, false) or coalesce(p_scope = any (p_caller.scopes), false)
 $$;
 
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- the network of the address counts (an IPv6 client holds a /64); unix-socket callers
+    -- have no address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue._stripe_event_credit(
+    p_event echovalue.stripe_events,
+    out state text, out detail text, out wallet_id bigint, out credits bigint
+)
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+    v_other text;
+begin
+    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
+        state := 'ignored';
+        detail := 'event type ' || p_event.type || ' grants no credits';
+        return;
+    end if;
+    if p_event.payment_status is distinct from 'paid' then
+        state := 'unpaid';
+        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
+        return;
+    end if;
+    select t.credits into credits
+      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
+    if credits is null then
+        state := 'unknown_tier';
+        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
+        return;
+    end if;
+    select e.id into v_other
+      from echovalue.stripe_events e
+     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
+    if v_other is not null then
+        state := 'ignored';
+        detail := 'checkout session already credited by event ' || v_other;
+        credits := null;
+        return;
+    end if;
+    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
+    update echovalue.wallets w
+       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
+     where w.hash = p_event.wallet_hash
+    returning w.id, w.balance into wallet_id, v_balance;
+    if wallet_id is null then
+        state := 'unknown_wallet';
+        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
+        credits := null;
+        return;
+    end if;
+    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
+    -- cost is what the request charged: nothing; the new balance shows the credits granted
+    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
+                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
+    state := 'applied';
+end;
+$$;
+
 create or replace function echovalue._key_scopes_json(p_token echovalue.tokens) returns text
 language sql immutable as $$
     select pg_catalog.format('"scopes":%s,"groups":%s',
@@ -492,137 +602,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
-language sql immutable as $$
-    select case
-        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
-            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
-        when p_route = '/webhook' then
-            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
-                          else 'webhook_get' end
-        when p_route = '/webhook/{webhookId}' then
-            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
-                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
-        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
-        when p_route = '/token/keys' then
-            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
-        when p_route = '/token/keys/{id}' then 'token_key_revoke'
-        when p_route = '/token/settings' then
-            case p_method when 'PUT' then 'settings_put' else 'settings_get' end
-        when p_route = '/recharge' then 'recharge_link'
-        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
-        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
-        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
-    end
-$$;
-
-create or replace function echovalue._stripe_event_credit(
-    p_event echovalue.stripe_events,
-    out state text, out detail text, out wallet_id bigint, out credits bigint
-)
-language plpgsql volatile as $$
-declare
-    v_balance bigint;
-    v_other text;
-begin
-    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
-        state := 'ignored';
-        detail := 'event type ' || p_event.type || ' grants no credits';
-        return;
-    end if;
-    if p_event.payment_status is distinct from 'paid' then
-        state := 'unpaid';
-        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
-        return;
-    end if;
-    select t.credits into credits
-      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
-    if credits is null then
-        state := 'unknown_tier';
-        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
-        return;
-    end if;
-    select e.id into v_other
-      from echovalue.stripe_events e
-     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
-    if v_other is not null then
-        state := 'ignored';
-        detail := 'checkout session already credited by event ' || v_other;
-        credits := null;
-        return;
-    end if;
-    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
-    update echovalue.wallets w
-       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
-     where w.hash = p_event.wallet_hash
-    returning w.id, w.balance into wallet_id, v_balance;
-    if wallet_id is null then
-        state := 'unknown_wallet';
-        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
-        credits := null;
-        return;
-    end if;
-    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
-    -- cost is what the request charged: nothing; the new balance shows the credits granted
-    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
-                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
-    state := 'applied';
-end;
-$$;
-
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- unix-socket callers have no address: they share one bucket
-    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
-    end if;
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
 create or replace function echovalue.kv_set(
     token text,
     grp text,
@@ -734,6 +713,30 @@ begin
     end if;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
+$$;
+
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/webhook/{webhookId}' then
+            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
+                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/token/settings' then
+            case p_method when 'PUT' then 'settings_put' else 'settings_get' end
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
 $$;
 
 create or replace function echovalue._webhook_options_json(p_options jsonb) returns text
@@ -948,126 +951,6 @@ begin
                                     case when delivery_record.outcome = 'delivered' then null
                                          else coalesce(v_error, 'delivery failed') end, v_kind);
     return v_changed;
-end;
-$$;
-
-create or replace function echovalue.maintenance_run() returns jsonb
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_batch int := echovalue._setting('maintenance_batch');
-    v_kv bigint;
-    v_logs bigint;
-    v_rate bigint;
-    v_usage bigint;
-    v_revoked bigint;
-    v_attachments bigint;
-    v_messages bigint;
-    v_unmessaged bigint;
-    v_wallets bigint;
-    v_wallet_ids bigint[];
-    v_token_ids bigint[];
-begin
-    delete from echovalue.kv k
-     where k.ctid = any (array(
-         select x.ctid from echovalue.kv x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_kv = row_count;
-
-    delete from echovalue.logs l
-     where l.ctid = any (array(
-         select x.ctid from echovalue.logs x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_logs = row_count;
-
-    delete from echovalue.token_rate r
-     where r.ctid = any (array(
-         select x.ctid from echovalue.token_rate x
-          where x.last_at <= pg_catalog.now()
-                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
-          limit v_batch for update skip locked));
-    get diagnostics v_rate = row_count;
-
-    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
-    delete from echovalue.token_usage u
-     where u.ctid = any (array(
-         select x.ctid from echovalue.token_usage x
-          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
-          limit v_batch for update skip locked));
-    get diagnostics v_usage = row_count;
-
-    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
-    -- ON DELETE CASCADE.
-    delete from echovalue.tokens t
-     where t.id = any (array(
-         select x.id from echovalue.tokens x
-          where x.revoked < pg_catalog.now()
-                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
-          limit v_batch for update skip locked));
-    get diagnostics v_revoked = row_count;
-
-    delete from echovalue.attachments a
-     where a.ctid = any (array(
-         select x.ctid from echovalue.attachments x
-          where x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_attachments = row_count;
-
-    -- Messages whose delivery is finished (delivered or failed for good), older than
-    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
-    -- CASCADE. A pending delivery keeps its message however old.
-    delete from echovalue.messages m
-     where m.id = any (array(
-         select x.id from echovalue.messages x
-          where x.received_at <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-            and not exists (select 1 from echovalue.deliveries d
-                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
-          limit v_batch for update skip locked));
-    get diagnostics v_messages = row_count;
-
-    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
-    -- every test (a test is answered within seconds).
-    delete from echovalue.deliveries d
-     where d.ctid = any (array(
-         select x.ctid from echovalue.deliveries x
-          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
-            and x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_unmessaged = row_count;
-
-    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
-    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
-    -- its wallet is left for a later run: maintenance never waits for a request, so the two
-    -- cannot deadlock.
-    v_wallet_ids := array(
-        select x.id from echovalue.wallets x
-         where x.last_used < pg_catalog.now()
-               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
-         limit v_batch for update skip locked);
-    v_token_ids := array(
-        select t.id from echovalue.tokens t
-         where t.wallet_id = any (v_wallet_ids) for update skip locked);
-    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
-    with gone as (
-        delete from echovalue.wallets w
-         where w.id = any (v_wallet_ids)
-           and not exists (select 1 from echovalue.tokens t
-                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
-        returning w.id
-    ), gone_logs as (
-        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
-    )
-    select pg_catalog.count(*) into v_wallets from gone;
-
-    return pg_catalog.jsonb_build_object(
-        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
-        'wallets', v_wallets);
 end;
 $$;
 
@@ -1403,6 +1286,126 @@ begin
            template = excluded.template, options = excluded.options, email = excluded.email,
            updated = pg_catalog.now();
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_kv bigint;
+    v_logs bigint;
+    v_rate bigint;
+    v_usage bigint;
+    v_revoked bigint;
+    v_attachments bigint;
+    v_messages bigint;
+    v_unmessaged bigint;
+    v_wallets bigint;
+    v_wallet_ids bigint[];
+    v_token_ids bigint[];
+begin
+    delete from echovalue.kv k
+     where k.ctid = any (array(
+         select x.ctid from echovalue.kv x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_kv = row_count;
+
+    delete from echovalue.logs l
+     where l.ctid = any (array(
+         select x.ctid from echovalue.logs x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_logs = row_count;
+
+    delete from echovalue.token_rate r
+     where r.ctid = any (array(
+         select x.ctid from echovalue.token_rate x
+          where x.last_at <= pg_catalog.now()
+                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    delete from echovalue.token_usage u
+     where u.ctid = any (array(
+         select x.ctid from echovalue.token_usage x
+          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
+          limit v_batch for update skip locked));
+    get diagnostics v_usage = row_count;
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE.
+    delete from echovalue.tokens t
+     where t.id = any (array(
+         select x.id from echovalue.tokens x
+          where x.revoked < pg_catalog.now()
+                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+          limit v_batch for update skip locked));
+    get diagnostics v_revoked = row_count;
+
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
+    -- Messages whose delivery is finished (delivered or failed for good), older than
+    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
+    -- CASCADE. A pending delivery keeps its message however old.
+    delete from echovalue.messages m
+     where m.id = any (array(
+         select x.id from echovalue.messages x
+          where x.received_at <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+            and not exists (select 1 from echovalue.deliveries d
+                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
+          limit v_batch for update skip locked));
+    get diagnostics v_messages = row_count;
+
+    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
+    -- every test (a test is answered within seconds).
+    delete from echovalue.deliveries d
+     where d.ctid = any (array(
+         select x.ctid from echovalue.deliveries x
+          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
+            and x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_unmessaged = row_count;
+
+    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
+    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
+    -- its wallet is left for a later run: maintenance never waits for a request, so the two
+    -- cannot deadlock.
+    v_wallet_ids := array(
+        select x.id from echovalue.wallets x
+         where x.last_used < pg_catalog.now()
+               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
+         limit v_batch for update skip locked);
+    v_token_ids := array(
+        select t.id from echovalue.tokens t
+         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
+
+    return pg_catalog.jsonb_build_object(
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
+        'wallets', v_wallets);
 end;
 $$;
 

@@ -10,6 +10,8 @@ use std::ffi::{CStr, CString};
 
 pub static START_CREDITS: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static TOKEN_RATE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static TOKEN_RATE_IPV4_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static TOKEN_RATE_IPV6_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static MAX_NAME_CHARS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static MAX_VALUE_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(2_592_000);
@@ -53,7 +55,7 @@ struct IntSetting {
 }
 
 /// Every integer setting the SQL functions read: [`init`] defines them, `_setting` reads them.
-static INT_SETTINGS: [IntSetting; 21] = [
+static INT_SETTINGS: [IntSetting; 23] = [
     // Free credits of a new wallet: enough to try every endpoint (seed 002).
     IntSetting {
         name: c"echovalue.start_credits",
@@ -117,6 +119,22 @@ static INT_SETTINGS: [IntSetting; 21] = [
         setting: &LOG_RETENTION_DAYS,
         min: 1,
         max: 3650,
+    },
+    // One creation per address and period: an IPv6 client usually has a whole /64, so it
+    // counts as one address; IPv4 addresses count one by one.
+    IntSetting {
+        name: c"echovalue.token_rate_ipv4_prefix",
+        why: c"IPv4 addresses in one network of this prefix length share one token creation rate limit.",
+        setting: &TOKEN_RATE_IPV4_PREFIX,
+        min: 8,
+        max: 32,
+    },
+    IntSetting {
+        name: c"echovalue.token_rate_ipv6_prefix",
+        why: c"IPv6 addresses in one network of this prefix length share one token creation rate limit.",
+        setting: &TOKEN_RATE_IPV6_PREFIX,
+        min: 16,
+        max: 128,
     },
     // A path is logged as sent, up to the proxy's header limit; a log row stays small.
     IntSetting {

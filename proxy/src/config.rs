@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use clap::{ArgAction, Parser};
 use echovalue_common::redact::redact_password;
 
+use crate::client::TrustedProxies;
+
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_DATABASE_URL: &str = "host=/var/run/postgresql user=echovalue_proxy dbname=postgres";
 const DEFAULT_POOL_SIZE: usize = 16;
@@ -59,7 +61,15 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_DB_TIMEOUT_SECS", default_value_t = DEFAULT_DB_TIMEOUT_SECS)]
     pub db_timeout_secs: u64,
 
-    /// Take the client address from the left-most X-Forwarded-For entry (only behind a trusted proxy).
+    /// The proxies in front that may be believed about the client's address, from
+    /// X-Forwarded-For: a hop count (each appends the address it saw; the client is that many
+    /// entries from the right) or a comma list of their addresses and CIDR networks.
+    /// Empty or 0: the socket peer is the client.
+    #[arg(long, env = "ECHOVALUE_TRUSTED_PROXIES", default_value = "0")]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Before ECHOVALUE_TRUSTED_PROXIES: `true` is one trusted hop (the right-most entry, no
+    /// longer the left-most, which the client controls).
     #[arg(long, env = "ECHOVALUE_TRUST_FORWARDED", action = ArgAction::Set,
           default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded: bool,
@@ -160,6 +170,16 @@ fn parse_header_bytes(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+impl Config {
+    /// The trusted proxies, ECHOVALUE_TRUST_FORWARDED=true counting as one hop.
+    pub fn trusted(&self) -> TrustedProxies {
+        match (&self.trusted_proxies, self.trust_forwarded) {
+            (TrustedProxies::None, true) => TrustedProxies::Hops(1),
+            (t, _) => t.clone(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -169,6 +189,7 @@ impl Default for Config {
             batch_max: DEFAULT_BATCH_MAX,
             batch_slots: None,
             db_timeout_secs: DEFAULT_DB_TIMEOUT_SECS,
+            trusted_proxies: TrustedProxies::None,
             trust_forwarded: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -211,7 +232,7 @@ impl fmt::Display for Config {
         writeln!(f, "ECHOVALUE_BATCH_MAX={}", self.batch_max)?;
         writeln!(f, "ECHOVALUE_BATCH_SLOTS={}", self.batch_slots())?;
         writeln!(f, "ECHOVALUE_DB_TIMEOUT_SECS={}", self.db_timeout_secs)?;
-        writeln!(f, "ECHOVALUE_TRUST_FORWARDED={}", self.trust_forwarded)?;
+        writeln!(f, "ECHOVALUE_TRUSTED_PROXIES={}", self.trusted())?;
         writeln!(f, "ECHOVALUE_MAX_BODY_BYTES={}", self.max_body_bytes)?;
         writeln!(f, "ECHOVALUE_MAX_HEADER_BYTES={}", self.max_header_bytes)?;
         writeln!(f, "ECHOVALUE_READ_TIMEOUT_SECS={}", self.read_timeout_secs)?;
@@ -298,6 +319,15 @@ mod tests {
         assert_eq!(c.shutdown_grace_secs, 1);
         let c = Config::try_parse_from(["echovalue-proxy", "--trust-forwarded", "false"]).unwrap();
         assert!(!c.trust_forwarded);
+        assert_eq!(c.trusted(), TrustedProxies::None);
+        // the old switch is one hop; the new setting wins over it
+        let c = Config::try_parse_from(["x", "--trust-forwarded"]).unwrap();
+        assert_eq!(c.trusted(), TrustedProxies::Hops(1));
+        let c =
+            Config::try_parse_from(["x", "--trust-forwarded", "--trusted-proxies", "10.0.0.0/8"])
+                .unwrap();
+        assert_eq!(c.trusted().to_string(), "10.0.0.0/8");
+        assert!(Config::try_parse_from(["x", "--trusted-proxies", "nope"]).is_err());
     }
 
     #[test]

@@ -149,6 +149,68 @@ async fn token_rate_limit_per_forwarded_address() -> Result<()> {
     Ok(())
 }
 
+/// `POST /token` with this `X-Forwarded-For`.
+async fn token_new_forwarded(proxy: &TestProxy, forwarded: &str) -> Result<u16> {
+    let r = proxy
+        .api()
+        .send(
+            Method::POST,
+            "/token",
+            None,
+            Some(b"token=new".to_vec()),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-forwarded-for", forwarded),
+            ],
+        )
+        .await?;
+    Ok(r.status)
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_entry_or_another_address_of_a_64_is_the_same_client() -> Result<()> {
+    // One trusted proxy appends the address it saw; what the client wrote stays on the left.
+    let proxy = TestProxy::start_with(|c| c.trusted_proxies = "1".parse().unwrap()).await?;
+    let real = random_client_addr();
+    assert_eq!(
+        token_new_forwarded(&proxy, &format!("1.1.1.1, {real}")).await?,
+        200
+    );
+    assert_eq!(
+        token_new_forwarded(&proxy, &format!("2.2.2.2, {real}")).await?,
+        429
+    );
+    // An IPv6 client holds a /64: a new address in it does not make a new client.
+    let net = format!(
+        "2001:db8:{:x}:{:x}",
+        rand::random::<u16>(),
+        rand::random::<u16>()
+    );
+    assert_eq!(
+        token_new_forwarded(&proxy, &format!("{net}::1")).await?,
+        200
+    );
+    assert_eq!(
+        token_new_forwarded(&proxy, &format!("{net}:ffff::2")).await?,
+        429
+    );
+    // Trusted by network: the first address from the right outside them is the client.
+    let proxy =
+        TestProxy::start_with(|c| c.trusted_proxies = "127.0.0.0/8, 10.0.0.0/8".parse().unwrap())
+            .await?;
+    let real = format!("192.0.2.{}", rand::random::<u8>() % 250 + 1);
+    let hop = random_client_addr();
+    assert_eq!(
+        token_new_forwarded(&proxy, &format!("3.3.3.3, {real}, {hop}")).await?,
+        200
+    );
+    assert_eq!(
+        token_new_forwarded(&proxy, &format!("4.4.4.4, {real}")).await?,
+        429
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn token_rate_limit_holds_across_proxies() -> Result<()> {
     // The limit lives in the database, so two proxies share it.

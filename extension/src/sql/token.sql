@@ -1,7 +1,8 @@
 -- Token and wallet API: create a wallet with its root token, read the wallet.
 
 -- POST /token: a new wallet with echovalue.start_credits and its root token (the body).
--- At most one per echovalue.token_rate_seconds per client address, across all proxies. The
+-- At most one per echovalue.token_rate_seconds per client network (the address's
+-- echovalue.token_rate_ipv4_prefix or token_rate_ipv6_prefix network), across all proxies. The
 -- address is the connection's; only a member of echovalue_gateway (the proxy, which knows
 -- the HTTP client's) may give another (insufficient_privilege otherwise).
 create function echovalue.token_new(
@@ -12,8 +13,11 @@ create function echovalue.token_new(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    -- unix-socket callers have no address: they share one bucket
-    v_client inet := coalesce(client_addr, inet '0.0.0.0/0');
+    -- the network of the address counts (an IPv6 client holds a /64); unix-socket callers
+    -- have no address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
     v_rate int := echovalue._setting('token_rate_seconds');
     v_start int := echovalue._setting('start_credits');
     v_allowed boolean;

@@ -198,7 +198,7 @@ where
                 Ok(b) => b,
                 Err(reply) => return reply,
             };
-            let addr = client_addr(peer, &parts.headers, state.config.trust_forwarded);
+            let addr = client_addr(peer, &parts.headers, &state.config.trusted());
             ctx.token_form(&body, legacy, token, addr).await
         }
     }

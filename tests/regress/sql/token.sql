@@ -86,6 +86,18 @@ select status, headers from echovalue.token_new(client_addr => inet '198.51.100.
 update echovalue.token_rate set last_at = now() - interval '10 seconds'
  where client = inet '198.51.100.7';
 select status from echovalue.token_new(client_addr => inet '198.51.100.7');
+-- an IPv6 client holds a /64: another address in it is the same client; another /64 is not
+select status from echovalue.token_new(client_addr => inet '2001:db8::ffff:1');
+select status from echovalue.token_new(client_addr => inet '2001:db8:0:0:8000::9');
+select status from echovalue.token_new(client_addr => inet '2001:db8:0:1::1');
+select client from echovalue.token_rate where client <<= inet '2001:db8::/32' order by client;
+-- the prefix lengths are settings
+set local echovalue.token_rate_ipv4_prefix = 24;
+select status from echovalue.token_new(client_addr => inet '203.0.113.1');
+select status from echovalue.token_new(client_addr => inet '203.0.113.200');
+set local echovalue.token_rate_ipv6_prefix = 128;
+select status from echovalue.token_new(client_addr => inet '2001:db8:0:2::1');
+select status from echovalue.token_new(client_addr => inet '2001:db8:0:2::2');
 select count(*) as wallets_created from echovalue.wallets where created = now();
 rollback;
 
