@@ -296,113 +296,116 @@ language sql immutable as $$
     select coalesce(p_caller.is_root, false) or coalesce(p_scope = any (p_caller.scopes), false)
 $$;
 
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
+create or replace function echovalue.kv_set(
+    token text,
+    grp text,
+    key text,
+    value text,
+    ttl text default null,
     http_method text default 'POST',
-    http_path text default '/token'
+    http_path text default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    -- the network of the address counts (an IPv6 client holds a /64); unix-socket callers
-    -- have no address: they share one bucket
-    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
-        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
-             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
+        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
+    v_error text;
     v_paid echovalue.payment;
 begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
     end if;
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
     end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
+    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
+    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
+            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
+    on conflict on constraint kv_pkey
+    do update set value = excluded.value, expires_at = excluded.expires_at;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
-create or replace function echovalue._stripe_event_credit(
-    p_event echovalue.stripe_events,
-    out state text, out detail text, out wallet_id bigint, out credits bigint
-)
-language plpgsql volatile as $$
+create or replace function echovalue.kv_get(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_balance bigint;
-    v_other text;
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
+        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_value text;
 begin
-    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
-        state := 'ignored';
-        detail := 'event type ' || p_event.type || ' grants no credits';
-        return;
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
     end if;
-    if p_event.payment_status is distinct from 'paid' then
-        state := 'unpaid';
-        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
-        return;
+    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
     end if;
-    select t.credits into credits
-      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
-    if credits is null then
-        state := 'unknown_tier';
-        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
-        return;
+    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
     end if;
-    select e.id into v_other
-      from echovalue.stripe_events e
-     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
-    if v_other is not null then
-        state := 'ignored';
-        detail := 'checkout session already credited by event ' || v_other;
-        credits := null;
-        return;
+    select k.value into v_value
+      from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
+       and k.expires_at > pg_catalog.now();
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
     end if;
-    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
-    update echovalue.wallets w
-       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
-     where w.hash = p_event.wallet_hash
-    returning w.id, w.balance into wallet_id, v_balance;
-    if wallet_id is null then
-        state := 'unknown_wallet';
-        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
-        credits := null;
-        return;
+    return echovalue._finish(v_caller, v_paid, 200, v_value);
+end;
+$$;
+
+create or replace function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
+        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_live boolean;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
     end if;
-    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
-    -- cost is what the request charged: nothing; the new balance shows the credits granted
-    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
-                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
-    state := 'applied';
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at > pg_catalog.now() into v_live;
+    if v_live is not true then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -602,116 +605,57 @@ begin
 end;
 $$;
 
-create or replace function echovalue.kv_set(
-    token text,
-    grp text,
-    key text,
-    value text,
-    ttl text default null,
-    http_method text default 'POST',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
+create or replace function echovalue._stripe_event_credit(
+    p_event echovalue.stripe_events,
+    out state text, out detail text, out wallet_id bigint, out credits bigint
+)
+language plpgsql volatile as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
-        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
-    v_error text;
-    v_paid echovalue.payment;
+    v_balance bigint;
+    v_other text;
 begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
+    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
+        state := 'ignored';
+        detail := 'event type ' || p_event.type || ' grants no credits';
+        return;
     end if;
-    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
+    if p_event.payment_status is distinct from 'paid' then
+        state := 'unpaid';
+        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
+        return;
     end if;
-    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
+    select t.credits into credits
+      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
+    if credits is null then
+        state := 'unknown_tier';
+        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
+        return;
     end if;
-    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
-    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
-            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
-    on conflict on constraint kv_pkey
-    do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.kv_get(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'GET',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
-        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_value text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
+    select e.id into v_other
+      from echovalue.stripe_events e
+     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
+    if v_other is not null then
+        state := 'ignored';
+        detail := 'checkout session already credited by event ' || v_other;
+        credits := null;
+        return;
     end if;
-    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
+    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
+    update echovalue.wallets w
+       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
+     where w.hash = p_event.wallet_hash
+    returning w.id, w.balance into wallet_id, v_balance;
+    if wallet_id is null then
+        state := 'unknown_wallet';
+        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
+        credits := null;
+        return;
     end if;
-    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select k.value into v_value
-      from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
-       and k.expires_at > pg_catalog.now();
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, v_value);
-end;
-$$;
-
-create or replace function echovalue.kv_delete(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
-        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_live boolean;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- an expired row goes too, but the answer is as if it were already purged
-    delete from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
-    returning k.expires_at > pg_catalog.now() into v_live;
-    if v_live is not true then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
+    -- cost is what the request charged: nothing; the new balance shows the credits granted
+    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
+                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
+    state := 'applied';
 end;
 $$;
 
@@ -739,6 +683,64 @@ language sql immutable as $$
     end
 $$;
 
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
+    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
+    -- address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
 create or replace function echovalue._webhook_options_json(p_options jsonb) returns text
 language sql immutable as $$
     select '{' || coalesce(pg_catalog.string_agg(echovalue._json_str(o.key) || ':' ||
@@ -763,6 +765,126 @@ language sql stable as $$
                  echovalue._json_str(echovalue._webhook_email(p_hook))) end,
         echovalue._json_str(p_hash), echovalue._json_str(echovalue._ts(p_hook.created)),
         echovalue._json_str(echovalue._ts(p_hook.updated)))
+$$;
+
+create or replace function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_kv bigint;
+    v_logs bigint;
+    v_rate bigint;
+    v_usage bigint;
+    v_revoked bigint;
+    v_attachments bigint;
+    v_messages bigint;
+    v_unmessaged bigint;
+    v_wallets bigint;
+    v_wallet_ids bigint[];
+    v_token_ids bigint[];
+begin
+    delete from echovalue.kv k
+     where k.ctid = any (array(
+         select x.ctid from echovalue.kv x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_kv = row_count;
+
+    delete from echovalue.logs l
+     where l.ctid = any (array(
+         select x.ctid from echovalue.logs x
+          where x.expires_at <= pg_catalog.now()
+          limit v_batch for update skip locked));
+    get diagnostics v_logs = row_count;
+
+    delete from echovalue.token_rate r
+     where r.ctid = any (array(
+         select x.ctid from echovalue.token_rate x
+          where x.last_at <= pg_catalog.now()
+                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    delete from echovalue.token_usage u
+     where u.ctid = any (array(
+         select x.ctid from echovalue.token_usage x
+          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
+          limit v_batch for update skip locked));
+    get diagnostics v_usage = row_count;
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE.
+    delete from echovalue.tokens t
+     where t.id = any (array(
+         select x.id from echovalue.tokens x
+          where x.revoked < pg_catalog.now()
+                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+          limit v_batch for update skip locked));
+    get diagnostics v_revoked = row_count;
+
+    delete from echovalue.attachments a
+     where a.ctid = any (array(
+         select x.ctid from echovalue.attachments x
+          where x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_attachments = row_count;
+
+    -- Messages whose delivery is finished (delivered or failed for good), older than
+    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
+    -- CASCADE. A pending delivery keeps its message however old.
+    delete from echovalue.messages m
+     where m.id = any (array(
+         select x.id from echovalue.messages x
+          where x.received_at <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+            and not exists (select 1 from echovalue.deliveries d
+                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
+          limit v_batch for update skip locked));
+    get diagnostics v_messages = row_count;
+
+    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
+    -- every test (a test is answered within seconds).
+    delete from echovalue.deliveries d
+     where d.ctid = any (array(
+         select x.ctid from echovalue.deliveries x
+          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
+            and x.created <= pg_catalog.now()
+                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
+          limit v_batch for update skip locked));
+    get diagnostics v_unmessaged = row_count;
+
+    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
+    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
+    -- its wallet is left for a later run: maintenance never waits for a request, so the two
+    -- cannot deadlock.
+    v_wallet_ids := array(
+        select x.id from echovalue.wallets x
+         where x.last_used < pg_catalog.now()
+               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
+         limit v_batch for update skip locked);
+    v_token_ids := array(
+        select t.id from echovalue.tokens t
+         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
+    with gone as (
+        delete from echovalue.wallets w
+         where w.id = any (v_wallet_ids)
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+        returning w.id
+    ), gone_logs as (
+        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
+    )
+    select pg_catalog.count(*) into v_wallets from gone;
+
+    return pg_catalog.jsonb_build_object(
+        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
+        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
+        'wallets', v_wallets);
+end;
 $$;
 
 create or replace function echovalue._delivery_log(
@@ -1286,126 +1408,6 @@ begin
            template = excluded.template, options = excluded.options, email = excluded.email,
            updated = pg_catalog.now();
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.maintenance_run() returns jsonb
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_batch int := echovalue._setting('maintenance_batch');
-    v_kv bigint;
-    v_logs bigint;
-    v_rate bigint;
-    v_usage bigint;
-    v_revoked bigint;
-    v_attachments bigint;
-    v_messages bigint;
-    v_unmessaged bigint;
-    v_wallets bigint;
-    v_wallet_ids bigint[];
-    v_token_ids bigint[];
-begin
-    delete from echovalue.kv k
-     where k.ctid = any (array(
-         select x.ctid from echovalue.kv x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_kv = row_count;
-
-    delete from echovalue.logs l
-     where l.ctid = any (array(
-         select x.ctid from echovalue.logs x
-          where x.expires_at <= pg_catalog.now()
-          limit v_batch for update skip locked));
-    get diagnostics v_logs = row_count;
-
-    delete from echovalue.token_rate r
-     where r.ctid = any (array(
-         select x.ctid from echovalue.token_rate x
-          where x.last_at <= pg_catalog.now()
-                - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
-          limit v_batch for update skip locked));
-    get diagnostics v_rate = row_count;
-
-    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
-    delete from echovalue.token_usage u
-     where u.ctid = any (array(
-         select x.ctid from echovalue.token_usage x
-          where x.hour < pg_catalog.date_trunc('hour', pg_catalog.now() - interval '30 days', 'UTC')
-          limit v_batch for update skip locked));
-    get diagnostics v_usage = row_count;
-
-    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
-    -- ON DELETE CASCADE.
-    delete from echovalue.tokens t
-     where t.id = any (array(
-         select x.id from echovalue.tokens x
-          where x.revoked < pg_catalog.now()
-                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
-          limit v_batch for update skip locked));
-    get diagnostics v_revoked = row_count;
-
-    delete from echovalue.attachments a
-     where a.ctid = any (array(
-         select x.ctid from echovalue.attachments x
-          where x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_attachments = row_count;
-
-    -- Messages whose delivery is finished (delivered or failed for good), older than
-    -- echovalue.message_retention_hours; their delivery row and attachments go by ON DELETE
-    -- CASCADE. A pending delivery keeps its message however old.
-    delete from echovalue.messages m
-     where m.id = any (array(
-         select x.id from echovalue.messages x
-          where x.received_at <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-            and not exists (select 1 from echovalue.deliveries d
-                             where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = 'pending')
-          limit v_batch for update skip locked));
-    get diagnostics v_messages = row_count;
-
-    -- Runs, tests and alerts (no message) after the same time: finished runs and alerts, and
-    -- every test (a test is answered within seconds).
-    delete from echovalue.deliveries d
-     where d.ctid = any (array(
-         select x.ctid from echovalue.deliveries x
-          where x.kind <> 'mail' and (x.kind = 'test' or x.state <> 'pending')
-            and x.created <= pg_catalog.now()
-                - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'))
-          limit v_batch for update skip locked));
-    get diagnostics v_unmessaged = row_count;
-
-    -- A request may lock its token (recording last_used), then its wallet. Here the wallets
-    -- are locked first, so a token a request already holds is only tried with SKIP LOCKED and
-    -- its wallet is left for a later run: maintenance never waits for a request, so the two
-    -- cannot deadlock.
-    v_wallet_ids := array(
-        select x.id from echovalue.wallets x
-         where x.last_used < pg_catalog.now()
-               - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
-         limit v_batch for update skip locked);
-    v_token_ids := array(
-        select t.id from echovalue.tokens t
-         where t.wallet_id = any (v_wallet_ids) for update skip locked);
-    -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
-    with gone as (
-        delete from echovalue.wallets w
-         where w.id = any (v_wallet_ids)
-           and not exists (select 1 from echovalue.tokens t
-                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
-        returning w.id
-    ), gone_logs as (
-        delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
-    )
-    select pg_catalog.count(*) into v_wallets from gone;
-
-    return pg_catalog.jsonb_build_object(
-        'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
-        'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
-        'wallets', v_wallets);
 end;
 $$;
 

@@ -13,10 +13,12 @@ create function echovalue.token_new(
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    -- the network of the address counts (an IPv6 client holds a /64); unix-socket callers
-    -- have no address: they share one bucket
+    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
+    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
+    -- address: they share one bucket
     v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
         case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
              else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
     v_rate int := echovalue._setting('token_rate_seconds');
     v_start int := echovalue._setting('start_credits');

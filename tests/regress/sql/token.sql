@@ -91,6 +91,11 @@ select status from echovalue.token_new(client_addr => inet '2001:db8::ffff:1');
 select status from echovalue.token_new(client_addr => inet '2001:db8:0:0:8000::9');
 select status from echovalue.token_new(client_addr => inet '2001:db8:0:1::1');
 select client from echovalue.token_rate where client <<= inet '2001:db8::/32' order by client;
+-- an IPv4 address mapped into IPv6 (as a dual-stack listener reports it) is that IPv4 address,
+-- not one /64 shared by every IPv4 client
+select status from echovalue.token_new(client_addr => inet '::ffff:198.51.100.30');
+select status from echovalue.token_new(client_addr => inet '::ffff:198.51.100.31');
+select status from echovalue.token_new(client_addr => inet '::ffff:198.51.100.30');
 -- the prefix lengths are settings
 set local echovalue.token_rate_ipv4_prefix = 24;
 select status from echovalue.token_new(client_addr => inet '203.0.113.1');
