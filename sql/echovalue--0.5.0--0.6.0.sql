@@ -296,116 +296,61 @@ language sql immutable as $$
     select coalesce(p_caller.is_root, false) or coalesce(p_scope = any (p_caller.scopes), false)
 $$;
 
-create or replace function echovalue.kv_set(
-    token text,
-    grp text,
-    key text,
-    value text,
-    ttl text default null,
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
     http_method text default 'POST',
-    http_path text default null
+    http_path text default '/token'
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
-        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
-    v_error text;
+    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
+    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
+    -- address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
     v_paid echovalue.payment;
 begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
     end if;
-    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
     end if;
-    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
-    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
-            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
-    on conflict on constraint kv_pkey
-    do update set value = excluded.value, expires_at = excluded.expires_at;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
 
-create or replace function echovalue.kv_get(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'GET',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
-        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_value text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select k.value into v_value
-      from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
-       and k.expires_at > pg_catalog.now();
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, v_value);
-end;
-$$;
-
-create or replace function echovalue.kv_delete(
-    token text,
-    grp text,
-    key text,
-    http_method text default 'DELETE',
-    http_path text default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
-        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
-    v_error text;
-    v_paid echovalue.payment;
-    v_live boolean;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- an expired row goes too, but the answer is as if it were already purged
-    delete from echovalue.kv k
-     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
-    returning k.expires_at > pg_catalog.now() into v_live;
-    if v_live is not true then
-        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
-    end if;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+    v_token := echovalue._token_generate();
+    insert into echovalue.wallets (balance, hash)
+    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+    returning id into v_caller.wallet_id;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
 end;
 $$;
 
@@ -605,6 +550,143 @@ begin
 end;
 $$;
 
+create or replace function echovalue.kv_set(
+    token text,
+    grp text,
+    key text,
+    value text,
+    ttl text default null,
+    http_method text default 'POST',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_set.token, kv_set.http_method,
+        coalesce(kv_set.http_path, '/kv/' || kv_set.grp || '/' || kv_set.key));
+    v_error text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := echovalue._kv_set_error(kv_set.grp, kv_set.key, kv_set.value, kv_set.ttl);
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_set', 400, v_error, p_group => kv_set.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_set', p_group => kv_set.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    insert into echovalue.kv as k (wallet_id, grp, key, value, expires_at)
+    values (v_caller.wallet_id, kv_set.grp, kv_set.key, kv_set.value,
+            pg_catalog.now() + pg_catalog.make_interval(secs => echovalue._ttl_seconds(kv_set.ttl)))
+    on conflict on constraint kv_pkey
+    do update set value = excluded.value, expires_at = excluded.expires_at;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue.kv_get(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'GET',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_get.token, kv_get.http_method,
+        coalesce(kv_get.http_path, '/kv/' || kv_get.grp || '/' || kv_get.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_value text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_get.grp), echovalue._name_error('key', kv_get.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_get', 400, v_error, p_group => kv_get.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_get', p_group => kv_get.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select k.value into v_value
+      from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_get.grp and k.key = kv_get.key
+       and k.expires_at > pg_catalog.now();
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, v_value);
+end;
+$$;
+
+create or replace function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
+        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_live boolean;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at > pg_catalog.now() into v_live;
+    if v_live is not true then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
+language sql immutable as $$
+    select case
+        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
+            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/webhook' then
+            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
+                          else 'webhook_get' end
+        when p_route = '/webhook/{webhookId}' then
+            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
+                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
+        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
+        when p_route = '/token/keys' then
+            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
+        when p_route = '/token/keys/{id}' then 'token_key_revoke'
+        when p_route = '/token/settings' then
+            case p_method when 'PUT' then 'settings_put' else 'settings_get' end
+        when p_route = '/recharge' then 'recharge_link'
+        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
+        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
+        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
+    end
+$$;
+
 create or replace function echovalue._stripe_event_credit(
     p_event echovalue.stripe_events,
     out state text, out detail text, out wallet_id bigint, out credits bigint
@@ -656,88 +738,6 @@ begin
     perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
                            coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
     state := 'applied';
-end;
-$$;
-
-create or replace function echovalue._refusal_operation(p_route text, p_method text) returns text
-language sql immutable as $$
-    select case
-        when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
-            case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
-        when p_route = '/webhook' then
-            case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
-                          else 'webhook_get' end
-        when p_route = '/webhook/{webhookId}' then
-            case p_method when 'PUT' then 'webhook_put' when 'PATCH' then 'webhook_patch'
-                          when 'DELETE' then 'webhook_remove' else 'webhook_show' end
-        when p_route = '/webhook/{webhookId}/test' then 'webhook_test'
-        when p_route = '/token/keys' then
-            case p_method when 'POST' then 'token_key_create' else 'token_key_list' end
-        when p_route = '/token/keys/{id}' then 'token_key_revoke'
-        when p_route = '/token/settings' then
-            case p_method when 'PUT' then 'settings_put' else 'settings_get' end
-        when p_route = '/recharge' then 'recharge_link'
-        when p_route in ('/token', '/') and p_method = 'POST' then 'token_new'
-        when p_route in ('/token/logs', '/logs') and p_method = 'GET' then 'logs_entry'
-        when p_route in ('/token', '/token/logs', '/', '/logs') then 'wallet_get'
-    end
-$$;
-
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
-    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
-    -- address: they share one bucket
-    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
-        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
-             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
-             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
-    end if;
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
 end;
 $$;
 

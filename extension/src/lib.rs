@@ -47,6 +47,7 @@ extension_sql_file!(
     name = "internals",
     requires = ["schema"]
 );
+extension_sql_file!("sql/limits.sql", name = "limits", requires = ["internals"]);
 extension_sql_file!(
     "sql/token.sql",
     name = "token_api",
