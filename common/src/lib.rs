@@ -8,11 +8,15 @@
 //! `--print-config`), [`pool`] (the libpq settings and the lazily connecting deadpool-postgres
 //! pool), [`listen`] (one LISTEN connection that reconnects with backoff and turns NOTIFYs into
 //! wake-ups), [`logging`] (the tracing subscriber behind `ECHOVALUE_LOG`) and [`shutdown`] (the
-//! SIGTERM/SIGINT future that stops a binary).
+//! SIGTERM/SIGINT future that stops a binary) and [`admission`] (connections capped in all and
+//! per address, for the proxy's HTTP and the mailhook's SMTP), [`print_config`] (the
+//! `--print-config` line format).
 
+pub mod admission;
 pub mod listen;
 pub mod logging;
 pub mod pool;
+pub mod print_config;
 pub mod redact;
 pub mod shutdown;
 pub mod token;

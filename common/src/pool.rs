@@ -18,6 +18,10 @@ pub struct Settings<'a> {
     pub timeout: Duration,
     /// Which waiting caller gets a connection that comes free, and which idle one is reused.
     pub queue_mode: QueueMode,
+    /// Postgres `statement_timeout` and `lock_timeout` of every connection, in milliseconds
+    /// (0: none), so no call holds a connection, a batch slot or a row lock without bound.
+    pub statement_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
 }
 
 /// `database_url` (libpq key=value string or postgres:// URL) parsed, with
@@ -38,7 +42,12 @@ pub fn pg_config(
 /// A lazily connecting pool for `database_url`, without TLS; connections are checked before
 /// reuse with the fast method (is the socket closed), not a query.
 pub fn build(database_url: &str, settings: &Settings<'_>) -> anyhow::Result<Pool> {
-    let pg = pg_config(database_url, settings.application_name)?;
+    let mut pg = pg_config(database_url, settings.application_name)?;
+    with_timeouts(
+        &mut pg,
+        settings.statement_timeout_ms,
+        settings.lock_timeout_ms,
+    );
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -58,6 +67,22 @@ pub fn build(database_url: &str, settings: &Settings<'_>) -> anyhow::Result<Pool
         .context("cannot build the database pool")
 }
 
+/// Adds `-c statement_timeout=… -c lock_timeout=…` to the connection's startup options, after
+/// any options of the URL (so these win: the last `-c` of a name is the one Postgres keeps).
+pub fn with_timeouts(pg: &mut tokio_postgres::Config, statement_ms: u64, lock_ms: u64) {
+    let mut options = pg.get_options().unwrap_or_default().to_owned();
+    for (name, ms) in [
+        ("statement_timeout", statement_ms),
+        ("lock_timeout", lock_ms),
+    ] {
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(&format!("-c {name}={ms}"));
+    }
+    pg.options(&options);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +94,8 @@ mod tests {
             max_size,
             timeout: Duration::from_secs(3),
             queue_mode: QueueMode::Lifo,
+            statement_timeout_ms: 5000,
+            lock_timeout_ms: 2000,
         }
     }
 
@@ -98,6 +125,22 @@ mod tests {
             assert!(e.to_string().contains("not a valid libpq"), "{bad}: {e}");
             assert!(build(bad, &settings(4)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn timeouts_follow_the_url_options() {
+        let mut pg = pg_config("host=/tmp options='-c work_mem=8MB'", "me").unwrap();
+        with_timeouts(&mut pg, 5000, 0);
+        assert_eq!(
+            pg.get_options(),
+            Some("-c work_mem=8MB -c statement_timeout=5000 -c lock_timeout=0")
+        );
+        let mut pg = pg_config("host=/tmp", "me").unwrap();
+        with_timeouts(&mut pg, 1, 2);
+        assert_eq!(
+            pg.get_options(),
+            Some("-c statement_timeout=1 -c lock_timeout=2")
+        );
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_RELAY_TIMEOUT_SECS", default_value_t = DEFAULT_RELAY_TIMEOUT_SECS)]
     pub relay_timeout_secs: u64,
 
+    /// SMTP sessions, DATA, message complexity and statement time ("Limits and abuse").
+    #[command(flatten)]
+    pub bounds: crate::bounds::Bounds,
+
     /// Print the effective configuration (password hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -194,6 +198,7 @@ impl Default for Config {
             relay_password: String::new(),
             relay_from: String::new(),
             relay_timeout_secs: DEFAULT_RELAY_TIMEOUT_SECS,
+            bounds: crate::bounds::Bounds::default(),
             print_config: false,
         }
     }
@@ -270,7 +275,8 @@ impl fmt::Display for Config {
             f,
             "ECHOVALUE_RELAY_TIMEOUT_SECS={}",
             self.relay_timeout_secs
-        )
+        )?;
+        write!(f, "{}", self.bounds)
     }
 }
 
@@ -284,6 +290,7 @@ impl Config {
             max_commands: self.smtp_max_commands.max(1),
             max_sessions: self.smtp_max_sessions.max(1),
             timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
+            bounds: self.bounds.clone(),
         }
     }
 }

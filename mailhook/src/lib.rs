@@ -34,6 +34,7 @@
 //! ```
 
 pub mod alert_mail;
+pub mod bounds;
 pub mod config;
 pub mod delivery;
 pub mod message;
@@ -95,14 +96,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         reconnect_max: config.reconnect_max(),
     };
     let listener = tokio::spawn(listen::run(pg, subscriptions, timing, stopped.clone()));
-    let db_timeout = Duration::from_secs(config.db_timeout_secs.max(1));
     // One connection: events are applied one at a time.
-    let recharge_pool = store::pool(&config.database_url, 1, db_timeout)?;
+    let recharge_pool = store::pool(&config, 1)?;
     let recharge = tokio::spawn(recharge::run(recharge_pool, recharge_wake, stopped.clone()));
     // Scheduled runs are deliveries: planned only where they are also made.
     let scheduler = match delivery_settings {
         Some(_) => Some(tokio::spawn(schedule::run(
-            store::pool(&config.database_url, 1, db_timeout)?,
+            store::pool(&config, 1)?,
             schedule_wake,
             config.poll_interval(),
             stopped.clone(),
@@ -112,7 +112,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let alert_sender = match sender {
         Some(sender) => Some(tokio::spawn(alert_mail::run(
             sender,
-            store::pool(&config.database_url, 1, db_timeout)?,
+            store::pool(&config, 1)?,
             alert_wake,
             config.poll_interval(),
             stopped.clone(),
@@ -121,11 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let dispatcher = match delivery_settings {
         Some(settings) => {
-            let pool = store::pool(
-                &config.database_url,
-                settings.concurrency.min(16),
-                db_timeout,
-            )?;
+            let pool = store::pool(&config, settings.concurrency.min(16))?;
             Some(tokio::spawn(delivery::dispatch::run(
                 settings,
                 pool,
@@ -139,7 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
 
-    let store = store::Store::new(&config.database_url, config.db_pool_size, db_timeout)?;
+    let store = store::Store::new(&config)?;
     let smtp_listener = tokio::net::TcpListener::bind(config.smtp_listen)
         .await
         .with_context(|| format!("cannot listen for SMTP on {}", config.smtp_listen))?;

@@ -3,17 +3,23 @@
 //!
 //! One recipient per transaction: a second, different RCPT gets `452 4.5.3` and the sender
 //! delivers it in a later transaction (RFC 5321 §3.3), so the reply after DATA is always one
-//! recipient's stored-or-not. Bounded everywhere: sessions (semaphore), commands per session,
-//! command and text line lengths, message size, and a timeout on every read.
+//! recipient's stored-or-not. Bounded everywhere: sessions (in all and per address), commands
+//! per session, command and text line lengths, message size, a timeout on every read, a
+//! deadline for the session and for DATA (which grows only at a minimum rate), the bytes all
+//! sessions buffer, and the parse of a message (its complexity, its time, one per core at
+//! once, off the async runtime).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use echovalue_common::admission::{Admission, Refused};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
-use crate::message;
+use crate::bounds::Bounds;
+use crate::message::{self, Caps, Parsed};
 use crate::smtp_command::{self, Command, Reply};
 use crate::smtp_io::{close, data, read_line, send, Data, Line};
 use crate::store::Store;
@@ -22,6 +28,9 @@ use crate::store::Store;
 const MAX_COMMAND_LINE: usize = 1024;
 /// Refused commands a session may send before it is closed.
 const MAX_ERRORS: usize = 20;
+fn session_over() -> Reply {
+    Reply::new(421, "4.4.2 session time limit reached, closing")
+}
 
 /// The receiver's limits (from `config.rs`).
 #[derive(Debug, Clone)]
@@ -32,6 +41,27 @@ pub struct Limits {
     pub max_commands: usize,
     pub max_sessions: usize,
     pub timeout: Duration,
+    pub bounds: Bounds,
+}
+
+impl Limits {
+    fn caps(&self) -> Caps {
+        Caps {
+            parts: self.bounds.smtp_max_parts,
+            multiparts: self.bounds.smtp_max_multiparts,
+            attachments: self.bounds.smtp_max_attachments,
+            depth: self.bounds.smtp_max_depth,
+        }
+    }
+}
+
+/// What every session shares: the limits, the store, the bytes all sessions may still buffer
+/// in DATA (one permit a byte) and the parses that may run at once.
+struct Shared {
+    limits: Limits,
+    store: Store,
+    buffered: Arc<Semaphore>,
+    parses: Arc<Semaphore>,
 }
 
 /// Serves SMTP on `listener` until `shutdown` turns true, then waits up to `grace` for open
@@ -43,14 +73,28 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let limits = Arc::new(limits);
-    let sessions = Arc::new(Semaphore::new(limits.max_sessions));
+    let admission = Admission::new(
+        limits.max_sessions,
+        limits.bounds.smtp_max_sessions_per_address,
+    );
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let shared = Arc::new(Shared {
+        buffered: Arc::new(Semaphore::new(
+            limits
+                .bounds
+                .smtp_max_buffered_bytes
+                .min(Semaphore::MAX_PERMITS),
+        )),
+        parses: Arc::new(Semaphore::new(cores)),
+        limits,
+        store,
+    });
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stopping(&mut shutdown) => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -59,31 +103,68 @@ pub async fn serve(
                 continue;
             }
         };
-        match sessions.clone().try_acquire_owned() {
+        match admission.admit(peer.ip().to_canonical(), false) {
             Ok(permit) => {
-                let (limits, store, stop) = (limits.clone(), store.clone(), shutdown.clone());
+                let (shared, stop) = (shared.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = session(stream, &limits, &store, stop).await {
+                    if let Err(e) = session(stream, &shared, stop).await {
                         tracing::debug!(error = %e, "smtp session ended with an error");
                     }
                     drop(permit);
                 });
             }
-            Err(_) => {
+            Err(refused) => {
+                let busy = match refused {
+                    Refused::Total => "4.3.2 too many sessions, try again later",
+                    Refused::Address => "4.7.0 too many sessions from your address",
+                };
                 tokio::spawn(async move {
                     let mut stream = stream;
-                    let busy = Reply::new(421, "4.3.2 too many sessions, try again later");
-                    let _ = stream.write_all(busy.to_wire().as_bytes()).await;
+                    let busy = Reply::new(421, busy);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        stream.write_all(busy.to_wire().as_bytes()),
+                    )
+                    .await;
                 });
             }
         }
     }
-    let all = u32::try_from(limits.max_sessions).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, sessions.acquire_many(all))
+    if tokio::time::timeout(grace, admission.closed())
         .await
         .is_err()
     {
         tracing::warn!("smtp sessions still open after the shutdown grace period");
+    }
+}
+
+/// Parses a message off the async runtime, within the caps and the parse timeout, at most one
+/// per core at once. A parse still running at its deadline keeps its place until it ends, so
+/// runaway parses never take more than those cores.
+async fn parse(shared: &Shared, raw: Vec<u8>) -> Result<Parsed, Reply> {
+    let deadline = Instant::now() + shared.limits.bounds.parse_timeout();
+    let Ok(Ok(place)) =
+        tokio::time::timeout_at(deadline, shared.parses.clone().acquire_owned()).await
+    else {
+        return Err(Reply::new(451, "4.3.2 busy, try again later"));
+    };
+    let caps = shared.limits.caps();
+    let parsing = tokio::task::spawn_blocking(move || {
+        let parsed = message::parse(&raw, &caps);
+        drop(place);
+        parsed
+    });
+    match tokio::time::timeout_at(deadline, parsing).await {
+        Ok(Ok(Ok(parsed))) => Ok(parsed),
+        Ok(Ok(Err(message::TooComplex(why)))) => Err(Reply::new(552, format!("5.3.4 {why}"))),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the parse of a message failed");
+            Err(Reply::new(451, "4.3.0 temporary failure, try again later"))
+        }
+        Err(_) => Err(Reply::new(
+            552,
+            "5.3.4 message too complex to parse in time",
+        )),
     }
 }
 
@@ -103,10 +184,11 @@ struct Envelope {
 /// One SMTP session, greeting to QUIT (or timeout, limit, shutdown, disconnect).
 async fn session(
     stream: TcpStream,
-    limits: &Limits,
-    store: &Store,
+    shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let (limits, store) = (&shared.limits, &shared.store);
+    let session_end = Instant::now() + limits.bounds.session_timeout();
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut wr = BufWriter::new(wr);
@@ -130,12 +212,15 @@ async fn session(
             _ = stopping(&mut shutdown) => {
                 return close(&mut wr, Reply::new(421, "4.3.2 service shutting down")).await;
             }
+            () = tokio::time::sleep_until(session_end) => {
+                return close(&mut wr, session_over()).await;
+            }
         };
         let reply = match read {
             Err(_) => return close(&mut wr, Reply::new(421, "4.4.2 timeout, closing")).await,
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Line::Closed)) => return Ok(()),
-            Ok(Ok(Line::TooLong)) => Err(Reply::new(500, "5.5.2 line too long")),
+            Ok(Ok(Line::TooLong { .. })) => Err(Reply::new(500, "5.5.2 line too long")),
             Ok(Ok(Line::Complete)) => smtp_command::parse(&line),
         };
         commands += 1;
@@ -214,22 +299,33 @@ async fn session(
                     send(&mut wr, &Reply::new(354, "end data with <CR><LF>.<CR><LF>")).await?;
                     wr.flush().await?;
                     let envelope = std::mem::take(&mut env);
-                    match data(&mut rd, limits, &mut line).await? {
+                    let budget = (session_end, &shared.buffered);
+                    match data(&mut rd, limits, &mut line, budget).await? {
                         Data::Closed => return Ok(()),
                         Data::TimedOut => {
                             return close(&mut wr, Reply::new(421, "4.4.2 timeout, closing")).await;
                         }
                         Data::Refused(reply) => reply,
-                        Data::Message(raw) => {
-                            let parsed = message::parse(&raw);
-                            let rcpt = envelope.rcpt.unwrap_or_default();
-                            let reply = store.receive(&rcpt, &parsed).await;
-                            tracing::info!(
-                                code = reply.code,
-                                bytes = raw.len(),
-                                attachments = parsed.attachments.len(),
-                                "message"
-                            );
+                        Data::Message(raw, held) => {
+                            let bytes = raw.len();
+                            let reply = match parse(shared, raw).await {
+                                Ok(parsed) => {
+                                    let rcpt = envelope.rcpt.unwrap_or_default();
+                                    let reply = store.receive(&rcpt, &parsed).await;
+                                    tracing::info!(
+                                        code = reply.code,
+                                        bytes,
+                                        attachments = parsed.attachments.len(),
+                                        "message"
+                                    );
+                                    reply
+                                }
+                                Err(refusal) => {
+                                    tracing::info!(code = refusal.code, bytes, "message refused");
+                                    refusal
+                                }
+                            };
+                            drop(held);
                             reply
                         }
                     }

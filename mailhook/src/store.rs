@@ -9,6 +9,7 @@ use deadpool_postgres::{Pool, QueueMode};
 
 use crate::message::Parsed;
 use crate::smtp_command::Reply;
+use crate::Config;
 
 /// `application_name` of every connection of the mailhook, unless the URL sets one.
 pub const APPLICATION_NAME: &str = "echovalue-mailhook";
@@ -29,9 +30,9 @@ pub struct Store {
 impl Store {
     /// A pool of at most `size` connections; connections open lazily, so the SMTP server
     /// starts (and answers 451) while the database is down.
-    pub fn new(database_url: &str, size: usize, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            pool: pool(database_url, size, timeout)?,
+            pool: pool(config, config.db_pool_size)?,
         })
     }
 
@@ -94,15 +95,18 @@ impl Store {
     }
 }
 
-/// A lazily connecting pool of at most `size` connections to the database.
-pub fn pool(database_url: &str, size: usize, timeout: Duration) -> anyhow::Result<Pool> {
+/// A lazily connecting pool of at most `size` connections to the database, with the
+/// configured connection wait and statement and lock timeouts.
+pub fn pool(config: &Config, size: usize) -> anyhow::Result<Pool> {
     echovalue_common::pool::build(
-        database_url,
+        &config.database_url,
         &echovalue_common::pool::Settings {
             application_name: APPLICATION_NAME,
             max_size: size,
-            timeout,
+            timeout: Duration::from_secs(config.db_timeout_secs.max(1)),
             queue_mode: QueueMode::Fifo,
+            statement_timeout_ms: config.bounds.statement_timeout_ms,
+            lock_timeout_ms: config.bounds.lock_timeout_ms,
         },
     )
 }

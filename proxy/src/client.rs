@@ -52,6 +52,14 @@ impl FromStr for TrustedProxies {
     }
 }
 
+impl TrustedProxies {
+    /// Whether `ip` is a trusted proxy's (only a list of networks names them).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        matches!(self, TrustedProxies::Nets(nets) if nets.iter().any(|n| n.contains(&ip)))
+    }
+}
+
 impl std::fmt::Display for TrustedProxies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -7,6 +7,7 @@ use clap::{ArgAction, Parser};
 use echovalue_common::redact::redact_password;
 
 use crate::client::TrustedProxies;
+use crate::limits::Limits;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_DATABASE_URL: &str = "host=/var/run/postgresql user=echovalue_proxy dbname=postgres";
@@ -109,6 +110,10 @@ pub struct Config {
     #[arg(long, env = "ECHOVALUE_LOG", default_value = DEFAULT_LOG)]
     pub log: String,
 
+    /// Connections, idle time, queues and statement time (the "Limits and abuse" settings).
+    #[command(flatten)]
+    pub limits: Limits,
+
     /// Print the effective configuration (password redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -199,6 +204,7 @@ impl Default for Config {
             stripe_webhook_path: DEFAULT_STRIPE_WEBHOOK_PATH.to_owned(),
             stripe_webhook_secret: None,
             log: DEFAULT_LOG.to_owned(),
+            limits: Limits::default(),
             print_config: false,
         }
     }
@@ -261,6 +267,7 @@ impl fmt::Display for Config {
                 ""
             }
         )?;
+        write!(f, "{}", self.limits)?;
         writeln!(f, "ECHOVALUE_LOG={}", self.log)
     }
 }

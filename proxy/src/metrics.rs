@@ -25,6 +25,11 @@ struct RouteLabel {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabel {
+    cap: &'static str,
+}
+
 /// The proxy's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +39,7 @@ pub struct Metrics {
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
+    refused: Family<CapLabel, Counter>,
     batch: BatchMetrics,
 }
 
@@ -98,6 +104,12 @@ impl Metrics {
             "Requests waiting for a database connection",
             pool_waiting.clone(),
         );
+        let refused = Family::<CapLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by the cap they hit (total or address)",
+            refused.clone(),
+        );
         let batch = BatchMetrics::default();
         registry.register(
             "batches",
@@ -127,8 +139,18 @@ impl Metrics {
             pool_size,
             pool_available,
             pool_waiting,
+            refused,
             batch,
         }
+    }
+
+    /// Counts a connection closed at accept.
+    pub fn connection_refused(&self, cap: echovalue_common::admission::Refused) {
+        let cap = match cap {
+            echovalue_common::admission::Refused::Total => "total",
+            echovalue_common::admission::Refused::Address => "address",
+        };
+        self.refused.get_or_create(&CapLabel { cap }).inc();
     }
 
     /// The batching counters, for [`crate::batch::Batcher`].

@@ -201,8 +201,13 @@ pub fn request_timeout() -> Reply {
 pub fn internal_error() -> Reply {
     plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
 }
+/// 503, with `Retry-After: 1`: every cause (no connection, a timeout, full queues) is one a
+/// client can retry soon.
 pub fn unavailable() -> Reply {
-    plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 #[cfg(test)]

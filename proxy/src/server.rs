@@ -1,5 +1,6 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (auto-detected) on a bound listener, with bounded
-//! request heads, and a graceful stop that lets in-flight requests finish within the grace.
+//! request heads, connections capped and closed when idle ([`crate::conn`]), and a graceful
+//! stop that lets in-flight requests finish within the grace.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,14 +9,16 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 
 use echovalue_common::listen;
 
 use crate::config::Config;
+use crate::conn::Activity;
 use crate::db;
 use crate::handler::{handle, State};
+use echovalue_common::admission::{Admission, Permit};
 
 // hyper asserts its read buffer is at least this big.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -23,6 +26,10 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// the LISTEN connection is down), and the longest pause between reconnects.
 const LISTEN_POLL: Duration = Duration::from_secs(2);
 const LISTEN_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How long an idle connection told to close may take to do so before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Later than any deadline here (a day).
+const FAR: Duration = Duration::from_secs(86_400);
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// `config.shutdown_grace_secs` for open connections to finish their requests.
@@ -57,7 +64,14 @@ pub async fn run(
         timing,
         listen_stopped,
     ));
-    let graceful = GracefulShutdown::new();
+    let admission = Admission::new(
+        state.config.limits.max_connections,
+        state.config.limits.max_connections_per_address,
+    );
+    // The proxies in front carry many clients' connections: no cap per address for them.
+    let trusted = state.config.trusted();
+    // Told once on shutdown: every connection then finishes its requests and closes.
+    let (stop_conns, conns_stopping) = tokio::sync::watch::channel(false);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
@@ -76,17 +90,42 @@ pub async fn run(
                 }
             },
         };
-        let state = state.clone();
-        let service = service_fn(move |req| handle(state.clone(), peer, req));
+        let permit = match admission.admit(peer.ip(), trusted.contains(peer.ip())) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                // Closed at once: a client that hit a cap gets no slot to hold.
+                state.metrics.connection_refused(refused);
+                tracing::debug!(?refused, "connection refused at accept");
+                continue;
+            }
+        };
+        let activity = Activity::new();
+        let service = {
+            let (state, activity) = (state.clone(), activity.clone());
+            service_fn(move |req| {
+                let in_flight = activity.begin();
+                let answer = handle(state.clone(), peer, req);
+                async move {
+                    let reply = answer.await;
+                    drop(in_flight);
+                    reply
+                }
+            })
+        };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        let limits = (
+            state.config.limits.header_timeout(),
+            state.config.limits.idle_timeout(),
+        );
+        tokio::spawn(watch(
+            conn,
+            activity,
+            limits,
+            conns_stopping.clone(),
+            permit,
+        ));
     }
 
     drop(listener);
@@ -94,12 +133,52 @@ pub async fn run(
         grace_secs = grace.as_secs(),
         "shutting down; finishing in-flight requests"
     );
+    let _ = stop_conns.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = admission.closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     let _ = stop_listen.send(true);
     let _ = listener_task.await;
     pool.close();
     Ok(())
+}
+
+/// Serves one connection until it ends, closing it gracefully (in-flight requests finish) when
+/// it has been idle too long or the server stops, and dropping it when a graceful close takes
+/// longer than [`CLOSE_GRACE`] (a client that does not read its answers).
+async fn watch<C>(
+    conn: C,
+    activity: Arc<Activity>,
+    (first, idle): (Duration, Duration),
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    permit: Permit,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Debug,
+{
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let hard_stop = closing.unwrap_or_else(|| tokio::time::Instant::now() + FAR);
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = ?e, "connection ended with an error");
+                }
+                break;
+            }
+            () = activity.idle(first, idle), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            _ = stopping.wait_for(|stop| *stop), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                // The server's own grace bounds this one.
+                closing = Some(tokio::time::Instant::now() + FAR);
+            }
+            () = tokio::time::sleep_until(hard_stop), if closing.is_some() => break,
+        }
+    }
+    drop(permit);
 }

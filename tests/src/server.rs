@@ -22,13 +22,20 @@ pub struct TestProxy {
 }
 
 /// Settings every test proxy shares: the proxy role's URL and a small pool, so tests that
-/// run in parallel stay well under the cluster's connection limit.
+/// run in parallel stay well under the cluster's connection limit. Tests that hold a wallet
+/// locked on purpose (batching, shutdown) do so for longer than the default lock and queue
+/// timeouts may allow on a loaded machine, so those are long here; the tests of the
+/// timeouts (`connections.rs`) set their own.
 pub fn test_config() -> Result<Config> {
-    Ok(Config {
+    let mut config = Config {
         database_url: env::proxy_url()?,
         pool_size: 4,
         ..Config::default()
-    })
+    };
+    config.limits.lock_timeout_ms = 60_000;
+    config.limits.statement_timeout_ms = 120_000;
+    config.limits.queue_timeout_ms = 60_000;
+    Ok(config)
 }
 
 impl TestProxy {

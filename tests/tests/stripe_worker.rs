@@ -37,6 +37,8 @@ fn start_worker() -> Result<Worker> {
         .env("ECHOVALUE_SMTP_LISTEN", "127.0.0.1:0")
         // recharges only: no webhook dispatcher sending other tests' queued mail
         .env("ECHOVALUE_DELIVERY_CONCURRENCY", "0")
+        // this test holds a wallet locked while the worker waits for it, on purpose
+        .env("ECHOVALUE_LOCK_TIMEOUT_MS", "120000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -98,7 +98,18 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(hook: &MailhookProcess) -> Result<Self> {
-        let (rd, wr) = TcpStream::connect(hook.addr).await?.into_split();
+        Self::greeted(TcpStream::connect(hook.addr).await?).await
+    }
+
+    /// A session from `from` (any 127.x.y.z address reaches a loopback listener).
+    pub async fn connect_from(hook: &MailhookProcess, from: &str) -> Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(from.parse()?, 0))?;
+        Self::greeted(socket.connect(hook.addr).await?).await
+    }
+
+    async fn greeted(stream: TcpStream) -> Result<Self> {
+        let (rd, wr) = stream.into_split();
         let mut raw = Self {
             rd: BufReader::new(rd),
             wr,

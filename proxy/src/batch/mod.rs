@@ -24,10 +24,18 @@
 //! others. Calls are keyed by the token string, which is never logged. Calls without a token
 //! (new wallets, Stripe events) always run alone.
 //!
+//! The queues are bounded: a call that finds `ECHOVALUE_QUEUE_MAX` calls waiting, or that
+//! waits `ECHOVALUE_QUEUE_TIMEOUT_MS` before its transaction starts (say behind a wallet row
+//! another session holds locked), is answered [`DbError::TimedOut`] and never runs. Whoever
+//! comes first, the call's transaction or its deadline, takes the call's `claim`, so a call
+//! either runs and is answered, or is refused and never charged.
+//!
 //! Layout: [`queues`] and [`slots`] are the two levels' bookkeeping, plain data with unit
 //! tests; this module holds the tasks that drive them and the guards that hand work on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
@@ -45,10 +53,12 @@ pub use slots::Slots;
 
 type Answer = Result<Outcome, DbError>;
 
-/// A queued call and where its answer goes.
+/// A queued call and where its answer goes; `claim` is taken by whichever comes first, the
+/// transaction that runs it or its deadline.
 struct Waiting {
     statement: Statement,
     reply: oneshot::Sender<Answer>,
+    claim: Arc<AtomicBool>,
 }
 
 /// Calls of one token, in arrival order, to run in one transaction (with other units when they
@@ -62,6 +72,8 @@ struct Unit {
 struct Inner {
     pool: Pool,
     max: usize,
+    queue_max: usize,
+    queue_timeout: Duration,
     queues: Mutex<Queues<Waiting>>,
     slots: Mutex<Slots<Unit>>,
     metrics: BatchMetrics,
@@ -84,14 +96,28 @@ pub struct Batcher {
     inner: Arc<Inner>,
 }
 
+/// How many calls run together, how many transactions at once, and how long and how many may
+/// wait.
+pub struct Sizes {
+    /// The largest batch; 1 turns batching off.
+    pub max: usize,
+    /// Transactions of token calls at once.
+    pub slots: usize,
+    /// Most calls waiting in the queues.
+    pub queue_max: usize,
+    /// Longest wait of a call before its transaction starts.
+    pub queue_timeout: Duration,
+}
+
 impl Batcher {
-    /// `max` is the largest batch, 1 turns batching off; `slots` is how many transactions of
-    /// token calls run at once.
-    pub fn new(pool: Pool, max: usize, slots: usize, metrics: BatchMetrics) -> Self {
+    pub fn new(pool: Pool, sizes: &Sizes, metrics: BatchMetrics) -> Self {
+        let (max, slots) = (sizes.max, sizes.slots);
         Batcher {
             inner: Arc::new(Inner {
                 pool,
                 max,
+                queue_max: sizes.queue_max,
+                queue_timeout: sizes.queue_timeout,
                 queues: Mutex::new(Queues::default()),
                 slots: Mutex::new(Slots::new(slots)),
                 metrics,
@@ -106,11 +132,37 @@ impl Batcher {
         let Some(token) = statement.token.take().filter(|_| self.inner.max > 1) else {
             return db::call(&self.inner.pool, &statement).await;
         };
-        let token = token.as_str();
+        if self.inner.metrics.queued.get() >= to_i64(self.inner.queue_max) {
+            return Err(DbError::TimedOut("the batch queues are full".into()));
+        }
+        let claim = Arc::new(AtomicBool::new(false));
         let (reply, answer) = oneshot::channel();
+        let waiting = Waiting {
+            statement,
+            reply,
+            claim: claim.clone(),
+        };
+        let work = self.queued(&token, waiting, answer);
+        tokio::pin!(work);
+        match tokio::time::timeout(self.inner.queue_timeout, &mut work).await {
+            Ok(answer) => answer,
+            // Its transaction took the claim first: it runs (bounded by statement_timeout).
+            Err(_) if claim.swap(true, Ordering::SeqCst) => work.await,
+            Err(_) => Err(DbError::TimedOut(
+                "the call waited in the batch queues past ECHOVALUE_QUEUE_TIMEOUT_MS".into(),
+            )),
+        }
+    }
+
+    async fn queued(
+        &self,
+        token: &str,
+        waiting: Waiting,
+        answer: oneshot::Receiver<Answer>,
+    ) -> Answer {
         let arrived = {
             let mut queues = self.inner.queues();
-            let arrived = queues.arrive(token, Waiting { statement, reply });
+            let arrived = queues.arrive(token, waiting);
             if arrived.is_none() {
                 self.inner.metrics.queued.inc();
             }
@@ -291,8 +343,9 @@ async fn execute(inner: &Inner, mut units: Vec<Unit>) {
     let mut dones = Vec::with_capacity(units.len());
     for unit in units {
         for call in unit.calls {
-            // A call whose client went away while it waited never ran: it is not run now.
-            if !call.reply.is_closed() {
+            // A call whose client went away, or whose deadline passed, while it waited never
+            // ran: it is not run now.
+            if !call.reply.is_closed() && !call.claim.swap(true, Ordering::SeqCst) {
                 statements.push(call.statement);
                 replies.push(call.reply);
             }

@@ -16,7 +16,7 @@ use hyper::body::Body;
 
 use crate::api::{self, Arg};
 use crate::awaits::Awaits;
-use crate::batch::Batcher;
+use crate::batch::{self, Batcher};
 use crate::client::client_addr;
 use crate::config::Config;
 use crate::db::{self, DbError};
@@ -45,12 +45,13 @@ pub struct State {
 impl State {
     pub fn new(pool: Pool, config: Config) -> Self {
         let metrics = Metrics::new();
-        let batcher = Batcher::new(
-            pool.clone(),
-            config.batch_max,
-            config.batch_slots(),
-            metrics.batch(),
-        );
+        let sizes = batch::Sizes {
+            max: config.batch_max,
+            slots: config.batch_slots(),
+            queue_max: config.limits.queue_max,
+            queue_timeout: config.limits.queue_timeout(),
+        };
+        let batcher = Batcher::new(pool.clone(), &sizes, metrics.batch());
         State {
             pool,
             metrics,
@@ -204,12 +205,17 @@ where
     }
 }
 
-/// 503 when the database cannot be reached in time, 500 for anything it answered with an
-/// error. The detail goes to the log only.
+/// 503 when the database cannot be reached in time or the call ran out of time, 500 for
+/// anything it answered with an error. The detail goes to the log only (it never holds a
+/// parameter, so no token or value).
 fn failure(e: DbError) -> Reply {
     match e {
         DbError::Unavailable(detail) => {
             tracing::warn!(%detail, "database unavailable");
+            outcome::unavailable()
+        }
+        DbError::TimedOut(detail) => {
+            tracing::warn!(%detail, "call timed out; answered 503, nothing charged");
             outcome::unavailable()
         }
         DbError::Internal(detail) => {
