@@ -13,7 +13,7 @@
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
 # Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir,
-# EV_PARTS runs only some parts (sql, upgrade, cargo, seeds; all by default), and
+# EV_PARTS runs only some parts (sql, upgrade, backup, cargo, seeds; all by default), and
 # EV_CARGO_TEST_ARGS picks cargo tests (e.g. "--test alerts").
 set -euo pipefail
 
@@ -164,6 +164,10 @@ run_upgrade() {
     [ "$failed" -eq 0 ]
 }
 
+# --- 1c. backup and restore (tests/backup.sh) ------------------------------------------------
+# shellcheck source=tests/backup.sh
+source "$ROOT/tests/backup.sh"
+
 # --- 2. cargo tests --------------------------------------------------------------------------
 run_cargo_tests() {
     section "cargo test --workspace"
@@ -249,9 +253,10 @@ run_seeds() {
 }
 
 # EV_PARTS picks parts while developing (e.g. EV_PARTS="sql upgrade"); CI runs them all.
-parts=" ${EV_PARTS:-sql upgrade cargo seeds} "
+parts=" ${EV_PARTS:-sql upgrade backup cargo seeds} "
 [[ $parts == *" sql "* ]] && { run_regress || failed_parts+=(sql); }
 [[ $parts == *" upgrade "* ]] && { run_upgrade || failed_parts+=(upgrade); }
+[[ $parts == *" backup "* ]] && { run_backup || failed_parts+=(backup); }
 [[ $parts == *" cargo "* ]] && { run_cargo_tests || failed_parts+=(cargo); }
 [[ $parts == *" seeds "* ]] && { run_seeds || failed_parts+=(seeds); }
 

@@ -35,6 +35,7 @@ pub static MAIL_DOMAIN: GucSetting<Option<CString>> =
 pub static ATTACHMENT_RETENTION_HOURS: GucSetting<i32> = GucSetting::<i32>::new(48);
 pub static MESSAGE_RETENTION_HOURS: GucSetting<i32> = GucSetting::<i32>::new(72);
 pub static ATTACHMENT_URL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static MAIL_QUOTA_MB: GucSetting<i32> = GucSetting::<i32>::new(512);
 pub static PUBLIC_URL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"http://127.0.0.1:8080"));
 pub static MAINTENANCE_DATABASE: GucSetting<Option<CString>> =
@@ -55,7 +56,7 @@ struct IntSetting {
 }
 
 /// Every integer setting the SQL functions read: [`init`] defines them, `_setting` reads them.
-static INT_SETTINGS: [IntSetting; 23] = [
+static INT_SETTINGS: [IntSetting; 24] = [
     // Free credits of a new wallet: enough to try every endpoint (seed 002).
     IntSetting {
         name: c"echovalue.start_credits",
@@ -242,6 +243,15 @@ static INT_SETTINGS: [IntSetting; 23] = [
         setting: &ATTACHMENT_URL_SECONDS,
         min: 60,
         max: 604_800,
+    },
+    // Stored mail is the one thing a stranger can make a wallet keep (anyone may send to its
+    // address): bounded per wallet, so one mailbox cannot fill the database.
+    IntSetting {
+        name: c"echovalue.mail_quota_mb",
+        why: c"MiB of received mail (raw size) a wallet may have stored; more is refused with 452 until maintenance purges old mail. 0: no quota.",
+        setting: &MAIL_QUOTA_MB,
+        min: 0,
+        max: 1_048_576,
     },
 ];
 

@@ -126,6 +126,11 @@ extension_sql_file!(
     requires = ["webhook_test_api", format::body_sql, alert::alert_email_sql]
 );
 extension_sql_file!(
+    "sql/restore.sql",
+    name = "restore",
+    requires = ["settings_api", "delivery_api"]
+);
+extension_sql_file!(
     "sql/maintenance.sql",
     name = "maintenance_api",
     requires = ["internals", "mail_api"]

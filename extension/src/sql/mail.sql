@@ -163,9 +163,20 @@ begin
 end;
 $$;
 
+-- Why a wallet cannot store `p_bytes` more of mail (452, try later), or NULL: the raw size of
+-- its stored messages (until maintenance purges them) plus these bytes beyond
+-- echovalue.mail_quota_mb. The sum reads the wallet's messages by its primary key.
+create function echovalue._mail_quota_refusal(p_wallet bigint, p_bytes bigint) returns echovalue.smtp_reply
+language sql stable as $$
+    select row(452, '4.2.2 mailbox full; try again later')::echovalue.smtp_reply
+     where echovalue._setting('mail_quota_mb') > 0
+       and (select coalesce(sum(m.size_bytes), 0) from echovalue.messages m where m.wallet_id = p_wallet)
+           + p_bytes > echovalue._setting('mail_quota_mb')::bigint * 1048576
+$$;
+
 -- RCPT TO: 250 when the recipient's wallet has a webhook and can pay for one email; 550 for
--- an unknown mailbox, another domain or no webhook; 452 (try later) when it cannot pay.
--- Nothing is charged or logged here.
+-- an unknown mailbox, another domain or no webhook; 452 (try later) when it cannot pay or its
+-- stored mail is at its quota. Nothing is charged or logged here.
 create function echovalue.mail_rcpt_check(recipient text) returns echovalue.smtp_reply
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -181,15 +192,18 @@ begin
                       and w.balance >= (echovalue._price('email')).credits) then
         return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
     end if;
-    return row(250, '2.1.5 recipient ok')::echovalue.smtp_reply;
+    -- at RCPT, one more byte must fit
+    return coalesce(echovalue._mail_quota_refusal((v_route.o_caller).wallet_id, 1),
+                    row(250, '2.1.5 recipient ok')::echovalue.smtp_reply);
 end;
 $$;
 
 -- After DATA, for one recipient: charges `email`, stores the message and its attachments
 -- (none for a webhook with includeAttachments false), queues its delivery to that webhook, logs it (`endpoint` email, method SMTP, path = the mailbox address,
 -- never a token) and NOTIFYs echovalue_mail with the delivery id. 250 only when all of it is
--- done; the routing refusals of mail_rcpt_check otherwise, and 452 (nothing stored, logged
--- as a 402) when the wallet ran out of credits since RCPT.
+-- done; the routing refusals of mail_rcpt_check otherwise, 452 (nothing stored, logged
+-- as a 402) when the wallet ran out of credits since RCPT, and 452 (nothing stored, charged
+-- or logged) when the message would take the wallet's stored mail past its quota.
 create function echovalue.mail_receive(
     recipient text,
     message_id text,
@@ -212,6 +226,7 @@ declare
     v_paid echovalue.payment;
     v_message bigint;
     v_delivery bigint;
+    v_full echovalue.smtp_reply;
     v_n int := coalesce(pg_catalog.cardinality(mail_receive.attachment_contents), 0);
 begin
     if coalesce(pg_catalog.cardinality(mail_receive.attachment_filenames), 0) <> v_n
@@ -225,6 +240,10 @@ begin
         return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
     end if;
     v_caller := v_route.o_caller;
+    v_full := echovalue._mail_quota_refusal(v_caller.wallet_id, greatest(mail_receive.size_bytes, 0));
+    if v_full is not null then
+        return v_full;
+    end if;
     -- logged under the webhook's address, never the token
     v_caller.path := echovalue._webhook_email(v_route.o_webhook);
     v_paid := echovalue._pay(v_caller, 'email');

@@ -116,6 +116,31 @@ select filename from echovalue.attachments where filename in ('old.txt', 'new.tx
 select count(*) as messages_kept from echovalue.messages where external_id in ('old', 'new');
 rollback;
 
+-- a wallet's stored mail is bounded by echovalue.mail_quota_mb: over it 452 at RCPT and at
+-- the end of DATA, nothing stored, charged or logged; 0 turns the quota off
+begin;
+set local echovalue.token_rate_seconds = 0;
+set local echovalue.mail_quota_mb = 1;
+select body as tok from echovalue.token_new(client_addr => inet '192.0.2.42') \gset
+select status from echovalue.webhook_set(token => :'tok', body => '{"url":"https://example.com/hook"}');
+select (echovalue.webhook_get(token => :'tok')).body::json->>'email' as email \gset
+select (echovalue.wallet_get(token => :'tok')).balance as before \gset
+select code, message from echovalue.mail_receive(recipient => :'email', message_id => 'q1', from_email => null,
+    from_name => null, subject => null, text_body => 't', html_body => null, headers => '{}', size_bytes => 1000000);
+-- 48,576 bytes left: a message of 48,577 is refused, whole, and costs nothing
+select code, message from echovalue.mail_receive(recipient => :'email', message_id => 'q2', from_email => null,
+    from_name => null, subject => null, text_body => 't', html_body => null, headers => '{}', size_bytes => 48577);
+select (echovalue.wallet_get(token => :'tok')).balance = :before - 2 as charged_once_and_the_get;
+select code, message from echovalue.mail_receive(recipient => :'email', message_id => 'q3', from_email => null,
+    from_name => null, subject => null, text_body => 't', html_body => null, headers => '{}', size_bytes => 48576);
+-- exactly full: RCPT is refused too
+select code, message from echovalue.mail_rcpt_check(recipient => :'email');
+select count(*) as stored from echovalue.messages m join echovalue.tokens t on t.wallet_id = m.wallet_id
+ where t.hash = sha256(convert_to(:'tok', 'UTF8'));
+set local echovalue.mail_quota_mb = 0;
+select code from echovalue.mail_rcpt_check(recipient => :'email');
+rollback;
+
 -- the mailhook's role: the worker functions only, no table, no API function
 set role echovalue_mailhook;
 select count(*) from echovalue.messages;
