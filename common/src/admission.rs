@@ -48,7 +48,10 @@ impl Admission {
 
     /// Counts a new connection from `ip`, or refuses it; the permit uncounts it when dropped.
     /// `exempt` spares it the cap per address (a trusted proxy carries many clients).
+    /// IPv6 addresses count per /64 (a client usually holds a whole /64), as token creation's
+    /// rate limit does.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, exempt: bool) -> Result<Permit, Refused> {
+        let ip = network(ip);
         let capped = self.per_address > 0 && !exempt;
         let mut open = self.open();
         if open.total >= self.max {
@@ -81,6 +84,18 @@ impl Admission {
             }
             woken.await;
         }
+    }
+}
+
+/// The address a connection counts under: an IPv4 address (also mapped into IPv6) itself, an
+/// IPv6 address its /64.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -131,6 +146,27 @@ mod tests {
         assert_eq!(a.total(), 2);
         let _p5 = a.admit(ip, false).unwrap();
         assert_eq!(a.admit(ip, false).err(), Some(Refused::Total));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let a = Admission::new(10, 2);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let two: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _p = (a.admit(one, false).unwrap(), a.admit(two, false).unwrap());
+        assert_eq!(
+            a.admit("2001:db8:1:2::77".parse().unwrap(), false).err(),
+            Some(Refused::Address)
+        );
+        assert!(a.admit(other, false).is_ok());
+        // an IPv4 address mapped into IPv6 is that IPv4 address
+        let _q = a.admit("::ffff:192.0.2.1".parse().unwrap(), false).unwrap();
+        let _r = a.admit("192.0.2.1".parse().unwrap(), false).unwrap();
+        assert_eq!(
+            a.admit("192.0.2.1".parse().unwrap(), false).err(),
+            Some(Refused::Address)
+        );
     }
 
     #[test]

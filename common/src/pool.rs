@@ -69,18 +69,24 @@ pub fn build(database_url: &str, settings: &Settings<'_>) -> anyhow::Result<Pool
 
 /// Adds `-c statement_timeout=… -c lock_timeout=…` to the connection's startup options, after
 /// any options of the URL (so these win: the last `-c` of a name is the one Postgres keeps).
+/// A 0 adds nothing, so the role's or database's own setting applies.
 pub fn with_timeouts(pg: &mut tokio_postgres::Config, statement_ms: u64, lock_ms: u64) {
     let mut options = pg.get_options().unwrap_or_default().to_owned();
     for (name, ms) in [
         ("statement_timeout", statement_ms),
         ("lock_timeout", lock_ms),
     ] {
+        if ms == 0 {
+            continue;
+        }
         if !options.is_empty() {
             options.push(' ');
         }
         options.push_str(&format!("-c {name}={ms}"));
     }
-    pg.options(&options);
+    if !options.is_empty() {
+        pg.options(&options);
+    }
 }
 
 #[cfg(test)]
@@ -133,8 +139,11 @@ mod tests {
         with_timeouts(&mut pg, 5000, 0);
         assert_eq!(
             pg.get_options(),
-            Some("-c work_mem=8MB -c statement_timeout=5000 -c lock_timeout=0")
+            Some("-c work_mem=8MB -c statement_timeout=5000")
         );
+        let mut pg = pg_config("host=/tmp", "me").unwrap();
+        with_timeouts(&mut pg, 0, 0);
+        assert_eq!(pg.get_options(), None);
         let mut pg = pg_config("host=/tmp", "me").unwrap();
         with_timeouts(&mut pg, 1, 2);
         assert_eq!(

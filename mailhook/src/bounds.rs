@@ -30,13 +30,13 @@ pub struct Bounds {
 
     /// Seconds an SMTP session may last in all, however busy; then it is told 421 and closed.
     #[arg(long, env = "ECHOVALUE_SMTP_SESSION_TIMEOUT_SECS", default_value_t = DEFAULT_SESSION_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub smtp_session_timeout_secs: u64,
 
     /// Seconds the DATA of one message may take, plus one second per
     /// ECHOVALUE_SMTP_MIN_DATA_RATE bytes received: a client slower than that rate is cut off.
     #[arg(long, env = "ECHOVALUE_SMTP_DATA_TIMEOUT_SECS", default_value_t = DEFAULT_DATA_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub smtp_data_timeout_secs: u64,
 
     /// Bytes per second a client must keep up in DATA once the base DATA time is used.
@@ -68,17 +68,20 @@ pub struct Bounds {
     pub smtp_max_depth: usize,
 
     /// Seconds the parse of one message may take (it runs off the async runtime, at most one
-    /// per core at once); over it 552.
+    /// per core at once; the time counts once the parse has its place, and a message that
+    /// waited that long for one gets 451, try later); over it 552.
     #[arg(long, env = "ECHOVALUE_SMTP_PARSE_TIMEOUT_SECS", default_value_t = DEFAULT_PARSE_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub smtp_parse_timeout_secs: u64,
 
     /// Postgres `statement_timeout` of the mailhook's connections, in milliseconds (0: none).
-    #[arg(long, env = "ECHOVALUE_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS)]
+    #[arg(long, env = "ECHOVALUE_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub statement_timeout_ms: u64,
 
     /// Postgres `lock_timeout` of the mailhook's connections, in milliseconds (0: none).
-    #[arg(long, env = "ECHOVALUE_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_LOCK_TIMEOUT_MS)]
+    #[arg(long, env = "ECHOVALUE_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_LOCK_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub lock_timeout_ms: u64,
 }
 
@@ -89,8 +92,13 @@ impl Bounds {
 
     /// When DATA that started at `start` and has received `bytes` so far must be done.
     pub fn data_deadline(&self, start: tokio::time::Instant, bytes: usize) -> tokio::time::Instant {
-        let earned = u64::try_from(bytes).unwrap_or(u64::MAX) / self.smtp_min_data_rate;
-        start + Duration::from_secs(self.smtp_data_timeout_secs.saturating_add(earned))
+        let earned = u64::try_from(bytes).unwrap_or(u64::MAX) / self.smtp_min_data_rate.max(1);
+        // Never past a day, so the addition cannot overflow.
+        let secs = self
+            .smtp_data_timeout_secs
+            .saturating_add(earned)
+            .min(86_400);
+        start + Duration::from_secs(secs)
     }
 
     pub fn parse_timeout(&self) -> Duration {

@@ -115,42 +115,90 @@ pub fn parse(raw: &[u8], caps: &Caps) -> Result<Parsed, TooComplex> {
 }
 
 /// One pass over the raw lines: Content-Type headers (a name compared as mail-parser reads
-/// it: any case, blanks before the colon) and those declaring a multipart, folded or not.
+/// it: any case, blanks before the colon) and those declaring a multipart, folded or not; and
+/// attached messages in base64 or quoted-printable, which RFC 2046 §5.2.1 forbids and which
+/// mail-parser would decode and parse unseen by this scan (a digest's parts without a
+/// Content-Type are messages too). Header blocks are the runs of lines between empty lines.
 fn scan(raw: &[u8], caps: &Caps) -> Result<(), TooComplex> {
     let (mut parts, mut multiparts) = (0usize, 0usize);
-    // In a Content-Type header not yet seen to be a multipart (its folded lines follow).
-    let mut open = false;
+    // The header being read, for its folded lines.
+    let mut current = Header::Other;
+    let mut block = Block::default();
+    let mut digest = false;
     for line in raw.split(|&b| b == b'\n') {
+        if line.is_empty() || line == b"\r" {
+            block.check(digest)?;
+            block = Block::default();
+            current = Header::Other;
+            continue;
+        }
         let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        let value = if folded && open {
+        let value = if folded {
             line
         } else {
-            open = false;
+            current = Header::Other;
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 continue;
             };
-            if !line[..colon]
-                .trim_ascii_end()
-                .eq_ignore_ascii_case(b"content-type")
-            {
-                continue;
+            let name = line[..colon].trim_ascii_end();
+            if name.eq_ignore_ascii_case(b"content-type") {
+                parts += 1;
+                if parts > caps.parts {
+                    return Err(TooComplex("too many MIME parts"));
+                }
+                block.typed = true;
+                current = Header::ContentType { multipart: false };
+            } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+                current = Header::Encoding;
             }
-            parts += 1;
-            if parts > caps.parts {
-                return Err(TooComplex("too many MIME parts"));
-            }
-            open = true;
             &line[colon + 1..]
         };
-        if open && contains_ignore_case(value, b"multipart") {
-            open = false;
-            multiparts += 1;
-            if multiparts > caps.multiparts {
-                return Err(TooComplex("too many multipart parts"));
+        match &mut current {
+            Header::ContentType { multipart } => {
+                if !*multipart && contains_ignore_case(value, b"multipart") {
+                    *multipart = true;
+                    multiparts += 1;
+                    if multiparts > caps.multiparts {
+                        return Err(TooComplex("too many multipart parts"));
+                    }
+                }
+                digest |= contains_ignore_case(value, b"multipart/digest");
+                block.message |= contains_ignore_case(value, b"message/rfc822")
+                    || contains_ignore_case(value, b"message/global");
             }
+            Header::Encoding => {
+                block.encoded |= contains_ignore_case(value, b"base64")
+                    || contains_ignore_case(value, b"quoted-printable");
+            }
+            Header::Other => {}
         }
     }
-    Ok(())
+    block.check(digest)
+}
+
+enum Header {
+    ContentType { multipart: bool },
+    Encoding,
+    Other,
+}
+
+/// What one header block declared.
+#[derive(Default)]
+struct Block {
+    typed: bool,
+    message: bool,
+    encoded: bool,
+}
+
+impl Block {
+    fn check(&self, digest: bool) -> Result<(), TooComplex> {
+        if self.encoded && (self.message || (digest && !self.typed)) {
+            return Err(TooComplex(
+                "an attached message in base64 or quoted-printable (RFC 2046 5.2.1)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -430,8 +478,8 @@ mod tests {
     }
 
     #[test]
-    fn a_base64_attached_message_is_checked_once_parsed() {
-        // What the raw scan cannot see (an attached message in base64) the tree check does.
+    fn an_encoded_attached_message_is_refused_unparsed() {
+        // mail-parser would decode and parse it, a bomb the raw scan could not see.
         let inner = String::from_utf8(attachments(101)).unwrap();
         use base64::Engine;
         let encoded = base64::engine::general_purpose::STANDARD.encode(inner.as_bytes());
@@ -441,7 +489,17 @@ mod tests {
         );
         assert_eq!(
             super::parse(m.as_bytes(), &CAPS).unwrap_err(),
-            TooComplex("too many attachments")
+            TooComplex("an attached message in base64 or quoted-printable (RFC 2046 5.2.1)")
         );
+        // a digest's untyped parts are messages; an attached message in 7bit is parsed
+        let digest = "From: a@b.c\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\
+            Content-Transfer-Encoding: quoted-printable\r\n\r\nSubject: x\r\n\r\nhi\r\n--d--\r\n";
+        assert!(super::parse(digest.as_bytes(), &CAPS).is_err());
+        let plain = "From: a@b.c\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\
+            Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nhi\r\n--x--\r\n";
+        let p = super::parse(plain.as_bytes(), &CAPS).unwrap();
+        assert_eq!(p.attachments[0].content_type, "message/rfc822");
+        // and a base64 attachment of another type is fine
+        assert!(super::parse(&attachments(3), &CAPS).is_ok());
     }
 }

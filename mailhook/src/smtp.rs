@@ -28,6 +28,9 @@ use crate::store::Store;
 const MAX_COMMAND_LINE: usize = 1024;
 /// Refused commands a session may send before it is closed.
 const MAX_ERRORS: usize = 20;
+/// How long past its deadline a session may take to get its last reply out.
+const WRITE_GRACE: Duration = Duration::from_secs(10);
+
 fn session_over() -> Reply {
     Reply::new(421, "4.4.2 session time limit reached, closing")
 }
@@ -103,12 +106,22 @@ pub async fn serve(
                 continue;
             }
         };
-        match admission.admit(peer.ip().to_canonical(), false) {
+        match admission.admit(peer.ip(), false) {
             Ok(permit) => {
                 let (shared, stop) = (shared.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = session(stream, &shared, stop).await {
-                        tracing::debug!(error = %e, "smtp session ended with an error");
+                    // The session ends itself at its deadline, on reads; this bounds its writes
+                    // too (a client that never reads its replies), with a little room for the 421.
+                    let hard_end =
+                        Instant::now() + shared.limits.bounds.session_timeout() + WRITE_GRACE;
+                    match tokio::time::timeout_at(hard_end, session(stream, &shared, stop)).await {
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "smtp session ended with an error")
+                        }
+                        Err(_) => {
+                            tracing::debug!("smtp session dropped at its deadline (writes blocked)")
+                        }
+                        Ok(Ok(())) => {}
                     }
                     drop(permit);
                 });
@@ -138,16 +151,17 @@ pub async fn serve(
     }
 }
 
-/// Parses a message off the async runtime, within the caps and the parse timeout, at most one
-/// per core at once. A parse still running at its deadline keeps its place until it ends, so
+/// Parses a message off the async runtime, within the caps and the parse timeout (counted
+/// once it has its place), at most one per core at once. A parse still running at its deadline keeps its place until it ends, so
 /// runaway parses never take more than those cores.
 async fn parse(shared: &Shared, raw: Vec<u8>) -> Result<Parsed, Reply> {
-    let deadline = Instant::now() + shared.limits.bounds.parse_timeout();
-    let Ok(Ok(place)) =
-        tokio::time::timeout_at(deadline, shared.parses.clone().acquire_owned()).await
+    let timeout = shared.limits.bounds.parse_timeout();
+    // Waiting for a place is the server's load, not the message's fault: 451, try later.
+    let Ok(Ok(place)) = tokio::time::timeout(timeout, shared.parses.clone().acquire_owned()).await
     else {
         return Err(Reply::new(451, "4.3.2 busy, try again later"));
     };
+    let deadline = Instant::now() + timeout;
     let caps = shared.limits.caps();
     let parsing = tokio::task::spawn_blocking(move || {
         let parsed = message::parse(&raw, &caps);

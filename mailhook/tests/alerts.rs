@@ -248,7 +248,14 @@ async fn alert_email_through_a_relay_that_is_down_then_up() -> Result<()> {
     // relay up, the retry made due now instead of in 30 s: the email arrives, once
     let maildir = std::env::temp_dir().join(format!("ev-relay-{}", rand::random::<u64>()));
     let relay = Relay::start(port, &maildir)?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Up means accepting connections (a loaded machine may take seconds to start Python).
+    wait_for("the relay to listen", Duration::from_secs(20), || async {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        Ok(up.then_some(()))
+    })
+    .await?;
     make_due(&admin, &w).await?;
     admin
         .client()

@@ -3,8 +3,12 @@
 //! the first bytes, and HTTP/2 has no idle timeout), so the accept loop watches each
 //! connection's [`Activity`]. How many may be open is [`echovalue_common::admission`].
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
 
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
@@ -70,6 +74,41 @@ impl Drop for InFlight {
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.0.changed.notify_waiters();
+    }
+}
+
+/// A response body that keeps its request in flight until hyper has sent it and drops it.
+pub struct Tracked<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, in_flight: InFlight) -> Self {
+        Tracked {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -54,12 +54,14 @@ pub struct Limits {
 
     /// Postgres `statement_timeout` of the proxy's connections, in milliseconds (0: none). A
     /// call cancelled by it is answered 503, and its transaction rolled back.
-    #[arg(long, env = "ECHOVALUE_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS)]
+    #[arg(long, env = "ECHOVALUE_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub statement_timeout_ms: u64,
 
     /// Postgres `lock_timeout` of the proxy's connections, in milliseconds (0: none): a call
     /// that waits longer for a row lock (a wallet another session holds) is answered 503.
-    #[arg(long, env = "ECHOVALUE_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_LOCK_TIMEOUT_MS)]
+    #[arg(long, env = "ECHOVALUE_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_LOCK_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub lock_timeout_ms: u64,
 }
 

@@ -2,6 +2,7 @@
 //! request heads, connections capped and closed when idle ([`crate::conn`]), and a graceful
 //! stop that lets in-flight requests finish within the grace.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 use echovalue_common::listen;
 
 use crate::config::Config;
-use crate::conn::Activity;
+use crate::conn::{Activity, Tracked};
 use crate::db;
 use crate::handler::{handle, State};
 use echovalue_common::admission::{Admission, Permit};
@@ -28,6 +29,8 @@ const LISTEN_POLL: Duration = Duration::from_secs(2);
 const LISTEN_RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How long an idle connection told to close may take to do so before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Requests in flight at once on one HTTP/2 connection.
+const MAX_H2_STREAMS: u32 = 32;
 /// Later than any deadline here (a day).
 const FAR: Duration = Duration::from_secs(86_400);
 
@@ -49,7 +52,10 @@ pub async fn run(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // Requests in flight per HTTP/2 connection, as an HTTP/1 client gets one per connection
+        // times a few: the connection caps then bound the calls one address can queue.
+        .max_concurrent_streams(MAX_H2_STREAMS);
     // One LISTEN connection wakes the calls that wait for the worker (webhook tests).
     let pg = echovalue_common::pool::pg_config(&config.database_url, "echovalue-proxy")?;
     let state = Arc::new(State::new(pool.clone(), config));
@@ -106,9 +112,9 @@ pub async fn run(
                 let in_flight = activity.begin();
                 let answer = handle(state.clone(), peer, req);
                 async move {
-                    let reply = answer.await;
-                    drop(in_flight);
-                    reply
+                    // In flight until its body is sent (a slow download is not idle).
+                    let reply = answer.await?;
+                    Ok::<_, Infallible>(reply.map(|body| Tracked::new(body, in_flight)))
                 }
             })
         };
@@ -136,7 +142,7 @@ pub async fn run(
     let _ = stop_conns.send(true);
     tokio::select! {
         () = admission.closed() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; the remaining connections end with the process"),
     }
     let _ = stop_listen.send(true);
     let _ = listener_task.await;

@@ -382,6 +382,14 @@ async fn run_batch(inner: &Inner, statements: &[Statement], replies: Vec<oneshot
                 let _ = reply.send(Err(e.clone()));
             }
         }
+        // A call ran out of time (a held row lock, a slow statement): run one by one, every call
+        // behind it could wait as long again, so the whole batch is answered 503 (nothing of it
+        // committed) and its clients retry.
+        Err(GroupError::Statement(e @ DbError::TimedOut(_))) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
         Err(GroupError::Statement(e)) => {
             inner.metrics.fallbacks.inc();
             tracing::warn!(

@@ -215,7 +215,7 @@ fn failure(e: DbError) -> Reply {
             outcome::unavailable()
         }
         DbError::TimedOut(detail) => {
-            tracing::warn!(%detail, "call timed out; answered 503, nothing charged");
+            tracing::warn!(%detail, "call timed out; answered 503");
             outcome::unavailable()
         }
         DbError::Internal(detail) => {
