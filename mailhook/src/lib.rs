@@ -38,6 +38,7 @@ pub mod bounds;
 pub mod config;
 pub mod delivery;
 pub mod message;
+pub mod mime_caps;
 pub mod recharge;
 pub mod schedule;
 pub mod smtp;

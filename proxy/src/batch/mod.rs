@@ -41,12 +41,15 @@ use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 
 use crate::api::Statement;
-use crate::db::{self, DbError, GroupError};
+use crate::db::{self, DbError};
 use crate::metrics::BatchMetrics;
 use crate::outcome::Outcome;
 
 mod queues;
+mod run;
 mod slots;
+
+use run::run_batch;
 
 pub use queues::Queues;
 pub use slots::Slots;
@@ -355,53 +358,6 @@ async fn execute(inner: &Inner, mut units: Vec<Unit>) {
     run_batch(inner, &statements, replies).await;
     for done in dones {
         let _ = done.send(());
-    }
-}
-
-async fn run_batch(inner: &Inner, statements: &[Statement], replies: Vec<oneshot::Sender<Answer>>) {
-    if statements.len() < 2 {
-        // A batch of one is a plain call: no BEGIN/COMMIT round trips.
-        for (statement, reply) in statements.iter().zip(replies) {
-            let _ = reply.send(db::call(&inner.pool, statement).await);
-        }
-        return;
-    }
-    inner.metrics.batches.inc();
-    inner
-        .metrics
-        .batched_requests
-        .inc_by(u64::try_from(statements.len()).unwrap_or(u64::MAX));
-    match db::call_group(&inner.pool, statements).await {
-        Ok(answers) => {
-            for (answer, reply) in answers.into_iter().zip(replies) {
-                let _ = reply.send(answer);
-            }
-        }
-        Err(GroupError::All(e)) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
-        // A call ran out of time (a held row lock, a slow statement): run one by one, every call
-        // behind it could wait as long again, so the whole batch is answered 503 (nothing of it
-        // committed) and its clients retry.
-        Err(GroupError::Statement(e @ DbError::TimedOut(_))) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
-        Err(GroupError::Statement(e)) => {
-            inner.metrics.fallbacks.inc();
-            tracing::warn!(
-                error = ?e,
-                calls = statements.len(),
-                "a call failed in a batch; the batch was rolled back and its calls run one by one"
-            );
-            // In the batch's order, each in its own transaction, as if there had been no batch.
-            for (statement, reply) in statements.iter().zip(replies) {
-                let _ = reply.send(db::call(&inner.pool, statement).await);
-            }
-        }
     }
 }
 
