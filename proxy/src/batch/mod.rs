@@ -178,6 +178,7 @@ impl Batcher {
                 inner: self.inner.clone(),
                 token: token.to_owned(),
                 held: true,
+                driver: false,
             };
             submit(&self.inner, token, vec![first]).await;
         }
@@ -190,10 +191,17 @@ impl Batcher {
 /// Holds a busy token. Dropped while calls wait, it spawns a driver for them (which then holds
 /// the token); otherwise it makes the token idle. So a token never stays busy with nobody
 /// running its queue, even when a request is cancelled or a driver panics.
+///
+/// A driver's future is only dropped unfinished without a panic when the runtime shuts down
+/// and cancels its tasks: then the waiting calls are abandoned. Spawning another driver there
+/// would be cancelled at once by the shutting-down runtime, inside `spawn`, and drop a Busy
+/// again: a recursion that overflowed the stack.
 struct Busy {
     inner: Arc<Inner>,
     token: String,
     held: bool,
+    /// Held by a driver task (see [`drive`]), not by a request.
+    driver: bool,
 }
 
 impl Busy {
@@ -217,16 +225,19 @@ impl Drop for Busy {
         }
         self.held = false;
         let token = std::mem::take(&mut self.token);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let cancelled_driver = self.driver && !std::thread::panicking();
+        if let (false, Ok(runtime)) = (cancelled_driver, tokio::runtime::Handle::try_current()) {
             let inner = self.inner.clone();
             runtime.spawn(drive(Busy {
                 inner,
                 token,
                 held: true,
+                driver: true,
             }));
             return;
         }
-        // No runtime left (shutting down): the waiting calls get an error, not silence.
+        // Shutting down (no runtime left, or a cancelled driver): the waiting calls get an
+        // error, not silence.
         let mut queues = self.inner.queues();
         let abandoned = queues.abandon(&token);
         self.inner.metrics.queued.dec_by(to_i64(abandoned.len()));
