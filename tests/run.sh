@@ -9,11 +9,15 @@
 #   2. cargo test --workspace --no-fail-fast, with ECHOVALUE_TEST_ADMIN_URL / _PROXY_URL / _MAILHOOK_URL and
 #      ECHOVALUE_TEST_MAILHOOK_BIN (the built worker binary; the SMTP tests run it with swaks
 #      and Python smtplib)
-#   3. the seed snippets (tests/seeds/run_snippets.py) against a real proxy on loopback
+#   3. against a real proxy on loopback: the seed snippets (tests/seeds/run_snippets.py),
+#      schemathesis with the proxy's /openapi.json (tests/openapi/run.sh), and the dashboard
+#      in chromium driven by Selenium (tests/dashboard/test_dashboard.py; screenshots of each
+#      view in EV_SCREENSHOT_DIR, default the temp dir's screenshots/, kept with EV_KEEP_TMP=1)
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
 # Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir,
-# EV_PARTS runs only some parts (sql, upgrade, backup, cargo, seeds; all by default), and
+# EV_PARTS runs only some parts (sql, upgrade, backup, cargo, seeds, openapi, dashboard; all
+# by default), and
 # EV_CARGO_TEST_ARGS picks cargo tests (e.g. "--test alerts").
 set -euo pipefail
 
@@ -193,72 +197,128 @@ run_cargo_tests() {
     [ "$rc" -eq 0 ]
 }
 
-# --- 3. seed snippets against a real proxy ---------------------------------------------------
+# --- 3. suites against a real proxy on loopback -----------------------------------------------
+# Builds the debug proxy and starts it on a free port against database $1 (made ready first),
+# with the environment assignments that follow; sets PROXY_PORT. Fails with the proxy's log.
+start_proxy() {
+    local db=$1
+    shift
+    ev_db_prepare "$db"
+    if ! cargo build -p echovalue-proxy >"$TMP/proxy-build.log" 2>&1; then
+        cat "$TMP/proxy-build.log"
+        echo "the proxy does not build"
+        return 1
+    fi
+    PROXY_PORT=$(ev_free_port 0)
+    env "$@" ECHOVALUE_LISTEN="127.0.0.1:$PROXY_PORT" \
+        ECHOVALUE_DATABASE_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/$db" \
+        "$TARGET_DIR/debug/echovalue-proxy" >"$TMP/proxy-$db.log" 2>&1 9>&- &
+    PROXY_PID=$!
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null; then return 0; fi
+        if ! kill -0 "$PROXY_PID" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "the proxy did not start; its log:"
+    cat "$TMP/proxy-$db.log"
+    return 1
+}
+
+# Stops the proxy start_proxy started; with a non-zero $1 (the suite's status), prints the end
+# of its log (database $2).
+stop_proxy() {
+    kill -TERM "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=
+    if [ "$1" -ne 0 ]; then
+        echo "--- proxy log (end) ---"
+        tail -n 40 "$TMP/proxy-$2.log"
+    fi
+}
+
+# Adds the last "NAME: N passed, N failed" line of log $2 to the totals; a suite that failed
+# ($3, its exit status) without a count counts as one failure.
+count_suite() {
+    local p f
+    p=$(sed -nE "s/^$1: ([0-9]+) passed, ([0-9]+) failed.*/\1/p" "$2" | tail -n 1)
+    f=$(sed -nE "s/^$1: ([0-9]+) passed, ([0-9]+) failed.*/\2/p" "$2" | tail -n 1)
+    p=${p:-0} f=${f:-0}
+    if [ "$3" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+}
+
+# A suite that could not start counts as one failure.
+suite_broken() {
+    total_failed=$((total_failed + 1))
+    return 1
+}
+
+# 3a. the seed snippets (Python requests, JavaScript fetch)
 run_seeds() {
     section "seed snippets (Python requests, JavaScript fetch)"
     local seeds_dir=${EV_SEEDS_DIR:-$ROOT/../shared/seeds}
     if ! compgen -G "$seeds_dir/002_*.txt" >/dev/null; then
         echo "seed 002 not found in $seeds_dir"
-        total_failed=$((total_failed + 1))
-        return 1
+        suite_broken
+        return
     fi
     # The seed snippets create tokens back to back; the 10 s per-address token rate limit is
     # tested elsewhere, so this database alone turns it off.
     ev_db_prepare echovalue_seeds
     ev_psql echovalue_seeds -c 'alter database echovalue_seeds set echovalue.token_rate_seconds = 0'
-
-    if ! cargo build -p echovalue-proxy >"$TMP/proxy-build.log" 2>&1; then
-        cat "$TMP/proxy-build.log"
-        echo "the proxy does not build"
-        total_failed=$((total_failed + 1))
-        return 1
-    fi
-    local port
-    port=$(ev_free_port 0)
-    ECHOVALUE_LISTEN="127.0.0.1:$port" \
-        ECHOVALUE_DATABASE_URL="postgresql://echovalue_proxy@127.0.0.1:$PORT/echovalue_seeds" \
-        "$TARGET_DIR/debug/echovalue-proxy" >"$TMP/proxy.log" 2>&1 9>&- &
-    PROXY_PID=$!
-
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-        if ! kill -0 "$PROXY_PID" 2>/dev/null; then
-            echo "the proxy exited; its log:"
-            cat "$TMP/proxy.log"
-            total_failed=$((total_failed + 1))
-            return 1
-        fi
-        sleep 0.1
-    done
-
+    start_proxy echovalue_seeds || { suite_broken; return; }
     local rc=0
-    python3 tests/seeds/run_snippets.py --base-url "http://127.0.0.1:$port" --seeds-dir "$seeds_dir" \
+    python3 tests/seeds/run_snippets.py --base-url "http://127.0.0.1:$PROXY_PORT" --seeds-dir "$seeds_dir" \
         2>&1 | tee "$TMP/seeds.log" || rc=$?
-    local p f
-    p=$(sed -nE 's/^seeds: ([0-9]+) passed, ([0-9]+) failed.*/\1/p' "$TMP/seeds.log" | tail -n 1)
-    f=$(sed -nE 's/^seeds: ([0-9]+) passed, ([0-9]+) failed.*/\2/p' "$TMP/seeds.log" | tail -n 1)
-    p=${p:-0} f=${f:-0}
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-    total_passed=$((total_passed + p))
-    total_failed=$((total_failed + f))
+    count_suite seeds "$TMP/seeds.log" "$rc"
+    stop_proxy "$rc" echovalue_seeds
+    return "$rc"
+}
 
-    kill -TERM "$PROXY_PID" 2>/dev/null || true
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=
-    if [ "$rc" -ne 0 ]; then
-        echo "--- proxy log (end) ---"
-        tail -n 40 "$TMP/proxy.log"
-    fi
+# 3b. schemathesis against the proxy with its own /openapi.json (tests/openapi/run.sh)
+run_openapi() {
+    section "OpenAPI conformance (schemathesis)"
+    ev_db_prepare echovalue_openapi
+    ev_psql echovalue_openapi -c 'alter database echovalue_openapi set echovalue.token_rate_seconds = 0'
+    # A Stripe secret, so the webhook receiver answers (400 for a bad signature, not 503);
+    # webhook tests without a worker end after a second.
+    start_proxy echovalue_openapi ECHOVALUE_STRIPE_WEBHOOK_SECRET=whsec_openapi_conformance \
+        ECHOVALUE_WEBHOOK_TEST_WAIT_SECS=1 || { suite_broken; return; }
+    local rc=0
+    EV_ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/echovalue_openapi" \
+        bash tests/openapi/run.sh "http://127.0.0.1:$PROXY_PORT" 2>&1 | tee "$TMP/openapi.log" || rc=$?
+    count_suite openapi "$TMP/openapi.log" "$rc"
+    stop_proxy "$rc" echovalue_openapi
+    return "$rc"
+}
+
+# 3c. the dashboard in a real browser (tests/dashboard/test_dashboard.py: Selenium, chromium)
+run_dashboard() {
+    section "dashboard (Selenium, chromium)"
+    ev_db_prepare echovalue_dashboard
+    ev_psql echovalue_dashboard -c 'alter database echovalue_dashboard set echovalue.token_rate_seconds = 0'
+    # no worker runs here: a webhook test ends with "no worker took the test" after a second
+    start_proxy echovalue_dashboard ECHOVALUE_WEBHOOK_TEST_WAIT_SECS=1 || { suite_broken; return; }
+    local rc=0
+    EV_ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/echovalue_dashboard" \
+        EV_SCREENSHOT_DIR=${EV_SCREENSHOT_DIR:-$TMP/screenshots} \
+        python3 tests/dashboard/test_dashboard.py --base-url "http://127.0.0.1:$PROXY_PORT" \
+        2>&1 | tee "$TMP/dashboard.log" || rc=$?
+    count_suite dashboard "$TMP/dashboard.log" "$rc"
+    stop_proxy "$rc" echovalue_dashboard
     return "$rc"
 }
 
 # EV_PARTS picks parts while developing (e.g. EV_PARTS="sql upgrade"); CI runs them all.
-parts=" ${EV_PARTS:-sql upgrade backup cargo seeds} "
+parts=" ${EV_PARTS:-sql upgrade backup cargo seeds openapi dashboard} "
 [[ $parts == *" sql "* ]] && { run_regress || failed_parts+=(sql); }
 [[ $parts == *" upgrade "* ]] && { run_upgrade || failed_parts+=(upgrade); }
 [[ $parts == *" backup "* ]] && { run_backup || failed_parts+=(backup); }
 [[ $parts == *" cargo "* ]] && { run_cargo_tests || failed_parts+=(cargo); }
 [[ $parts == *" seeds "* ]] && { run_seeds || failed_parts+=(seeds); }
+[[ $parts == *" openapi "* ]] && { run_openapi || failed_parts+=(openapi); }
+[[ $parts == *" dashboard "* ]] && { run_dashboard || failed_parts+=(dashboard); }
 
 section "summary"
 if [ "${#failed_parts[@]}" -gt 0 ]; then

@@ -17,6 +17,8 @@ pub static MAX_VALUE_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(2_592_000);
 pub static LOGS_DEFAULT_N: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static LOGS_MAX_N: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static KV_LIST_DEFAULT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static KV_LIST_MAX_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 pub static LOG_MAX_PATH_CHARS: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static REFUSAL_LOGS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -56,7 +58,7 @@ struct IntSetting {
 }
 
 /// Every integer setting the SQL functions read: [`init`] defines them, `_setting` reads them.
-static INT_SETTINGS: [IntSetting; 24] = [
+static INT_SETTINGS: [IntSetting; 26] = [
     // Free credits of a new wallet: enough to try every endpoint (seed 002).
     IntSetting {
         name: c"echovalue.start_credits",
@@ -110,6 +112,21 @@ static INT_SETTINGS: [IntSetting; 24] = [
         name: c"echovalue.logs_max_n",
         why: c"Most entries one logs request returns; larger n is cut to this.",
         setting: &LOGS_MAX_N,
+        min: 1,
+        max: 10_000,
+    },
+    // A KV listing page costs O(limit): these bound the work and the body of one page.
+    IntSetting {
+        name: c"echovalue.kv_list_default_limit",
+        why: c"Keys or groups a KV listing page holds when limit is not given.",
+        setting: &KV_LIST_DEFAULT_LIMIT,
+        min: 1,
+        max: 10_000,
+    },
+    IntSetting {
+        name: c"echovalue.kv_list_max_limit",
+        why: c"Most keys or groups one KV listing page may hold; a larger limit is refused.",
+        setting: &KV_LIST_MAX_LIMIT,
         min: 1,
         max: 10_000,
     },

@@ -8,6 +8,7 @@
 //! bytes for secrets (`random.rs`), the settings (`gucs.rs`, registered when the library
 //! loads), the maintenance background worker (`worker.rs`, registered only when the library is
 //! in `shared_preload_libraries`), the small checks every request makes (`names.rs`,
+//! the KV listing's cursors, `listing.rs`,
 //! `_setting`: plpgsql sets each of its expressions up again in every transaction, which costs
 //! more than these checks themselves), the webhook body formats and the custom template engine
 //! (`format.rs`, `template.rs`), the text of wallet alerts (`alert.rs`), and the C symbols that the scripts of earlier versions name
@@ -20,6 +21,7 @@ mod compat;
 mod format;
 mod gucs;
 mod hmac;
+mod listing;
 mod names;
 mod random;
 mod schedule;
@@ -54,6 +56,16 @@ extension_sql_file!(
     requires = ["internals"]
 );
 extension_sql_file!("sql/kv.sql", name = "kv_api", requires = ["internals"]);
+extension_sql_file!(
+    "sql/kv_list.sql",
+    name = "kv_list_api",
+    requires = [
+        "kv_api",
+        listing::cursor_sql,
+        listing::cursor_after_sql,
+        listing::prefix_end_sql
+    ]
+);
 extension_sql_file!("sql/keys.sql", name = "keys_api", requires = ["internals"]);
 extension_sql_file!("sql/logs.sql", name = "logs_api", requires = ["internals"]);
 extension_sql_file!(

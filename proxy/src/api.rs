@@ -153,6 +153,25 @@ pub static KV_DELETE: Function = Function::new(
         ("key", Segment(0, NotText::Refuse(NAME_NOT_TEXT))),
     ],
 );
+pub static KV_LIST: Function = Function::new(
+    "kv_list",
+    &[
+        ("token", Token),
+        ("grp", Segment(0, NotText::Refuse(NAME_NOT_TEXT))),
+        ("prefix", Query("prefix")),
+        ("cursor", Query("cursor")),
+        ("page_size", Query("limit")),
+    ],
+);
+pub static KV_GROUPS: Function = Function::new(
+    "kv_groups",
+    &[
+        ("token", Token),
+        ("prefix", Query("prefix")),
+        ("cursor", Query("cursor")),
+        ("page_size", Query("limit")),
+    ],
+);
 pub static WEBHOOK_SET: Function = Function::new(
     "webhook_set",
     &[
@@ -322,6 +341,8 @@ mod tests {
             &KV_SET,
             &KV_GET,
             &KV_DELETE,
+            &KV_LIST,
+            &KV_GROUPS,
             &WEBHOOK_SET,
             &WEBHOOK_GET,
             &WEBHOOK_DELETE,

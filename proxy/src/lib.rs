@@ -11,7 +11,8 @@
 //! [`outcome`] (the one outcome → response mapping and the proxy's own error replies),
 //! [`awaits`] (a call that waits for the worker's answer: the webhook test, woken by NOTIFY),
 //! [`client`] (client address), [`cors`], [`metrics`] (Prometheus), [`server`] (accept loop,
-//! graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook). The
+//! graceful stop), [`stripe`] (the `Stripe-Signature` check of the Stripe webhook), [`assets`]
+//! (the OpenAPI description and the dashboard, compiled in). The
 //! token format check is `echovalue_common::token`, shared with the mailhook and the tests.
 //!
 //! Stable API for embedding and integration tests:
@@ -39,6 +40,7 @@
 //! log and signal set-up are shared with the mailhook in `echovalue_common`.
 
 pub mod api;
+pub mod assets;
 pub mod awaits;
 pub mod batch;
 pub mod client;

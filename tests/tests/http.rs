@@ -19,7 +19,15 @@ fn allow_set(r: &echovalue_tests::Reply) -> Vec<String> {
 async fn unknown_paths_are_404() -> Result<()> {
     let (proxy, admin) = setup().await?;
     let w = admin.new_wallet().await?;
-    for path in ["/nope", "/a/b/c", "/kv/a/b/c", "/token/nope", "/kv"] {
+    for path in [
+        "/nope",
+        "/a/b/c",
+        "/kv/a/b/c",
+        "/token/nope",
+        "/kv/",
+        "/dashboard/",
+        "/dashboard/static/nope.js",
+    ] {
         for tok in [None, w.t()] {
             let r = proxy.api().get(path, tok).await?;
             assert_eq!(
@@ -409,5 +417,23 @@ async fn nul_in_path_or_query_is_a_charged_refusal_not_a_500() -> Result<()> {
     assert!(admin.kv_keys(&w, "g").await?.is_empty(), "nothing stored");
     let (logged, _) = admin.log_counts(&w).await?;
     assert_eq!(logged - logged_before, n, "every refusal is logged");
+    Ok(())
+}
+
+#[tokio::test]
+async fn attachment_queries_holding_nul_are_refused_not_500() -> Result<()> {
+    let (proxy, _admin) = setup().await?;
+    for q in ["expires=%00&sig=x", "expires=1&sig=a%00b", "expires=%00"] {
+        let r = proxy
+            .api()
+            .get(&format!("/attachments/1?{q}"), None)
+            .await?;
+        assert!(
+            r.status == 403 || r.status == 404,
+            "{q}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
     Ok(())
 }

@@ -34,6 +34,8 @@ grant execute on function
     echovalue.kv_set(text, text, text, text, text, text, text),
     echovalue.kv_get(text, text, text, text, text),
     echovalue.kv_delete(text, text, text, text, text),
+    echovalue.kv_list(text, text, text, text, text, text, text),
+    echovalue.kv_groups(text, text, text, text, text, text),
     echovalue.request_refuse(text, text, int, text, text, text),
     echovalue.token_key_create(text, text, text, text),
     echovalue.token_key_list(text, text, text),

@@ -206,7 +206,8 @@ begin
         return v_refusal;
     end if;
     begin
-        v_spec := coalesce(nullif(pg_catalog.btrim(token_key_create.spec), ''), '{}')::jsonb;
+        -- (only an empty body is {}: blanks are not JSON)
+        v_spec := coalesce(nullif(token_key_create.spec, ''), '{}')::jsonb;
     exception when data_exception or program_limit_exceeded then
         v_error := 'Bad Request: body must be JSON';
     end;

@@ -11,6 +11,8 @@ language sql immutable as $$
     select case
         when p_route in ('/kv/{group}/{key}', '/{group}/{key}') then
             case p_method when 'POST' then 'kv_set' when 'DELETE' then 'kv_delete' else 'kv_get' end
+        when p_route = '/kv/{group}' then 'kv_list'
+        when p_route = '/kv' then 'kv_groups'
         when p_route = '/webhook' then
             case p_method when 'POST' then 'webhook_set' when 'DELETE' then 'webhook_delete'
                           else 'webhook_get' end

@@ -72,10 +72,12 @@ create index token_usage_token_id_idx on echovalue.token_usage (token_id);
 create index token_usage_hour_idx on echovalue.token_usage (hour);
 
 -- Key-value entries; an expired row is never served and is purged by maintenance.
+-- Names sort by code point (collation "C"), whatever the database's collation: the listing's
+-- keyset pages and prefix ranges (kv_list.sql) are ranges of the primary key.
 create table echovalue.kv (
     wallet_id  bigint not null references echovalue.wallets (id) on delete cascade,
-    grp        text not null,
-    key        text not null,
+    grp        text collate "C" not null,
+    key        text collate "C" not null,
     value      text not null,
     expires_at timestamptz not null,
     primary key (wallet_id, grp, key)
@@ -128,7 +130,8 @@ insert into echovalue.prices (operation, credits, endpoint, scope) values
     ('token_new', 0, 'token', null), ('wallet_get', 1, 'token', 'wallet'),
     ('recharge_link', 0, 'token', 'wallet'),
     ('kv_set', 1, 'kv', 'kv:write'), ('kv_get', 1, 'kv', 'kv:read'),
-    ('kv_delete', 1, 'kv', 'kv:write'),
+    ('kv_delete', 1, 'kv', 'kv:write'), ('kv_list', 1, 'kv', 'kv:read'),
+    ('kv_groups', 1, 'kv', 'kv:read'),
     ('webhook_set', 1, 'webhook', 'webhook'), ('webhook_get', 1, 'webhook', 'webhook'),
     ('webhook_delete', 1, 'webhook', 'webhook'), ('webhook_show', 1, 'webhook', 'webhook'),
     ('webhook_put', 1, 'webhook', 'webhook'), ('webhook_patch', 1, 'webhook', 'webhook'),

@@ -69,8 +69,8 @@ declare
 begin
     begin
         v_event := stripe_event_record.payload::jsonb;
-    exception when invalid_text_representation or untranslatable_character
-                   or character_not_in_repertoire then
+    -- (any data error: bad JSON, a number out of range, bad escapes; and nesting too deep)
+    exception when data_exception or program_limit_exceeded then
         v_event := null;
     end;
     if v_event is null or pg_catalog.jsonb_typeof(v_event) <> 'object' then

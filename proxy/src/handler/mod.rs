@@ -136,6 +136,7 @@ where
             Ok(()) => plain(StatusCode::OK, "ok"),
             Err(e) => failure(e),
         },
+        Operation::Asset(asset) => asset.into_reply(),
         Operation::Metrics => match state.metrics.render(&state.pool) {
             Ok(text) => {
                 let mut r = plain(StatusCode::OK, text);
@@ -159,8 +160,9 @@ where
             reply
         }
         Operation::AttachmentGet(id) => {
-            let expires = query_param(query, "expires");
-            let sig = query_param(query, "sig");
+            // A value Postgres cannot hold (NUL) is no value: the function refuses it as absent.
+            let expires = query_param(query, "expires").filter(|v| !v.contains('\0'));
+            let sig = query_param(query, "sig").filter(|v| !v.contains('\0'));
             match db::attachment(&state.pool, &id, expires.as_deref(), sig.as_deref()).await {
                 Ok(download) => download.into_reply(),
                 Err(e) => failure(e),

@@ -8,6 +8,7 @@
 use http::Method;
 
 use crate::api::{self, Function};
+use crate::assets::{self, Asset};
 
 /// A known path pattern; its [`Route::pattern`] is the metrics label (never the raw path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,6 +19,8 @@ pub enum Route {
     TokenKey,
     TokenSettings,
     Recharge,
+    KvGroups,
+    KvKeys,
     Kv,
     Webhook,
     NamedWebhook,
@@ -28,6 +31,9 @@ pub enum Route {
     LegacyKv,
     Healthz,
     Metrics,
+    OpenApi,
+    Dashboard,
+    DashboardStatic,
     StripeWebhook,
     Unknown,
 }
@@ -41,6 +47,8 @@ impl Route {
             Route::TokenKey => "/token/keys/{id}",
             Route::TokenSettings => "/token/settings",
             Route::Recharge => "/recharge",
+            Route::KvGroups => "/kv",
+            Route::KvKeys => "/kv/{group}",
             Route::Kv => "/kv/{group}/{key}",
             Route::Webhook => "/webhook",
             Route::NamedWebhook => "/webhook/{webhookId}",
@@ -51,6 +59,9 @@ impl Route {
             Route::LegacyKv => "/{group}/{key}",
             Route::Healthz => "/healthz",
             Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+            Route::Dashboard => "/dashboard",
+            Route::DashboardStatic => "/dashboard/static/{file}",
             // The configured path may differ; the label names the endpoint, not the path.
             Route::StripeWebhook => "stripe-webhook",
             Route::Unknown => "unmatched",
@@ -66,8 +77,17 @@ impl Route {
             Route::NamedWebhook => "GET, PUT, PATCH, DELETE, OPTIONS",
             Route::WebhookTest => "POST, OPTIONS",
             Route::Kv | Route::LegacyKv | Route::Webhook => "GET, POST, DELETE, OPTIONS",
-            Route::TokenLogs | Route::Recharge | Route::Logs | Route::Attachment => "GET, OPTIONS",
-            Route::Healthz | Route::Metrics => "GET",
+            Route::TokenLogs
+            | Route::Recharge
+            | Route::Logs
+            | Route::Attachment
+            | Route::KvGroups
+            | Route::KvKeys => "GET, OPTIONS",
+            Route::Healthz
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::Dashboard
+            | Route::DashboardStatic => "GET",
             Route::StripeWebhook => "POST",
             Route::Unknown => "",
         }
@@ -87,6 +107,8 @@ pub enum Operation {
     AttachmentGet(String),
     Healthz,
     Metrics,
+    /// A file compiled into the proxy (the OpenAPI description, the dashboard).
+    Asset(Asset),
     /// `POST` on the configured Stripe webhook path: verify, then record the event.
     StripeWebhook,
     Preflight,
@@ -127,13 +149,31 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
     let route = route_of(path);
     let op = match (method, route) {
         (_, Route::Unknown) => Operation::NotFound,
-        (&Method::OPTIONS, Route::Healthz | Route::Metrics) => Operation::MethodNotAllowed,
+        (
+            &Method::OPTIONS,
+            Route::Healthz
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::Dashboard
+            | Route::DashboardStatic,
+        ) => Operation::MethodNotAllowed,
         (&Method::OPTIONS, _) => Operation::Preflight,
 
         (&Method::POST, Route::Token) => Operation::TokenForm,
         (&Method::POST, Route::Root) => Operation::LegacyForm,
         (&Method::GET, Route::Healthz) => Operation::Healthz,
         (&Method::GET, Route::Metrics) => Operation::Metrics,
+        (&Method::GET, Route::OpenApi) => Operation::Asset(assets::openapi()),
+        (&Method::GET, Route::Dashboard) => Operation::Asset(assets::dashboard_index()),
+        (&Method::GET, Route::DashboardStatic) => {
+            match path
+                .strip_prefix(assets::STATIC_PREFIX)
+                .and_then(assets::dashboard_static)
+            {
+                Some(asset) => Operation::Asset(asset),
+                None => Operation::NotFound,
+            }
+        }
         (&Method::GET, Route::Attachment) => {
             Operation::AttachmentGet(path.rsplit('/').next().unwrap_or("").to_owned())
         }
@@ -154,6 +194,8 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
         (&Method::PATCH, Route::NamedWebhook) => Operation::Api(&api::WEBHOOK_PATCH),
         (&Method::DELETE, Route::NamedWebhook) => Operation::Api(&api::WEBHOOK_REMOVE),
         (&Method::POST, Route::WebhookTest) => Operation::Api(&api::WEBHOOK_TEST),
+        (&Method::GET, Route::KvGroups) => Operation::Api(&api::KV_GROUPS),
+        (&Method::GET, Route::KvKeys) => Operation::Api(&api::KV_LIST),
         (&Method::POST, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_SET),
         (&Method::GET, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_GET),
         (&Method::DELETE, Route::Kv | Route::LegacyKv) => Operation::Api(&api::KV_DELETE),
@@ -185,7 +227,13 @@ fn route_of(path: &str) -> Route {
         ["logs"] => Route::Logs,
         ["healthz"] => Route::Healthz,
         ["metrics"] => Route::Metrics,
+        ["openapi.json"] => Route::OpenApi,
+        // `/dashboard/{x}` stays a 2023 key path; the dashboard's files are one level deeper
+        ["dashboard"] => Route::Dashboard,
+        ["dashboard", "static", file] if !file.is_empty() => Route::DashboardStatic,
         // A trailing slash leaves an empty last segment: `/kv/g/` is not `/kv/g/{key}`.
+        ["kv"] => Route::KvGroups,
+        ["kv", group] if !group.is_empty() => Route::KvKeys,
         ["kv", _, key] if !key.is_empty() => Route::Kv,
         [group, key] if !CURRENT_TOP_LEVEL.contains(group) && !key.is_empty() => Route::LegacyKv,
         _ => Route::Unknown,

@@ -117,13 +117,7 @@ fn current_paths_win_over_legacy_kv() {
         resolve(&Method::POST, "/token/logs").1,
         Operation::MethodNotAllowed
     );
-    for p in [
-        "/token/x",
-        "/kv/x",
-        "/recharge/x",
-        "/healthz/x",
-        "/metrics/x",
-    ] {
+    for p in ["/token/x", "/recharge/x", "/healthz/x", "/metrics/x"] {
         assert_eq!(
             resolve(&Method::GET, p),
             (Route::Unknown, Operation::NotFound),
@@ -189,13 +183,35 @@ fn settings() {
 }
 
 #[test]
+fn kv_listing_routes() {
+    assert_eq!(
+        resolve(&Method::GET, "/kv"),
+        (Route::KvGroups, Operation::Api(&api::KV_GROUPS))
+    );
+    // `/kv/{group}` was never a 2023 path: "kv" is a current top-level name
+    assert_eq!(
+        resolve(&Method::GET, "/kv/default"),
+        (Route::KvKeys, Operation::Api(&api::KV_LIST))
+    );
+    assert_eq!(Route::KvKeys.pattern(), "/kv/{group}");
+    for m in [Method::POST, Method::DELETE, Method::PUT] {
+        assert_eq!(op(m.clone(), "/kv"), Operation::MethodNotAllowed, "{m}");
+        assert_eq!(op(m.clone(), "/kv/g"), Operation::MethodNotAllowed, "{m}");
+    }
+    assert_eq!(op(Method::OPTIONS, "/kv/g"), Operation::Preflight);
+    assert_eq!(Route::KvKeys.allow(), "GET, OPTIONS");
+    // the 2023 paths keep their own: a group named like a listing is still a 2023 key path
+    assert_eq!(op(Method::GET, "/kvs/k"), Operation::Api(&api::KV_GET));
+}
+
+#[test]
 fn unknown_paths_and_trailing_slashes() {
     for p in [
         "/kv/g/k/",
         "/kv/g/k/x",
         "/kv/g/",
-        "/kv/g",
-        "/kv",
+        "/kv/",
+        "/kv//",
         "/token/",
         "/a/b/c",
         "/g/",

@@ -107,7 +107,7 @@ set local echovalue.token_rate_seconds = 0;
 select body as root from echovalue.token_new(client_addr => inet '192.0.2.72') \gset
 select left(spec, 40) as spec, (echovalue.token_key_create(token => :'root', spec => spec)).body
   from unnest(array[
-    '{bad', '[]', '"x"', '42', 'null',
+    '{bad', '[]', '"x"', '42', 'null', '  ',
     '{"lable":"x"}', '{"label":5}', '{"label":"' || repeat('x', 101) || '"}', '{"label":"a\u0007b"}',
     '{"limits":5}', '{"limits":{"dayly":1}}', '{"limits":{"daily":1.5}}', '{"limits":{"daily":-1}}',
     '{"limits":{"daily":"5"}}', '{"limits":{"monthly":1e16}}', '{"limits":{"per_request":true}}',
@@ -118,7 +118,7 @@ select count(*) as tokens, min(balance) as balance
  where w.hash = encode(sha256(convert_to(:'root', 'UTF8')), 'hex');
 -- accepted: empty body, nulls, zero, the largest limit
 select spec, x.status, x.b -> 'label' as label, x.b -> 'limits' as limits
-  from unnest(array['', '  ', '{}', '{"label":null,"limits":null}', '{"limits":{"daily":0}}',
+  from unnest(array['', '{}', '{"label":null,"limits":null}', '{"limits":{"daily":0}}',
                     '{"label":"é ✓","limits":{"monthly":1000000000000000}}']) as spec,
        lateral (select o.status, o.body::jsonb as b
                   from echovalue.token_key_create(token => :'root', spec => spec) o) x;
@@ -127,7 +127,7 @@ select body::json ->> 'token' as zero from echovalue.token_key_create(token => :
 select status, body::jsonb ->> 'limit' as refused_by, cost from echovalue.wallet_get(token => :'zero');
 select status, cost from echovalue.recharge_link(token => :'zero', amount => '3');
 -- at most echovalue.max_tokens live tokens per wallet (root included)
-set local echovalue.max_tokens = 8;
+set local echovalue.max_tokens = 7;
 select status, body from echovalue.token_key_create(token => :'root');
 rollback;
 

@@ -110,6 +110,9 @@ select balance from echovalue.wallets where id = :w;
 -- rejected payloads: 400, nothing stored
 select status, body, cost, balance from echovalue.stripe_event_record(payload => 'not json');
 select status, body from echovalue.stripe_event_record(payload => '[1,2]');
+-- a number out of range, nesting too deep: refused as not an event, never an error
+select status, body from echovalue.stripe_event_record(payload => '{"id":"evt_big","type":"x","n":1e1000000}');
+select status, body from echovalue.stripe_event_record(payload => repeat('{"a":', 200000) || '1' || repeat('}', 200000));
 select status, body from echovalue.stripe_event_record(payload => '{"type":"checkout.session.completed"}');
 select status, body from echovalue.stripe_event_record(payload => '{"id":"evt_x"}');
 select status, body from echovalue.stripe_event_record(payload => '{"id":7,"type":"x"}');

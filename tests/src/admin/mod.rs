@@ -211,6 +211,25 @@ impl Admin {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Stores `value` under each of `keys` of a group through the SQL API (one statement, one
+    /// credit each), for listings too large to fill over HTTP quickly.
+    pub async fn kv_fill(&self, w: &Wallet, grp: &str, keys: &[String]) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                "select echovalue.kv_set(token => $1, grp => $2, key => k, value => 'v') \
+                 from unnest($3::text[]) k",
+                &[&w.token, &grp, &keys],
+            )
+            .await?;
+        anyhow::ensure!(
+            n == keys.len() as u64,
+            "kv_fill stored {n} of {}",
+            keys.len()
+        );
+        Ok(())
+    }
+
     /// Makes every write of `key` to the KV table fail in the database (SQLSTATE P0001), as a
     /// broken call would; [`Admin::drop_kv_failure`] removes it. Each key has a trigger of its
     /// own (and a function of its own), so tests running at once do not undo each other's.
