@@ -122,6 +122,8 @@ def case_empty_wallet(t: Ctx):
     p.tab("wallet")
     p.click("#wallet-refresh")
     assert p.text("#wallet-msg") == "402 Insufficient credits", p.text("#wallet-msg")
+    # the balance shown is the refusal's x-balance, not the one loaded before
+    assert p.text("#wallet-balance") == "0", f"balance shown {p.text('#wallet-balance')!r}"
     p.shot("wallet-empty")
     # signing in with the empty wallet works, and says why the balance is not shown
     p.sign_in(token)

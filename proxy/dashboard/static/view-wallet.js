@@ -11,6 +11,8 @@ let loaded = false;
 function showAnswer(res) {
   loaded = true;
   if (!res.ok) {
+    // a refusal of a known wallet still says its balance (x-balance): never show a stale one
+    if (res.balance !== null) els.balance.textContent = res.balance;
     fail(els.msg, res);
     return;
   }
