@@ -149,15 +149,9 @@ pub fn resolve(method: &Method, path: &str) -> (Route, Operation) {
     let route = route_of(path);
     let op = match (method, route) {
         (_, Route::Unknown) => Operation::NotFound,
-        (
-            &Method::OPTIONS,
-            Route::Healthz
-            | Route::Metrics
-            | Route::OpenApi
-            | Route::Dashboard
-            | Route::DashboardStatic,
-        ) => Operation::MethodNotAllowed,
-        (&Method::OPTIONS, _) => Operation::Preflight,
+        // A preflight only where browsers call the API: the paths whose methods include OPTIONS.
+        (&Method::OPTIONS, _) if route.allow().contains("OPTIONS") => Operation::Preflight,
+        (&Method::OPTIONS, _) => Operation::MethodNotAllowed,
 
         (&Method::POST, Route::Token) => Operation::TokenForm,
         (&Method::POST, Route::Root) => Operation::LegacyForm,

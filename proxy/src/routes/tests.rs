@@ -233,6 +233,15 @@ fn wrong_methods_and_preflight() {
     assert_eq!(op(Method::OPTIONS, "/kv/g/k"), Operation::Preflight);
     assert_eq!(op(Method::OPTIONS, "/token"), Operation::Preflight);
     assert_eq!(op(Method::OPTIONS, "/nope"), Operation::NotFound);
+    for p in [
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/dashboard",
+        "/dashboard/static/app.js",
+    ] {
+        assert_eq!(op(Method::OPTIONS, p), Operation::MethodNotAllowed, "{p}");
+    }
     assert_eq!(Route::Kv.allow(), "GET, POST, DELETE, OPTIONS");
 }
 
