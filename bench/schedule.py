@@ -59,8 +59,8 @@ def psql(sql, *flags):
 def make_schedules(first_wallet, wallets, url):
     """wallets new wallets from number first_wallet, each with S scheduled webhooks."""
     psql(f"""
-insert into echovalue.wallets (balance, hash)
-select 1000000000, md5('bench-' || g) from generate_series({first_wallet}, {first_wallet + wallets - 1}) g;
+insert into echovalue.wallets (id, balance, hash)
+select echovalue._wallet_id_new(), 1000000000, md5('bench-' || g) from generate_series({first_wallet}, {first_wallet + wallets - 1}) g;
 insert into echovalue.mailboxes (wallet_id, mailbox, secret)
 select w.id, md5('mb-' || w.hash), 'whsec_' || encode(sha256(w.hash::bytea), 'base64')
   from echovalue.wallets w where not exists (select 1 from echovalue.mailboxes m where m.wallet_id = w.id);

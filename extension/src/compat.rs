@@ -32,3 +32,11 @@ fn caller_token(p_wallet: i64) -> Option<i64> {
     }
     token.parse().ok()
 }
+
+/// `token_generate_wrapper`, the symbol of 0.8.0's `echovalue._token_generate()`: a new
+/// token of 32 random characters, for 0.8.0's token_new and token_key_create until the update
+/// (0.9.0's tokens carry their wallet's key instead, token.rs).
+#[pg_extern(sql = false)]
+fn token_generate() -> String {
+    crate::token::generate_keyless().unwrap_or_else(|e| crate::token::random_failed(e))
+}

@@ -1,5 +1,9 @@
-//! The token format: `ev_tok_sk_live_` + 32 random base36 characters + a 6-character
-//! checksum (CRC-32 of the first 47 characters, mod 36^6, base36, zero-padded).
+//! The token format: `ev_tok_sk_live_` + 32 base36 characters + a 6-character checksum
+//! (CRC-32 of the first 47 characters, mod 36^6, base36, zero-padded). Of the 32 characters,
+//! the first 8 are the wallet key, the wallet's id in base36, zero-padded, shared by every
+//! token of the wallet; the other 24 are random (124 bits). The key lets a call name the shard
+//! of its wallet without a lookup (SPEC section 18). Tokens made before extension 0.9.0 have
+//! 32 random characters; echovalue.token_legacy maps them to their wallet.
 //!
 //! The checksum lets the proxy and the database refuse a mistyped token without a lookup,
 //! and the fixed prefix lets secret scanners recognise leaked tokens.
@@ -8,9 +12,14 @@ use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "ev_tok_sk_live_";
-const RANDOM_CHARS: usize = 32;
+/// The wallet key and the random part.
+const BODY_CHARS: usize = 32;
+/// The wallet key: the first characters after the prefix.
+const KEY_CHARS: usize = 8;
+/// Wallet ids are below 36^8, so that every id fits the key.
+const WALLET_ID_END: u64 = 36u64.pow(KEY_CHARS as u32);
 const CHECKSUM_CHARS: usize = 6;
-const TOKEN_LEN: usize = PREFIX.len() + RANDOM_CHARS + CHECKSUM_CHARS;
+const TOKEN_LEN: usize = PREFIX.len() + BODY_CHARS + CHECKSUM_CHARS;
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 /// Largest multiple of 36 that fits a byte: bytes at or above it are redrawn so every
 /// character is equally likely.
@@ -32,28 +41,95 @@ pub fn is_well_formed(token: &str) -> bool {
     if token.len() != TOKEN_LEN || !token.is_ascii() || !token.starts_with(PREFIX) {
         return false;
     }
-    let body = &token[..PREFIX.len() + RANDOM_CHARS];
+    let body = &token[..PREFIX.len() + BODY_CHARS];
     let random = &body[PREFIX.len()..];
     random.bytes().all(|b| BASE36.contains(&b)) && checksum(body) == token[body.len()..]
 }
 
-/// A new token from the operating system's random source.
-pub fn generate() -> Result<String, getrandom::Error> {
-    let mut body = String::with_capacity(TOKEN_LEN);
-    body.push_str(PREFIX);
+/// The wallet id a well-formed token names in its key (for a token made before 0.9.0, a
+/// number that names no wallet of it: its key characters are random).
+pub fn wallet_key(token: &str) -> Option<i64> {
+    if !is_well_formed(token) {
+        return None;
+    }
+    let key = &token.as_bytes()[PREFIX.len()..PREFIX.len() + KEY_CHARS];
+    // is_well_formed checked the alphabet: every byte is a base36 digit
+    let n = key.iter().fold(0u64, |n, &b| n * 36 + digit(b));
+    i64::try_from(n).ok()
+}
+
+fn digit(b: u8) -> u64 {
+    match b {
+        b'0'..=b'9' => u64::from(b - b'0'),
+        _ => u64::from(b - b'a') + 10,
+    }
+}
+
+/// Appends `n` characters drawn uniformly from the base36 alphabet.
+fn push_random(out: &mut String, n: usize) -> Result<(), getrandom::Error> {
+    let end = out.len() + n;
     let mut pool = [0u8; 64];
-    while body.len() < PREFIX.len() + RANDOM_CHARS {
+    while out.len() < end {
         getrandom::fill(&mut pool)?;
         for &b in pool.iter().filter(|&&b| b < UNBIASED_LIMIT) {
-            if body.len() == PREFIX.len() + RANDOM_CHARS {
+            if out.len() == end {
                 break;
             }
-            body.push(BASE36[(b % 36) as usize] as char);
+            out.push(BASE36[(b % 36) as usize] as char);
         }
     }
+    Ok(())
+}
+
+/// A new token of wallet `wallet` (0 <= wallet < 36^8) from the operating system's random
+/// source; None for a wallet id outside the key's range.
+pub fn generate(wallet: i64) -> Result<Option<String>, getrandom::Error> {
+    let Some(mut n) = u64::try_from(wallet).ok().filter(|&n| n < WALLET_ID_END) else {
+        return Ok(None);
+    };
+    let mut key = [b'0'; KEY_CHARS];
+    for slot in key.iter_mut().rev() {
+        *slot = BASE36[(n % 36) as usize];
+        n /= 36;
+    }
+    let mut body = String::with_capacity(TOKEN_LEN);
+    body.push_str(PREFIX);
+    body.extend(key.iter().map(|&b| b as char));
+    push_random(&mut body, BODY_CHARS - KEY_CHARS)?;
+    let sum = checksum(&body);
+    body.push_str(&sum);
+    Ok(Some(body))
+}
+
+/// A new random wallet id, 1 <= id < 36^8 (token_new retries on the rare collision).
+pub fn new_wallet_id() -> Result<i64, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    loop {
+        getrandom::fill(&mut bytes)?;
+        // 42 random bits, redrawn above the range: every id is equally likely
+        let n = u64::from_le_bytes(bytes) >> 22;
+        if (1..WALLET_ID_END).contains(&n) {
+            return Ok(n as i64);
+        }
+    }
+}
+
+/// A token as versions before 0.9.0 made them: 32 random characters, no wallet key.
+pub fn generate_keyless() -> Result<String, getrandom::Error> {
+    let mut body = String::with_capacity(TOKEN_LEN);
+    body.push_str(PREFIX);
+    push_random(&mut body, BODY_CHARS)?;
     let sum = checksum(&body);
     body.push_str(&sum);
     Ok(body)
+}
+
+pub fn random_failed(e: getrandom::Error) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
+        format!("echovalue: operating system random source failed: {e}")
+    );
 }
 
 /// Whether a token is well formed (prefix, length, alphabet, checksum).
@@ -71,19 +147,34 @@ fn token_hash(token: &str) -> Option<Vec<u8>> {
     is_well_formed(token).then(|| Sha256::digest(token.as_bytes()).to_vec())
 }
 
-/// A new random token; the caller stores only its SHA-256.
-#[pg_extern(volatile, parallel_safe, name = "_token_generate")]
-fn token_generate() -> String {
-    match generate() {
-        Ok(token) => token,
-        Err(e) => {
+/// `echovalue._token_wallet(token)`: the wallet id a token's key names, or NULL for a
+/// malformed token. Immutable, so a call's shard is known from its arguments alone.
+#[pg_extern(immutable, strict, parallel_safe, name = "_token_wallet")]
+fn token_wallet(token: &str) -> Option<i64> {
+    wallet_key(token)
+}
+
+/// A new token of wallet p_wallet; the caller stores only its SHA-256.
+/// (Not `token_generate`: that is the symbol of 0.8.0's `_token_generate()`, compat.rs.)
+#[pg_extern(volatile, strict, parallel_safe, name = "_token_generate")]
+fn wallet_token_generate(p_wallet: i64) -> String {
+    match generate(p_wallet) {
+        Ok(Some(token)) => token,
+        Ok(None) => {
             ereport!(
                 ERROR,
-                PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
-                format!("echovalue: operating system random source failed: {e}")
+                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("echovalue: wallet id {p_wallet} does not fit a token's wallet key")
             );
         }
+        Err(e) => random_failed(e),
     }
+}
+
+/// A new random wallet id (1 to 36^8 - 1), the key its tokens carry.
+#[pg_extern(volatile, parallel_safe, name = "_wallet_id_new")]
+fn wallet_id_new() -> i64 {
+    new_wallet_id().unwrap_or_else(|e| random_failed(e))
 }
 
 #[cfg(test)]
@@ -92,12 +183,51 @@ mod tests {
 
     #[test]
     fn generated_tokens_are_well_formed_and_distinct() {
-        let a = generate().unwrap();
-        let b = generate().unwrap();
+        let a = generate(42).unwrap().unwrap();
+        let b = generate(42).unwrap().unwrap();
         assert_eq!(a.len(), 53);
         assert!(is_well_formed(&a), "{a}");
         assert!(is_well_formed(&b), "{b}");
         assert_ne!(a, b);
+        // the wallet key is shared, the rest differs
+        assert_eq!(&a[..23], "ev_tok_sk_live_00000016");
+        assert_eq!(&a[..23], &b[..23]);
+        assert_ne!(&a[23..47], &b[23..47]);
+    }
+
+    #[test]
+    fn the_wallet_key_names_its_wallet() {
+        for wallet in [0, 1, 35, 36, 1_234_567_890, WALLET_ID_END as i64 - 1] {
+            let token = generate(wallet).unwrap().unwrap();
+            assert_eq!(wallet_key(&token), Some(wallet), "{token}");
+        }
+        assert_eq!(generate(WALLET_ID_END as i64).unwrap(), None);
+        assert_eq!(generate(-1).unwrap(), None);
+        let last = generate(WALLET_ID_END as i64 - 1).unwrap().unwrap();
+        assert_eq!(&last[15..23], "zzzzzzzz");
+        assert_eq!(wallet_key("ev_tok_sk_live_x"), None);
+        let mut typo = last.into_bytes();
+        typo[16] = b'y';
+        assert_eq!(wallet_key(&String::from_utf8(typo).unwrap()), None);
+    }
+
+    #[test]
+    fn keyless_tokens_are_well_formed() {
+        let a = generate_keyless().unwrap();
+        assert!(is_well_formed(&a), "{a}");
+        assert_ne!(a, generate_keyless().unwrap());
+    }
+
+    #[test]
+    fn new_wallet_ids_are_in_range_and_spread() {
+        let ids: Vec<i64> = (0..200).map(|_| new_wallet_id().unwrap()).collect();
+        assert!(ids.iter().all(|&n| (1..WALLET_ID_END as i64).contains(&n)));
+        // 200 draws from 2.8e12 values: a repeat or a low range means a broken draw
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 200);
+        assert!(ids.iter().any(|&n| n > WALLET_ID_END as i64 / 2));
     }
 
     #[test]
@@ -111,7 +241,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_tokens() {
-        let good = generate().unwrap();
+        let good = generate(7).unwrap().unwrap();
         assert!(!is_well_formed(""));
         assert!(!is_well_formed(&good[..52]));
         assert!(!is_well_formed(&format!("{good}x")));

@@ -5,7 +5,7 @@ repository root after any change to extension/src/sql or the Rust functions, unt
 released (released scripts are never edited):
 
     (cd extension && cargo pgrx schema pg15 -o /tmp/echovalue--cur.sql)
-    python3 sql/build/upgrade.py 0.7.0 0.8.0 /tmp/echovalue--cur.sql
+    python3 sql/build/upgrade.py 0.8.0 0.9.0 /tmp/echovalue--cur.sql
 
 The script is:
 1. the hand-written head, sql/build/FROM--TO.head.sql: changes to tables, types and data,

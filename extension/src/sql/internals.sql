@@ -43,6 +43,10 @@ $$;
 
 -- Who calls: the wallet, token and limits of a live token, and the request as it is logged;
 -- wallet_id is NULL for a malformed, unknown or revoked token (answer _unauthorized()).
+-- The token is looked up in the wallet its key names (_token_wallet), so the lookup reads one
+-- wallet's rows (on Citus, one shard); a token made before tokens carried the key is found
+-- through echovalue.token_legacy, a second lookup only a token unknown to its key's wallet
+-- pays.
 -- The token row is read, not locked: requests of one wallet meet only on the wallet's row, so
 -- a hot token costs one row lock per request, not two. last_used is written at most once a
 -- minute per token, which keeps a write (and its WAL) off most requests.
@@ -53,23 +57,32 @@ declare
     v_caller echovalue.caller;
     v_stale boolean;
     v_hash bytea;
+    v_wallet bigint;
 begin
     -- Few statements and expressions: each costs a set-up in every transaction, and this runs
-    -- on every request. A malformed token gets a NULL hash, which matches no token; the hash
-    -- is computed once here, not per row if the planner ever scans.
+    -- on every request. A malformed token gets a NULL hash and wallet, which match no token;
+    -- both are computed once here, not per row if the planner ever scans.
     v_hash := echovalue._token_hash(p_token);
-    select t.wallet_id, t.id, t.is_root, t.limit_per_request, t.limit_daily, t.limit_monthly,
-           p_method, p_path, t.scopes, t.groups,
-           t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
-      into v_caller.wallet_id, v_caller.token_id, v_caller.is_root, v_caller.limit_per_request,
-           v_caller.limit_daily, v_caller.limit_monthly, v_caller.method, v_caller.path,
-           v_caller.scopes, v_caller.groups, v_stale
-      from echovalue.tokens t
-     where t.hash = v_hash and t.revoked is null;
+    v_wallet := echovalue._token_wallet(p_token);
+    for i in 1..2 loop
+        select t.wallet_id, t.id, t.is_root, t.limit_per_request, t.limit_daily, t.limit_monthly,
+               p_method, p_path, t.scopes, t.groups,
+               t.last_used is null or t.last_used < pg_catalog.now() - interval '1 minute'
+          into v_caller.wallet_id, v_caller.token_id, v_caller.is_root, v_caller.limit_per_request,
+               v_caller.limit_daily, v_caller.limit_monthly, v_caller.method, v_caller.path,
+               v_caller.scopes, v_caller.groups, v_stale
+          from echovalue.tokens t
+         where t.wallet_id = v_wallet and t.hash = v_hash and t.revoked is null;
+        exit when found or i = 2;
+        select l.wallet_id into v_wallet from echovalue.token_legacy l where l.hash = v_hash;
+        exit when not found;
+    end loop;
     if v_stale then
         -- SKIP LOCKED: a concurrent request of this token is already recording its use
         update echovalue.tokens t set last_used = pg_catalog.now()
-         where t.id = (select x.id from echovalue.tokens x where x.id = v_caller.token_id
+         where t.wallet_id = v_caller.wallet_id
+           and t.id = (select x.id from echovalue.tokens x
+                        where x.wallet_id = v_caller.wallet_id and x.id = v_caller.token_id
                           for update skip locked);
     end if;
     return v_caller;

@@ -227,7 +227,7 @@ begin
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    v_new := echovalue._token_generate();
+    v_new := echovalue._token_generate(v_caller.wallet_id);
     insert into echovalue.tokens as t
         (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly, scopes,
          groups)
@@ -327,7 +327,7 @@ begin
                                  'Bad Request: the root token cannot be revoked');
     end if;
     update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
-     where t.id = v_target.id;
+     where t.wallet_id = v_target.wallet_id and t.id = v_target.id;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;

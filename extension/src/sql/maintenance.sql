@@ -23,6 +23,7 @@ declare
     v_wallets bigint;
     v_wallet_ids bigint[];
     v_token_ids bigint[];
+    v_hashes bytea[];
 begin
     delete from echovalue.kv k
      where k.ctid = any (array(
@@ -55,14 +56,19 @@ begin
     get diagnostics v_usage = row_count;
 
     -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
-    -- ON DELETE CASCADE.
-    delete from echovalue.tokens t
-     where t.id = any (array(
-         select x.id from echovalue.tokens x
-          where x.revoked < pg_catalog.now()
-                - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
-          limit v_batch for update skip locked));
-    get diagnostics v_revoked = row_count;
+    -- ON DELETE CASCADE; an old token's row of token_legacy goes with it.
+    with gone as (
+        delete from echovalue.tokens t
+         where t.ctid = any (array(
+             select x.ctid from echovalue.tokens x
+              where x.revoked < pg_catalog.now()
+                    - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'))
+              limit v_batch for update skip locked))
+        returning t.hash
+    )
+    select pg_catalog.array_agg(g.hash) into v_hashes from gone g;
+    v_revoked := coalesce(pg_catalog.cardinality(v_hashes), 0);
+    delete from echovalue.token_legacy l where l.hash = any (v_hashes);
 
     delete from echovalue.attachments a
      where a.ctid = any (array(
@@ -105,20 +111,25 @@ begin
          where x.last_used < pg_catalog.now()
                - pg_catalog.make_interval(days => echovalue._setting('inactive_days'))
          limit v_batch for update skip locked);
-    v_token_ids := array(
-        select t.id from echovalue.tokens t
-         where t.wallet_id = any (v_wallet_ids) for update skip locked);
+    select pg_catalog.array_agg(t.id), pg_catalog.array_agg(t.hash) into v_token_ids, v_hashes
+      from (select t.id, t.hash from echovalue.tokens t
+             where t.wallet_id = any (v_wallet_ids) for update skip locked) t;
     -- tokens and kv of these wallets go by ON DELETE CASCADE, logs (no foreign key) here
     with gone as (
         delete from echovalue.wallets w
          where w.id = any (v_wallet_ids)
            and not exists (select 1 from echovalue.tokens t
-                            where t.wallet_id = w.id and t.id <> all (v_token_ids))
+                            where t.wallet_id = w.id
+                              and t.id <> all (coalesce(v_token_ids, '{}')))
         returning w.id
     ), gone_logs as (
         delete from echovalue.logs l where l.wallet_id in (select g.id from gone g)
     )
     select pg_catalog.count(*) into v_wallets from gone;
+    -- (the old tokens of a wallet kept keep their rows)
+    delete from echovalue.token_legacy l
+     where l.hash = any (v_hashes)
+       and not exists (select 1 from echovalue.wallets w where w.id = l.wallet_id);
 
     return pg_catalog.jsonb_build_object(
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,

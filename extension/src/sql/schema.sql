@@ -2,12 +2,16 @@
 -- sharded by wallet; only SHA-256 hashes of tokens are stored, never a token.
 
 -- One row per credit wallet; balance can never go negative.
+-- id is random (echovalue._wallet_id_new(), below 36^8) and is the wallet key every token of
+-- the wallet carries (token.rs), so a call's wallet, and on Citus its shard, is known from the
+-- token alone. Every unique key of a wallet's rows holds wallet_id: the schema can be sharded
+-- by wallet (SPEC section 18).
 create table echovalue.wallets (
-    id        bigint generated always as identity primary key,
+    id        bigint primary key,
     balance   bigint not null default 0 check (balance >= 0),
     created   timestamptz not null default now(),
     last_used timestamptz not null default now(),
-    hash      text not null unique,           -- sha256 hex of the root token, shown to users
+    hash      text not null,                  -- sha256 hex of the root token, shown to users
     -- a charge that takes the balance below this queues a low-balance alert (settings.sql);
     -- here, not with the other settings, so the charge reads it with the balance it updates.
     -- Its bounds are settings_put's: a CHECK here would cost every charge ~29,000 instructions
@@ -15,6 +19,8 @@ create table echovalue.wallets (
     low_balance_threshold bigint not null default 0
 ) with (fillfactor = 50);                     -- room for HOT updates: every request charges
 create index wallets_last_used_idx on echovalue.wallets (last_used);
+-- (a recharge finds its wallet by hash; unique by construction, the SHA-256 of a new token)
+create index wallets_hash_idx on echovalue.wallets (hash);
 
 -- The token scopes (SPEC section 15), in the order listings show them, and those a new
 -- token gets when it names none.
@@ -31,15 +37,15 @@ $$;
 -- credits (NULL = no limit). public_id is what users see and revoke by; prefix is the token's
 -- first and last characters, so a listing is recognisable without holding the secret.
 create table echovalue.tokens (
-    id                bigint generated always as identity primary key,
+    id                bigint generated always as identity,
     wallet_id         bigint not null references echovalue.wallets (id) on delete cascade,
-    hash              bytea not null unique,  -- sha256 of the token
+    hash              bytea not null,         -- sha256 of the token
     is_root           boolean not null default false,
     label             text,
     created           timestamptz not null default now(),
     last_used         timestamptz,
     revoked           timestamptz,
-    public_id         uuid not null default pg_catalog.gen_random_uuid() unique,
+    public_id         uuid not null default pg_catalog.gen_random_uuid(),
     prefix            text not null default '',
     limit_per_request bigint check (limit_per_request >= 0),
     limit_daily       bigint check (limit_daily >= 0),
@@ -54,21 +60,32 @@ create table echovalue.tokens (
                            and limit_monthly is null)),
     constraint tokens_scopes_check check ((scopes is null) = is_root and (groups is null or not is_root)
                                          and scopes <@ echovalue._scope_names()
-                                         and pg_catalog.array_position(groups, null) is null)
+                                         and pg_catalog.array_position(groups, null) is null),
+    primary key (wallet_id, id),
+    unique (wallet_id, hash),
+    unique (wallet_id, public_id)
 );
-create index tokens_wallet_id_idx on echovalue.tokens (wallet_id);
 create index tokens_revoked_idx on echovalue.tokens (revoked) where revoked is not null;
 
 -- Credits spent per non-root token per hour: the rolling 24-hour and 30-day windows of the
 -- spending limits are sums over at most 25 and 721 of these rows, never a scan of the logs.
 create table echovalue.token_usage (
     wallet_id bigint not null,
-    token_id  bigint not null references echovalue.tokens (id) on delete cascade,
+    token_id  bigint not null,
     hour      timestamptz not null,           -- the UTC hour of the charges, date_trunc('hour', t, 'UTC')
     credits   bigint not null check (credits >= 0),
-    primary key (wallet_id, token_id, hour)
+    primary key (wallet_id, token_id, hour),
+    foreign key (wallet_id, token_id) references echovalue.tokens (wallet_id, id) on delete cascade
 );
-create index token_usage_token_id_idx on echovalue.token_usage (token_id);
+
+-- Tokens made before tokens carried their wallet key (extension 0.9.0; their 32 characters
+-- are all random): the wallet of each, by the token's SHA-256. The upgrade to 0.9.0 fills it;
+-- nothing adds to it after, and maintenance deletes a row with its token. Small and read-only,
+-- so on Citus it is a reference table: every node resolves an old token without asking another.
+create table echovalue.token_legacy (
+    hash      bytea primary key,
+    wallet_id bigint not null
+);
 create index token_usage_hour_idx on echovalue.token_usage (hour);
 
 -- Key-value entries; an expired row is never served and is purged by maintenance.
@@ -196,10 +213,10 @@ create type echovalue.payment as (
 
 -- User data and operator settings survive pg_dump.
 select pg_catalog.pg_extension_config_dump('echovalue.wallets', '');
-select pg_catalog.pg_extension_config_dump('echovalue.wallets_id_seq', '');
 select pg_catalog.pg_extension_config_dump('echovalue.tokens', '');
 select pg_catalog.pg_extension_config_dump('echovalue.tokens_id_seq', '');
 select pg_catalog.pg_extension_config_dump('echovalue.token_usage', '');
+select pg_catalog.pg_extension_config_dump('echovalue.token_legacy', '');
 select pg_catalog.pg_extension_config_dump('echovalue.kv', '');
 select pg_catalog.pg_extension_config_dump('echovalue.logs', '');
 select pg_catalog.pg_extension_config_dump('echovalue.logs_id_seq', '');

@@ -48,10 +48,16 @@ begin
                 v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
     end if;
 
-    v_token := echovalue._token_generate();
-    insert into echovalue.wallets (balance, hash)
-    values (v_start - v_cost, pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-    returning id into v_caller.wallet_id;
+    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
+    loop
+        v_token := echovalue._token_generate(echovalue._wallet_id_new());
+        insert into echovalue.wallets (id, balance, hash)
+        values (echovalue._token_wallet(v_token), v_start - v_cost,
+                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+        on conflict (id) do nothing
+        returning id into v_caller.wallet_id;
+        exit when v_caller.wallet_id is not null;
+    end loop;
     insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
     values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
             echovalue._token_prefix(v_token))

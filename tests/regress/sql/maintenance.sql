@@ -67,3 +67,27 @@ update echovalue.wallets set last_used = now() - interval '31 days'
  where id = (select wallet_id from echovalue.tokens where hash = sha256(convert_to(:'tok', 'UTF8')));
 select echovalue.maintenance_run() -> 'wallets' as wallets;
 rollback;
+
+-- an old token's row of token_legacy (0.9.0) goes with its token: a revoked token purged, and
+-- the tokens of a purged wallet; a live token keeps its row and keeps working
+begin;
+set local echovalue.token_rate_seconds = 0;
+select body as tok from echovalue.token_new(client_addr => inet '192.0.2.53') \gset
+select wallet_id as w from echovalue.tokens where hash = sha256(convert_to(:'tok', 'UTF8')) \gset
+select body as gone_tok from echovalue.token_new(client_addr => inet '192.0.2.54') \gset
+select wallet_id as gw from echovalue.tokens where hash = sha256(convert_to(:'gone_tok', 'UTF8')) \gset
+select body::json ->> 'token' as sub from echovalue.token_key_create(token => :'tok') \gset
+-- as the upgrade fills it
+insert into echovalue.token_legacy
+select hash, wallet_id from echovalue.tokens where wallet_id in (:w, :gw);
+update echovalue.tokens set revoked = now() - interval '400 days'
+ where hash = sha256(convert_to(:'sub', 'UTF8'));
+update echovalue.wallets set last_used = now() - interval '731 days' where id = :gw;
+select r -> 'revoked_tokens' as revoked_tokens, r -> 'wallets' as wallets
+  from echovalue.maintenance_run() r;
+select count(*) filter (where wallet_id = :w) as kept_rows,
+       count(*) filter (where wallet_id = :gw) as purged_wallet_rows,
+       count(*) filter (where hash = sha256(convert_to(:'sub', 'UTF8'))) as revoked_token_rows
+  from echovalue.token_legacy;
+select status from echovalue.wallet_get(token => :'tok');
+rollback;

@@ -59,12 +59,59 @@ select status, body, content_type, cost, balance, headers from echovalue.wallet_
 select status, body, cost, balance from echovalue.wallet_get(token => '');
 select status, body, cost, balance from echovalue.wallet_get(token => 'mytoken');
 select status, body, cost, balance from echovalue.wallet_get(token => upper(:'tok'));
--- well formed but never issued
-select status, body, cost, balance from echovalue.wallet_get(token => echovalue._token_generate());
+-- well formed but never issued: with the key of an existing wallet, and of no wallet
+select status, body, cost, balance
+  from echovalue.wallet_get(token => echovalue._token_generate(echovalue._token_wallet(:'tok')));
+select status, body, cost, balance from echovalue.wallet_get(token => echovalue._token_generate(0));
 -- revoked
 update echovalue.tokens set revoked = now() where hash = sha256(convert_to(:'tok2', 'UTF8'));
 select status, body, cost, balance from echovalue.wallet_get(token => :'tok2');
 select count(*) - :logs_before as new_log_rows from echovalue.logs;
+rollback;
+
+-- the wallet key: the first 8 of the 32 characters are the wallet's id in base36, zero-padded,
+-- the same in every token of the wallet
+begin;
+set local echovalue.token_rate_seconds = 0;
+select body as tok from echovalue.token_new(client_addr => inet '192.0.2.4') \gset
+select body as tok2 from echovalue.token_new(client_addr => inet '192.0.2.5') \gset
+select wallet_id as w from echovalue.tokens where hash = sha256(convert_to(:'tok', 'UTF8')) \gset
+select wallet_id as w2 from echovalue.tokens where hash = sha256(convert_to(:'tok2', 'UTF8')) \gset
+select echovalue._token_wallet(:'tok') = :w as key_is_wallet,
+       lpad(substr(:'tok', 16, 8), 8, '0') = substr(:'tok', 16, 8) as eight_chars,
+       :w between 1 and 2821109907455 as id_in_range,
+       echovalue._token_wallet(:'tok2') = :w2 as other_key_is_other_wallet,
+       :w <> :w2 as wallets_differ,
+       echovalue._token_wallet(upper(:'tok')) is null as malformed_names_none,
+       echovalue._token_wallet('') is null as empty_names_none,
+       echovalue._token_wallet(null) is null as strict;
+select body::json ->> 'token' as sub from echovalue.token_key_create(token => :'tok') \gset
+select substr(:'sub', 16, 8) = substr(:'tok', 16, 8) as shares_the_key,
+       substr(:'sub', 24, 24) <> substr(:'tok', 24, 24) as random_part_differs,
+       echovalue.token_format_ok(:'sub') as format_ok;
+select status from echovalue.wallet_get(token => :'sub');
+-- an id outside the key's range has no token
+savepoint out_of_range;
+select echovalue._token_generate(2821109907456);
+rollback to out_of_range;
+select echovalue._token_generate(-1);
+rollback to out_of_range;
+
+-- a token made before 0.9.0 (its 32 characters random, so its key names no wallet of it, or
+-- another wallet) is found through token_legacy; without its row there it is unknown
+select echovalue._token_generate(:w2) as old \gset
+insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix, scopes)
+values (:w, sha256(convert_to(:'old', 'UTF8')), false, 'old', '', '{wallet}');
+select status, cost, balance from echovalue.wallet_get(token => :'old');
+insert into echovalue.token_legacy values (sha256(convert_to(:'old', 'UTF8')), :w);
+select status, cost, balance, (select balance from echovalue.wallets where id = :w2) as other_untouched
+  from echovalue.wallet_get(token => :'old');
+update echovalue.tokens set revoked = now() where hash = sha256(convert_to(:'old', 'UTF8'));
+select status from echovalue.wallet_get(token => :'old');
+-- a legacy row naming another wallet does not open the token
+update echovalue.tokens set revoked = null where hash = sha256(convert_to(:'old', 'UTF8'));
+update echovalue.token_legacy set wallet_id = :w2;
+select status from echovalue.wallet_get(token => :'old');
 rollback;
 
 -- rate limit: one token per echovalue.token_rate_seconds per client address
