@@ -41,6 +41,8 @@ alter table echovalue.token_usage
 
 -- Functions gone, or whose arguments or result changed.
 
+drop function if exists echovalue._last_used(timestamptz);
+drop function if exists echovalue._logs_newest(bigint, text, int);
 drop function if exists echovalue._token_generate();
 
 -- Functions new or changed in 0.9.0.
@@ -84,6 +86,134 @@ begin
 end;
 $$;
 
+create or replace function echovalue._last_used(p_last_used timestamptz, p_now timestamptz)
+returns timestamptz
+language sql immutable as $$
+    select case when p_now - p_last_used < interval '1 hour' then p_last_used else p_now end
+$$;
+
+create or replace function echovalue._refusal_log_allowed(p_wallet bigint) returns boolean
+language plpgsql volatile as $$
+declare
+    v_entries int;
+begin
+    insert into echovalue.refusal_log_rate as r (wallet_id, minute, entries)
+    values (p_wallet, pg_catalog.date_trunc('minute', pg_catalog.now()), 1)
+    on conflict (wallet_id) do update
+       set minute = excluded.minute,
+           entries = case when r.minute = excluded.minute then r.entries + 1 else 1 end
+    returning r.entries into v_entries;
+    return v_entries <= echovalue._setting('refusal_logs_per_minute');
+end;
+$$;
+
+create or replace function echovalue._insufficient(
+    p_caller echovalue.caller, p_endpoint text, p_limit_refusal text
+) returns echovalue.outcome
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+    v_now timestamptz := pg_catalog.now();
+begin
+    update echovalue.wallets w set last_used = echovalue._last_used(w.last_used, v_now)
+     where w.id = p_caller.wallet_id
+    returning w.balance into v_balance;
+    if v_balance is null then
+        -- the wallet was purged while this request waited for its lock
+        return echovalue._unauthorized();
+    end if;
+    if echovalue._refusal_log_allowed(p_caller.wallet_id) then
+        perform echovalue._log(p_caller.wallet_id, p_endpoint, p_caller.method, p_caller.path, 402,
+            coalesce((p_limit_refusal::json) ->> 'error_description', 'Insufficient credits'),
+            0, v_balance);
+    end if;
+    if p_limit_refusal is not null then
+        return echovalue._outcome(402, p_limit_refusal, 0, v_balance, 'application/json',
+                                  echovalue._limit_headers(p_caller));
+    end if;
+    return echovalue._outcome(402, 'Insufficient credits', 0, v_balance,
+                              p_headers => echovalue._limit_headers(p_caller));
+end;
+$$;
+
+create or replace function echovalue._pay(
+    p_caller echovalue.caller, p_operation text, p_units int default 1, p_group text default null
+) returns echovalue.payment
+language plpgsql volatile as $$
+declare
+    v_price echovalue.prices := echovalue._price(p_operation);
+    -- (NULL scopes: the root token, or no token at all)
+    v_forbidden boolean := coalesce(not v_price.scope = any (p_caller.scopes), false)
+                           or coalesce(not p_group = any (p_caller.groups), false);
+    v_cost int := v_price.credits * case when v_forbidden then 1 else p_units end;
+    v_refusal text;
+    v_balance bigint;
+    v_alert boolean;
+    v_now timestamptz := pg_catalog.now();
+begin
+    if v_cost < 0 then
+        raise exception 'echovalue: _pay needs a price and units of at least 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if v_cost > 0 and (p_caller.limit_per_request is not null or p_caller.limit_daily is not null
+                       or p_caller.limit_monthly is not null) then
+        perform from echovalue.wallets w where w.id = p_caller.wallet_id for no key update;
+        v_refusal := echovalue._limits_refusal(p_caller, v_cost);
+    end if;
+    if v_refusal is null then
+        update echovalue.wallets w
+           set balance = w.balance - v_cost, last_used = echovalue._last_used(w.last_used, v_now)
+         where w.id = p_caller.wallet_id and w.balance >= v_cost
+        returning w.balance,
+                  -- from at least the alert threshold to below it
+                  w.balance < w.low_balance_threshold and w.balance + v_cost >= w.low_balance_threshold
+             into v_balance, v_alert;
+    end if;
+    if v_balance is null then
+        return row(v_price.endpoint, 0, null,
+                   echovalue._insufficient(p_caller, v_price.endpoint, v_refusal))::echovalue.payment;
+    end if;
+    if v_cost > 0 and not p_caller.is_root then
+        insert into echovalue.token_usage as u (wallet_id, token_id, hour, credits)
+        values (p_caller.wallet_id, p_caller.token_id,
+                pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC'), v_cost)
+        on conflict (wallet_id, token_id, hour) do update set credits = u.credits + excluded.credits;
+    end if;
+    -- the rare cases behind one test: each plpgsql expression costs a set-up in every
+    -- transaction, and this runs on every request
+    if v_alert or v_forbidden then
+        if v_alert then
+            perform echovalue._alert_low_balance(p_caller.wallet_id, v_balance,
+                (select w.low_balance_threshold from echovalue.wallets w where w.id = p_caller.wallet_id));
+        end if;
+        if v_forbidden then
+            return row(v_price.endpoint, 0, null, echovalue._unlogged_or_finish(p_caller,
+                       row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment,
+                       403, 'Forbidden'))::echovalue.payment;
+        end if;
+    end if;
+    return row(v_price.endpoint, v_cost, v_balance, null)::echovalue.payment;
+end;
+$$;
+
+create or replace function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
+returns setof echovalue.logs
+-- (plpgsql, not SQL: Citus plans a SQL function's query on a distributed table only without
+-- parameters)
+language plpgsql stable as $$
+begin
+    return query
+    (select * from echovalue.logs l
+      where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
+      order by l.id desc limit p_limit)
+    union all
+    (select * from echovalue.logs l
+      where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
+        and l.expires_at > pg_catalog.now()
+      order by l.id desc limit p_limit);
+end;
+$$;
+
 create or replace function echovalue.token_new(
     client_addr inet default pg_catalog.inet_client_addr(),
     http_method text default 'POST',
@@ -103,6 +233,7 @@ declare
     v_start int := echovalue._setting('start_credits');
     v_allowed boolean;
     v_last timestamptz;
+    v_cutoff timestamptz;
     v_token text;
     v_price echovalue.prices := echovalue._price('token_new');
     -- token_new is free by default; a priced one is paid from the starting credits if it can be
@@ -115,10 +246,13 @@ begin
         raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
             using errcode = 'insufficient_privilege';
     end if;
+    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
+    -- functions in an ON CONFLICT condition)
+    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
     insert into echovalue.token_rate as r (client, last_at)
     values (v_client, pg_catalog.now())
     on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+        where r.last_at <= v_cutoff
     returning true into v_allowed;
     if v_allowed is null then
         select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
@@ -145,6 +279,47 @@ begin
     v_caller.path := token_new.http_path;
     v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
     return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.kv_delete(
+    token text,
+    grp text,
+    key text,
+    http_method text default 'DELETE',
+    http_path text default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(kv_delete.token, kv_delete.http_method,
+        coalesce(kv_delete.http_path, '/kv/' || kv_delete.grp || '/' || kv_delete.key));
+    v_error text;
+    v_paid echovalue.payment;
+    v_live boolean;
+    v_expires timestamptz;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_error := coalesce(echovalue._name_error('group', kv_delete.grp), echovalue._name_error('key', kv_delete.key));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'kv_delete', 400, v_error, p_group => kv_delete.grp);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'kv_delete', p_group => kv_delete.grp);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- an expired row goes too, but the answer is as if it were already purged
+    delete from echovalue.kv k
+     where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
+    returning k.expires_at into v_expires;
+    -- (compared here: Citus takes only immutable functions in RETURNING)
+    v_live := v_expires > pg_catalog.now();
+    if v_live is not true then
+        return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
+    end if;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -218,6 +393,42 @@ begin
 end;
 $$;
 
+create or replace function echovalue.token_key_list(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token/keys'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
+        token_key_list.http_method, token_key_list.http_path);
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_list');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- (row(t.*)::echovalue.tokens, not t: on Citus the query runs on a shard, whose rows are
+    -- of the shard's own type)
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(
+                                       echovalue._key_json(row(t.*)::echovalue.tokens), ','
+                                       order by t.created, t.id), '') || ']}'
+      into v_body
+      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
 create or replace function echovalue.token_key_revoke(
     token text,
     key_id text,
@@ -260,6 +471,143 @@ begin
     update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
      where t.wallet_id = v_target.wallet_id and t.id = v_target.id;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue._kv_keys_page(
+    p_wallet bigint, p_grp text, p_from text, p_after text, p_end text, p_limit int
+) returns table (key text, expires_at timestamptz)
+language plpgsql stable as $$
+begin
+    return query
+    (select k.key, k.expires_at from echovalue.kv k
+      where p_end is null and k.wallet_id = p_wallet and k.grp = p_grp
+        and k.key >= p_from and k.key > p_after and k.expires_at > pg_catalog.now()
+      order by k.key limit p_limit)
+    union all
+    (select k.key, k.expires_at from echovalue.kv k
+      where p_end is not null and k.wallet_id = p_wallet and k.grp = p_grp
+        and k.key >= p_from and k.key > p_after and k.key < p_end
+        and k.expires_at > pg_catalog.now()
+      order by k.key limit p_limit);
+end;
+$$;
+
+create or replace function echovalue._webhook_store(
+    p_wallet bigint, p_name text, p_config jsonb, p_template text
+) returns boolean
+language plpgsql volatile as $$
+declare
+    v_old echovalue.webhooks;
+    v_cron text := p_config -> 'schedule' ->> 'cron';
+    v_zone text := p_config -> 'schedule' ->> 'timezone';
+    v_active boolean := coalesce((p_config -> 'schedule' ->> 'active')::boolean, true);
+    v_next timestamptz;
+begin
+    select * into v_old from echovalue.webhooks h where h.wallet_id = p_wallet and h.name = p_name;
+    if not found and (select pg_catalog.count(*) from echovalue.webhooks h where h.wallet_id = p_wallet)
+                     >= echovalue._setting('max_webhooks') then
+        return false;
+    end if;
+    -- the next run: none while paused; kept while the schedule stays the same (a due run is
+    -- not skipped by a rewrite); else computed from now
+    v_next := case
+        when v_cron is null or not v_active then null
+        when v_old.cron = v_cron and v_old.timezone = v_zone and v_old.next_run_at is not null
+            then v_old.next_run_at
+        else echovalue.schedule_next(v_cron, v_zone, pg_catalog.now()) end;
+    perform echovalue._mailbox_ensure(p_wallet);
+    insert into echovalue.webhooks as h
+        (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox,
+         cron, timezone, active, next_run_at, updated)
+    values (p_wallet, p_name, p_config ->> 'url',
+            case when pg_catalog.jsonb_typeof(p_config -> 'headers') = 'object'
+                 then p_config -> 'headers' else '{}'::jsonb end,
+            coalesce(p_config ->> 'format', ''),
+            case when p_config ->> 'format' = 'custom' then p_template::json end,
+            case when pg_catalog.jsonb_typeof(p_config -> 'options') = 'object'
+                 then p_config -> 'options' else '{}'::jsonb end,
+            coalesce((p_config ->> 'includeAttachments')::boolean, true),
+            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end,
+            v_cron, v_zone, v_active, v_next, pg_catalog.now())
+    -- (excluded.updated, not now(): Citus takes only immutable functions in DO UPDATE SET)
+    on conflict (wallet_id, name) do update
+        set url = excluded.url, headers = excluded.headers, format = excluded.format,
+            template = excluded.template, options = excluded.options,
+            include_attachments = excluded.include_attachments, cron = excluded.cron,
+            timezone = excluded.timezone, active = excluded.active,
+            next_run_at = excluded.next_run_at, updated = excluded.updated;
+    if v_next is distinct from v_old.next_run_at then
+        -- the scheduler sleeps until the earliest next run: wake it to look again
+        perform pg_catalog.pg_notify('echovalue_schedule', '');
+    end if;
+    return true;
+end;
+$$;
+
+create or replace function echovalue._webhook_email(p_hook echovalue.webhooks) returns text
+language plpgsql stable as $$
+begin
+    return (
+    select echovalue._mailbox_address(coalesce(p_hook.mailbox,
+               (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id))));
+end;
+$$;
+
+create or replace function echovalue.webhook_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/webhook'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_get.token, webhook_get.http_method,
+                                                            webhook_get.http_path);
+    v_paid echovalue.payment;
+    v_mailbox echovalue.mailboxes;
+    v_hash text;
+    v_hook echovalue.webhooks;
+    v_email text;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'webhook_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    v_mailbox := echovalue._mailbox_ensure(v_caller.wallet_id);
+    v_email := echovalue._json_str(echovalue._mailbox_address(v_mailbox.mailbox));
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    select * into v_hook from echovalue.webhooks h
+     where h.wallet_id = v_caller.wallet_id and h.name = 'default';
+    if found then
+        v_body := pg_catalog.format('{"webhook":%s,"headers":%s,"email":%s,"hash":%s,"secret":%s',
+            echovalue._json_str(v_hook.url), echovalue._webhook_headers_json(v_hook.headers),
+            v_email, echovalue._json_str(v_hash), echovalue._json_str(v_mailbox.secret));
+    else
+        v_body := pg_catalog.format('{"email":%s,"hash":%s', v_email, echovalue._json_str(v_hash));
+    end if;
+    -- (row(h.*)::echovalue.webhooks, not h: on Citus the query runs on a shard, whose rows
+    -- are of the shard's own type)
+    v_body := v_body || ',"webhooks":[' || coalesce((
+        select pg_catalog.string_agg(
+                   echovalue._webhook_response(row(h.*)::echovalue.webhooks, v_hash), ',' order by h.name)
+          from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id), '') || ']}';
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue._mail_quota_refusal(p_wallet bigint, p_bytes bigint) returns echovalue.smtp_reply
+language plpgsql stable as $$
+begin
+    return (
+    select row(452, '4.2.2 mailbox full; try again later')::echovalue.smtp_reply
+     where echovalue._setting('mail_quota_mb') > 0
+       and (select coalesce(sum(m.size_bytes), 0) from echovalue.messages m where m.wallet_id = p_wallet)
+           + p_bytes > echovalue._setting('mail_quota_mb')::bigint * 1048576);
 end;
 $$;
 
@@ -391,6 +739,265 @@ begin
         'kv', v_kv, 'logs', v_logs, 'token_rate', v_rate, 'token_usage', v_usage,
         'revoked_tokens', v_revoked, 'attachments', v_attachments, 'messages', v_messages, 'runs_and_tests', v_unmessaged,
         'wallets', v_wallets);
+end;
+$$;
+
+create or replace function echovalue._distributed(p_table text) returns boolean
+language plpgsql stable as $$
+begin
+    return exists (select from pg_catalog.pg_dist_partition p
+                    where p.logicalrelid = ('echovalue.' || p_table)::regclass);
+end;
+$$;
+
+create or replace function echovalue.distribute() returns text
+language plpgsql volatile as $$
+declare
+    v_table text;
+    v_done text[] := '{}';
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        raise exception 'echovalue: distribute() needs the citus extension in this database'
+            using errcode = 'feature_not_supported',
+                  hint = 'CREATE EXTENSION citus on the coordinator, add the workers, then run it again.';
+    end if;
+    if not (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user) then
+        raise exception 'echovalue: only a superuser may distribute echovalue'
+            using errcode = 'insufficient_privilege';
+    end if;
+
+    drop trigger if exists prices_restore on echovalue.prices;
+    drop trigger if exists recharge_tiers_restore on echovalue.recharge_tiers;
+    drop trigger if exists installation_keys_restore on echovalue.installation_keys;
+    foreach v_table in array array['messages_id_idx', 'attachments_id_idx', 'deliveries_id_idx']
+    loop
+        if (select i.indisunique from pg_catalog.pg_index i
+             where i.indexrelid = pg_catalog.to_regclass('echovalue.' || v_table)) then
+            execute pg_catalog.format('drop index echovalue.%I', v_table);
+            execute pg_catalog.format('create index %I on echovalue.%I (id)', v_table,
+                                      pg_catalog.split_part(v_table, '_', 1));
+        end if;
+    end loop;
+    foreach v_table in array array['mailboxes', 'webhooks'] loop
+        if exists (select from pg_catalog.pg_constraint c
+                    where c.conname = v_table || '_mailbox_key'
+                      and c.conrelid = ('echovalue.' || v_table)::regclass) then
+            execute pg_catalog.format('alter table echovalue.%I drop constraint %I', v_table,
+                                      v_table || '_mailbox_key');
+            execute pg_catalog.format('create index %I on echovalue.%I (mailbox)',
+                                      v_table || '_mailbox_idx', v_table);
+        end if;
+    end loop;
+
+    -- (one Citus call per statement: several in one statement deadlock on the metadata sync)
+    foreach v_table in array array['prices', 'recharge_tiers', 'installation_keys', 'mail_relay',
+                                   'token_legacy', 'token_rate', 'stripe_events'] loop
+        if not echovalue._distributed(v_table) then
+            perform create_reference_table(('echovalue.' || v_table)::regclass);
+            v_done := v_done || v_table;
+        end if;
+    end loop;
+    if not echovalue._distributed('wallets') then
+        perform create_distributed_table('echovalue.wallets'::regclass, 'id');
+        v_done := v_done || 'wallets'::text;
+    end if;
+    foreach v_table in array array['tokens', 'token_usage', 'kv', 'logs', 'refusal_log_rate',
+                                   'wallet_settings', 'mailboxes', 'webhooks', 'messages',
+                                   'attachments', 'deliveries'] loop
+        if not echovalue._distributed(v_table) then
+            perform create_distributed_table(('echovalue.' || v_table)::regclass, 'wallet_id',
+                                             colocate_with => 'echovalue.wallets');
+            v_done := v_done || v_table;
+        end if;
+    end loop;
+    return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
+                                                          'nothing left to do'));
+end;
+$$;
+
+create or replace function echovalue._attachment_sig(p_attachment bigint, p_expires bigint) returns text
+language plpgsql stable as $$
+begin
+    return (
+    select pg_catalog.encode(echovalue._hmac_sha256(k.key,
+               pg_catalog.convert_to(p_attachment::text || '.' || p_expires::text, 'UTF8')), 'hex')
+      from echovalue.installation_keys k
+     where k.name = 'attachment_url');
+end;
+$$;
+
+create or replace function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
+language plpgsql stable as $$
+begin
+    return (
+    select echovalue._mail_payload(m.external_id, m.received_at, m.from_email, m.from_name, w.hash,
+                                   m.subject, m.text_body, m.html_body, m.headers::text,
+                                   echovalue._attachments_json(m.wallet_id, m.id))
+      from echovalue.messages m
+      join echovalue.wallets w on w.id = m.wallet_id
+     where m.wallet_id = p_wallet and m.id = p_message);
+end;
+$$;
+
+create or replace function echovalue._delivery_log(
+    p_wallet bigint, p_webhook_id text, p_status int, p_error text, p_kind text default 'mail'
+) returns void
+language plpgsql volatile as $$
+begin
+    perform echovalue._log(p_wallet,
+                          case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
+                          case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
+                          p_webhook_id, p_status, p_error, 0, w.balance)
+      from echovalue.wallets w
+     where w.id = p_wallet;
+end;
+$$;
+
+create or replace function echovalue._schedule_run_body(p_hook echovalue.webhooks, p_for timestamptz)
+returns text
+language plpgsql stable as $$
+begin
+    return (
+    select pg_catalog.format(
+        '{"type":"scheduled_webhook_run","webhookId":%s,"scheduledFor":%s,"executedAt":%s,"walletHash":%s}',
+        echovalue._json_str(p_hook.name), echovalue._json_str(echovalue._ts(p_for)),
+        echovalue._json_str(echovalue._ts(pg_catalog.now())), echovalue._json_str(w.hash))
+      from echovalue.wallets w
+     where w.id = p_hook.wallet_id);
+end;
+$$;
+
+create or replace function echovalue.schedule_next_due() returns timestamptz
+language plpgsql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    return (
+    select h.next_run_at from echovalue.webhooks h
+     where h.next_run_at is not null
+     order by h.next_run_at
+     limit 1);
+end;
+$$;
+
+create or replace function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
+language plpgsql volatile as $$
+begin
+    return (
+    select echovalue._mail_payload(
+               'test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '') || '@' || d.domain,
+               pg_catalog.now(), 'test@' || d.domain, 'echovalue', w.hash, 'Test webhook from echovalue',
+               pg_catalog.format('This is a test delivery of your webhook %s.', p_name), null, '{}', '[]')
+      from echovalue.wallets w,
+           (select pg_catalog.lower(echovalue._setting_text('mail_domain')) as domain) d
+     where w.id = p_wallet);
+end;
+$$;
+
+create or replace function echovalue.relay_register(from_address text) returns void
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    if relay_register.from_address is null then
+        delete from echovalue.mail_relay;
+        return;
+    end if;
+    if echovalue._email_address_error('from_address', relay_register.from_address) is not null then
+        raise exception 'echovalue: relay_register needs a From address: %',
+            echovalue._email_address_error('from_address', relay_register.from_address)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    insert into echovalue.mail_relay as r (from_address, updated)
+    values (relay_register.from_address, pg_catalog.now())
+    on conflict (only_row) do update set from_address = excluded.from_address, updated = excluded.updated;
+end;
+$$;
+
+create or replace function echovalue._alert_low_balance(p_wallet bigint, p_balance bigint, p_threshold bigint)
+returns void
+language plpgsql volatile as $$
+begin
+    perform echovalue._alert_queue(p_wallet, pg_catalog.format(
+        '{"type":"wallet.low_balance","wallet":%s,"threshold":%s,"token_hash":%s}',
+        p_balance, p_threshold, echovalue._json_str(w.hash)))
+      from echovalue.wallets w
+     where w.id = p_wallet;
+end;
+$$;
+
+create or replace function echovalue._alert_recharged(p_wallet bigint, p_credits bigint, p_balance bigint)
+returns void
+language plpgsql volatile as $$
+begin
+    perform echovalue._alert_queue(p_wallet, pg_catalog.format(
+        '{"type":"wallet.recharged","credits":%s,"wallet":%s,"token_hash":%s}',
+        p_credits, p_balance, echovalue._json_str(w.hash)))
+      from echovalue.wallets w
+     where w.id = p_wallet and w.low_balance_threshold > 0;   -- threshold 0: alerts are off
+end;
+$$;
+
+create or replace function echovalue.settings_put(
+    token text,
+    body text,
+    http_method text default 'PUT',
+    http_path text default '/token/settings'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(settings_put.token,
+        settings_put.http_method, settings_put.http_path);
+    v_error text;
+    v_settings jsonb;
+    v_hook jsonb;
+    v_template text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    select b.p_error, b.p_config into v_error, v_settings
+      from echovalue._webhook_body_parse(settings_put.body) b;
+    v_hook := v_settings -> 'low_balance_webhook';
+    if v_error is null and pg_catalog.jsonb_typeof(v_hook -> 'template') <> 'null' then
+        v_template := (settings_put.body::json -> 'low_balance_webhook' -> 'template')::text;
+    end if;
+    -- an alert webhook is signed with the wallet's webhook secret, and a custom template
+    -- writes any body: setting one takes the webhook scope as well, or a settings-only token
+    -- could have mail-like payloads signed for its own URL
+    if pg_catalog.jsonb_typeof(v_hook) = 'object' and not echovalue._has_scope(v_caller, 'webhook') then
+        return echovalue._fail(v_caller, 'settings_put', 403, 'Forbidden');
+    end if;
+    v_error := coalesce(v_error, echovalue._settings_error(v_settings, v_template));
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'settings_put', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'settings_put');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    if pg_catalog.jsonb_typeof(v_hook) <> 'object' then
+        v_hook := '{}';
+    else
+        -- the signing secret of alert deliveries is the wallet's (SPEC §7)
+        perform echovalue._mailbox_ensure(v_caller.wallet_id);
+    end if;
+    update echovalue.wallets w
+       set low_balance_threshold = coalesce((v_settings ->> 'low_balance_threshold')::numeric::bigint, 0)
+     where w.id = v_caller.wallet_id;
+    insert into echovalue.wallet_settings as s
+        (wallet_id, url, headers, format, template, options, email, updated)
+    values (v_caller.wallet_id, v_hook ->> 'url',
+            coalesce(nullif(v_hook -> 'headers', 'null'::jsonb), '{}'),
+            coalesce(v_hook ->> 'format', ''), v_template::json,
+            coalesce(nullif(v_hook -> 'options', 'null'::jsonb), '{}'),
+            v_settings ->> 'low_balance_email', pg_catalog.now())
+    -- (excluded.updated, not now(): Citus takes only immutable functions in DO UPDATE SET)
+    on conflict (wallet_id) do update
+       set url = excluded.url, headers = excluded.headers, format = excluded.format,
+           template = excluded.template, options = excluded.options, email = excluded.email,
+           updated = excluded.updated;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 

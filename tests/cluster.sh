@@ -10,6 +10,8 @@
 #   ev_psql [DB] [psql args...]         psql as the superuser over the cluster's socket
 #   ev_take_install_lock WHO            hold the install lock on fd 9 (waits for other runs)
 #
+# EV_PG_PRELOAD replaces the preloaded libraries (tests/citus.sh: 'citus,echovalue'), and
+# EV_PG_EXTRA_CONF is appended to the settings.
 # After ev_cluster_start: EV_CLUSTER_DIR, EV_PGDATA, EV_PORT, EV_PGLOG, EV_APP_DB are set.
 # Postgres refuses to run as root, so as root the cluster runs as the `postgres` user.
 
@@ -64,7 +66,7 @@ ev__write_conf() { # returns 1 when the file already held these settings
     conf=$(
         cat <<EOF
 # Written by tests/cluster.sh on every start; edit postgresql.conf for local changes.
-shared_preload_libraries = 'echovalue'
+shared_preload_libraries = '${EV_PG_PRELOAD:-echovalue}'
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
@@ -73,6 +75,7 @@ echovalue.maintenance_database = '$app_db'
 fsync = ${EV_PG_FSYNC:-on}
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
+${EV_PG_EXTRA_CONF:-}
 EOF
     )
     if [ "$(cat "$data/echovalue.conf" 2>/dev/null)" = "$conf" ]; then

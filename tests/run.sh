@@ -43,6 +43,7 @@ cleanup() {
         kill -TERM "$PROXY_PID" 2>/dev/null || true
         wait "$PROXY_PID" 2>/dev/null || true
     fi
+    if [ -n "${CITUS_NODES[*]:-}" ]; then citus__stop; fi
     ev_cluster_stop
     if [ "${EV_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
         echo "run.sh: logs kept in $TMP" >&2
@@ -310,6 +311,10 @@ run_dashboard() {
     return "$rc"
 }
 
+# 4. scale-out on Citus (tests/citus.sh)
+# shellcheck source=tests/citus.sh
+source "$ROOT/tests/citus.sh"
+
 # EV_PARTS picks parts while developing (e.g. EV_PARTS="sql upgrade"); CI runs them all.
 parts=" ${EV_PARTS:-sql upgrade backup cargo seeds openapi dashboard} "
 [[ $parts == *" sql "* ]] && { run_regress || failed_parts+=(sql); }
@@ -319,6 +324,7 @@ parts=" ${EV_PARTS:-sql upgrade backup cargo seeds openapi dashboard} "
 [[ $parts == *" seeds "* ]] && { run_seeds || failed_parts+=(seeds); }
 [[ $parts == *" openapi "* ]] && { run_openapi || failed_parts+=(openapi); }
 [[ $parts == *" dashboard "* ]] && { run_dashboard || failed_parts+=(dashboard); }
+[[ $parts == *" citus "* ]] && { run_citus || failed_parts+=(citus); }
 
 section "summary"
 if [ "${#failed_parts[@]}" -gt 0 ]; then

@@ -147,6 +147,11 @@ extension_sql_file!(
     name = "maintenance_api",
     requires = ["internals", "mail_api"]
 );
+extension_sql_file!(
+    "sql/distribute.sql",
+    name = "distribute",
+    requires = ["maintenance_api"]
+);
 extension_sql_file!("sql/grants.sql", name = "grants", finalize);
 
 /// Required by `cargo pgrx test`.

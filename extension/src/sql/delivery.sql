@@ -16,11 +16,14 @@ select pg_catalog.pg_extension_config_dump('echovalue.installation_keys', '');
 
 -- The signature of a download URL: hex HMAC over "<attachment id>.<expiry unix seconds>".
 create function echovalue._attachment_sig(p_attachment bigint, p_expires bigint) returns text
-language sql stable as $$
+language plpgsql stable as $$
+begin
+    return (
     select pg_catalog.encode(echovalue._hmac_sha256(k.key,
                pg_catalog.convert_to(p_attachment::text || '.' || p_expires::text, 'UTF8')), 'hex')
       from echovalue.installation_keys k
-     where k.name = 'attachment_url'
+     where k.name = 'attachment_url');
+end;
 $$;
 
 -- The attachments of a message as the payload's JSON array, each with a download URL on the
@@ -64,13 +67,16 @@ $$;
 
 -- The webhook body of a message (seed 002).
 create function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
-language sql stable as $$
+language plpgsql stable as $$
+begin
+    return (
     select echovalue._mail_payload(m.external_id, m.received_at, m.from_email, m.from_name, w.hash,
                                    m.subject, m.text_body, m.html_body, m.headers::text,
                                    echovalue._attachments_json(m.wallet_id, m.id))
       from echovalue.messages m
       join echovalue.wallets w on w.id = m.wallet_id
-     where m.wallet_id = p_wallet and m.id = p_message
+     where m.wallet_id = p_wallet and m.id = p_message);
+end;
 $$;
 
 -- One delivery attempt's log entry: free (the `email` charge paid for delivery), the current
@@ -80,13 +86,15 @@ $$;
 create function echovalue._delivery_log(
     p_wallet bigint, p_webhook_id text, p_status int, p_error text, p_kind text default 'mail'
 ) returns void
-language sql volatile as $$
-    select echovalue._log(p_wallet,
+language plpgsql volatile as $$
+begin
+    perform echovalue._log(p_wallet,
                           case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
                           case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
                           p_webhook_id, p_status, p_error, 0, w.balance)
       from echovalue.wallets w
-     where w.id = p_wallet
+     where w.id = p_wallet;
+end;
 $$;
 
 -- Why a delivery may not connect to the addresses its URL's host resolved to, or NULL: every

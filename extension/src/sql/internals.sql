@@ -5,6 +5,12 @@
 -- echovalue._setting(name), the integer setting `echovalue.<name>`, is a Rust function
 -- (gucs.rs).
 
+-- Helpers that read or write tables are plpgsql, not SQL: on Citus (SPEC section 18), a
+-- SQL function's query on a distributed or reference table cannot be planned with its
+-- parameters; a plpgsql statement is planned with their values. For the same reason a CASE,
+-- an ON CONFLICT clause or a RETURNING list on those tables holds no now() or other
+-- non-immutable call: the value is computed into a variable first.
+
 -- A timestamp as RFC 3339 in UTC with microseconds and `Z`.
 create function echovalue._ts(p_at timestamptz) returns text
 language sql stable as $$
@@ -115,23 +121,32 @@ $$;
 -- A wallet's new last_used: moved only when an hour old. last_used only decides when an
 -- unused wallet is deleted (after echovalue.inactive_days), and leaving the indexed column
 -- alone lets the charge be a HOT update: no new index entries, less WAL per request.
-create function echovalue._last_used(p_last_used timestamptz) returns timestamptz
-language sql stable as $$
-    select case when p_last_used > pg_catalog.now() - interval '1 hour' then p_last_used
-                else pg_catalog.now() end
+-- p_now is the caller's now(), a value: inlined into an UPDATE, the CASE holds only immutable
+-- operators, which Citus requires of a CASE in a distributed UPDATE.
+create function echovalue._last_used(p_last_used timestamptz, p_now timestamptz)
+returns timestamptz
+language sql immutable as $$
+    select case when p_now - p_last_used < interval '1 hour' then p_last_used else p_now end
 $$;
 
 -- Whether wallet p_wallet may log one more refusal that charged nothing this minute: at most
 -- echovalue.refusal_logs_per_minute (one counter row per wallet, taken under the wallet's
 -- row lock, which every refusal already holds).
+-- (plpgsql, and the comparison after RETURNING: Citus plans a SQL function's statement on
+-- its tables only without parameters, and takes only immutable functions in RETURNING)
 create function echovalue._refusal_log_allowed(p_wallet bigint) returns boolean
-language sql volatile as $$
+language plpgsql volatile as $$
+declare
+    v_entries int;
+begin
     insert into echovalue.refusal_log_rate as r (wallet_id, minute, entries)
     values (p_wallet, pg_catalog.date_trunc('minute', pg_catalog.now()), 1)
     on conflict (wallet_id) do update
        set minute = excluded.minute,
            entries = case when r.minute = excluded.minute then r.entries + 1 else 1 end
-    returning entries <= echovalue._setting('refusal_logs_per_minute')
+    returning r.entries into v_entries;
+    return v_entries <= echovalue._setting('refusal_logs_per_minute');
+end;
 $$;
 
 -- Appends one request log entry; it expires after echovalue.log_retention_days. The path is
@@ -164,8 +179,9 @@ create function echovalue._insufficient(
 language plpgsql volatile as $$
 declare
     v_balance bigint;
+    v_now timestamptz := pg_catalog.now();
 begin
-    update echovalue.wallets w set last_used = echovalue._last_used(w.last_used)
+    update echovalue.wallets w set last_used = echovalue._last_used(w.last_used, v_now)
      where w.id = p_caller.wallet_id
     returning w.balance into v_balance;
     if v_balance is null then
@@ -213,6 +229,7 @@ declare
     v_refusal text;
     v_balance bigint;
     v_alert boolean;
+    v_now timestamptz := pg_catalog.now();
 begin
     if v_cost < 0 then
         raise exception 'echovalue: _pay needs a price and units of at least 0'
@@ -225,7 +242,7 @@ begin
     end if;
     if v_refusal is null then
         update echovalue.wallets w
-           set balance = w.balance - v_cost, last_used = echovalue._last_used(w.last_used)
+           set balance = w.balance - v_cost, last_used = echovalue._last_used(w.last_used, v_now)
          where w.id = p_caller.wallet_id and w.balance >= v_cost
         returning w.balance,
                   -- from at least the alert threshold to below it

@@ -276,8 +276,11 @@ begin
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
-                                                         order by t.created, t.id), '') || ']}'
+    -- (row(t.*)::echovalue.tokens, not t: on Citus the query runs on a shard, whose rows are
+    -- of the shard's own type)
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(
+                                       echovalue._key_json(row(t.*)::echovalue.tokens), ','
+                                       order by t.created, t.id), '') || ']}'
       into v_body
       from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
     return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');

@@ -123,6 +123,7 @@ declare
     v_error text;
     v_paid echovalue.payment;
     v_live boolean;
+    v_expires timestamptz;
 begin
     if v_caller.wallet_id is null then
         return echovalue._unauthorized();
@@ -138,7 +139,9 @@ begin
     -- an expired row goes too, but the answer is as if it were already purged
     delete from echovalue.kv k
      where k.wallet_id = v_caller.wallet_id and k.grp = kv_delete.grp and k.key = kv_delete.key
-    returning k.expires_at > pg_catalog.now() into v_live;
+    returning k.expires_at into v_expires;
+    -- (compared here: Citus takes only immutable functions in RETURNING)
+    v_live := v_expires > pg_catalog.now();
     if v_live is not true then
         return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
     end if;

@@ -49,7 +49,9 @@ $$;
 create function echovalue._kv_keys_page(
     p_wallet bigint, p_grp text, p_from text, p_after text, p_end text, p_limit int
 ) returns table (key text, expires_at timestamptz)
-language sql stable as $$
+language plpgsql stable as $$
+begin
+    return query
     (select k.key, k.expires_at from echovalue.kv k
       where p_end is null and k.wallet_id = p_wallet and k.grp = p_grp
         and k.key >= p_from and k.key > p_after and k.expires_at > pg_catalog.now()
@@ -59,7 +61,8 @@ language sql stable as $$
       where p_end is not null and k.wallet_id = p_wallet and k.grp = p_grp
         and k.key >= p_from and k.key > p_after and k.key < p_end
         and k.expires_at > pg_catalog.now()
-      order by k.key limit p_limit)
+      order by k.key limit p_limit);
+end;
 $$;
 
 -- GET /kv/{grp}?prefix=&cursor=&limit=: {"keys":[{"key":…,"expires":…},…],"cursor":…}, the

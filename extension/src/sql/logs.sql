@@ -52,7 +52,11 @@ $$;
 -- logs_endpoint_idx), so a page reads O(p_limit) entries however rare the type is.
 create function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
 returns setof echovalue.logs
-language sql stable as $$
+-- (plpgsql, not SQL: Citus plans a SQL function's query on a distributed table only without
+-- parameters)
+language plpgsql stable as $$
+begin
+    return query
     (select * from echovalue.logs l
       where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
       order by l.id desc limit p_limit)
@@ -60,7 +64,8 @@ language sql stable as $$
     (select * from echovalue.logs l
       where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
         and l.expires_at > pg_catalog.now()
-      order by l.id desc limit p_limit)
+      order by l.id desc limit p_limit);
+end;
 $$;
 
 -- GET /token/logs?n=&type=: {"logs":[newest first],"n":K} with K = min(n, entries kept),

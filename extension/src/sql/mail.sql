@@ -167,11 +167,14 @@ $$;
 -- its stored messages (until maintenance purges them) plus these bytes beyond
 -- echovalue.mail_quota_mb. The sum reads the wallet's messages by its primary key.
 create function echovalue._mail_quota_refusal(p_wallet bigint, p_bytes bigint) returns echovalue.smtp_reply
-language sql stable as $$
+language plpgsql stable as $$
+begin
+    return (
     select row(452, '4.2.2 mailbox full; try again later')::echovalue.smtp_reply
      where echovalue._setting('mail_quota_mb') > 0
        and (select coalesce(sum(m.size_bytes), 0) from echovalue.messages m where m.wallet_id = p_wallet)
-           + p_bytes > echovalue._setting('mail_quota_mb')::bigint * 1048576
+           + p_bytes > echovalue._setting('mail_quota_mb')::bigint * 1048576);
+end;
 $$;
 
 -- RCPT TO: 250 when the recipient's wallet has a webhook and can pay for one email; 550 for

@@ -6,13 +6,16 @@
 -- The body of one run of a webhook.
 create function echovalue._schedule_run_body(p_hook echovalue.webhooks, p_for timestamptz)
 returns text
-language sql stable as $$
+language plpgsql stable as $$
+begin
+    return (
     select pg_catalog.format(
         '{"type":"scheduled_webhook_run","webhookId":%s,"scheduledFor":%s,"executedAt":%s,"walletHash":%s}',
         echovalue._json_str(p_hook.name), echovalue._json_str(echovalue._ts(p_for)),
         echovalue._json_str(echovalue._ts(pg_catalog.now())), echovalue._json_str(w.hash))
       from echovalue.wallets w
-     where w.id = p_hook.wallet_id
+     where w.id = p_hook.wallet_id);
+end;
 $$;
 
 -- Plans up to `batch` due runs, each in this one transaction (a worker killed before commit
@@ -112,10 +115,13 @@ $$;
 -- When the earliest planned run is due (NULL when none is planned): the scheduler sleeps
 -- until then. One index look-up however many schedules there are.
 create function echovalue.schedule_next_due() returns timestamptz
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    return (
     select h.next_run_at from echovalue.webhooks h
      where h.next_run_at is not null
      order by h.next_run_at
-     limit 1
+     limit 1);
+end;
 $$;

@@ -67,8 +67,9 @@ begin
             echovalue._email_address_error('from_address', relay_register.from_address)
             using errcode = 'invalid_parameter_value';
     end if;
-    insert into echovalue.mail_relay as r (from_address) values (relay_register.from_address)
-    on conflict (only_row) do update set from_address = excluded.from_address, updated = pg_catalog.now();
+    insert into echovalue.mail_relay as r (from_address, updated)
+    values (relay_register.from_address, pg_catalog.now())
+    on conflict (only_row) do update set from_address = excluded.from_address, updated = excluded.updated;
 end;
 $$;
 
@@ -109,23 +110,27 @@ $$;
 -- serialized by its row lock, so 100 parallel charges cross it once.
 create function echovalue._alert_low_balance(p_wallet bigint, p_balance bigint, p_threshold bigint)
 returns void
-language sql volatile as $$
-    select echovalue._alert_queue(p_wallet, pg_catalog.format(
+language plpgsql volatile as $$
+begin
+    perform echovalue._alert_queue(p_wallet, pg_catalog.format(
         '{"type":"wallet.low_balance","wallet":%s,"threshold":%s,"token_hash":%s}',
         p_balance, p_threshold, echovalue._json_str(w.hash)))
       from echovalue.wallets w
-     where w.id = p_wallet
+     where w.id = p_wallet;
+end;
 $$;
 
 -- A recharge added p_credits: `wallet.recharged`.
 create function echovalue._alert_recharged(p_wallet bigint, p_credits bigint, p_balance bigint)
 returns void
-language sql volatile as $$
-    select echovalue._alert_queue(p_wallet, pg_catalog.format(
+language plpgsql volatile as $$
+begin
+    perform echovalue._alert_queue(p_wallet, pg_catalog.format(
         '{"type":"wallet.recharged","credits":%s,"wallet":%s,"token_hash":%s}',
         p_credits, p_balance, echovalue._json_str(w.hash)))
       from echovalue.wallets w
-     where w.id = p_wallet and w.low_balance_threshold > 0   -- threshold 0: alerts are off
+     where w.id = p_wallet and w.low_balance_threshold > 0;   -- threshold 0: alerts are off
+end;
 $$;
 
 -- Leases up to `batch` due alert emails for `lease_seconds` (like delivery_claim) and returns
@@ -300,16 +305,18 @@ begin
     update echovalue.wallets w
        set low_balance_threshold = coalesce((v_settings ->> 'low_balance_threshold')::numeric::bigint, 0)
      where w.id = v_caller.wallet_id;
-    insert into echovalue.wallet_settings as s (wallet_id, url, headers, format, template, options, email)
+    insert into echovalue.wallet_settings as s
+        (wallet_id, url, headers, format, template, options, email, updated)
     values (v_caller.wallet_id, v_hook ->> 'url',
             coalesce(nullif(v_hook -> 'headers', 'null'::jsonb), '{}'),
             coalesce(v_hook ->> 'format', ''), v_template::json,
             coalesce(nullif(v_hook -> 'options', 'null'::jsonb), '{}'),
-            v_settings ->> 'low_balance_email')
+            v_settings ->> 'low_balance_email', pg_catalog.now())
+    -- (excluded.updated, not now(): Citus takes only immutable functions in DO UPDATE SET)
     on conflict (wallet_id) do update
        set url = excluded.url, headers = excluded.headers, format = excluded.format,
            template = excluded.template, options = excluded.options, email = excluded.email,
-           updated = pg_catalog.now();
+           updated = excluded.updated;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;

@@ -24,6 +24,7 @@ declare
     v_start int := echovalue._setting('start_credits');
     v_allowed boolean;
     v_last timestamptz;
+    v_cutoff timestamptz;
     v_token text;
     v_price echovalue.prices := echovalue._price('token_new');
     -- token_new is free by default; a priced one is paid from the starting credits if it can be
@@ -36,10 +37,13 @@ begin
         raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
             using errcode = 'insufficient_privilege';
     end if;
+    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
+    -- functions in an ON CONFLICT condition)
+    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
     insert into echovalue.token_rate as r (client, last_at)
     values (v_client, pg_catalog.now())
     on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= pg_catalog.now() - pg_catalog.make_interval(secs => v_rate)
+        where r.last_at <= v_cutoff
     returning true into v_allowed;
     if v_allowed is null then
         select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;

@@ -155,8 +155,11 @@ begin
     else
         v_body := pg_catalog.format('{"email":%s,"hash":%s', v_email, echovalue._json_str(v_hash));
     end if;
+    -- (row(h.*)::echovalue.webhooks, not h: on Citus the query runs on a shard, whose rows
+    -- are of the shard's own type)
     v_body := v_body || ',"webhooks":[' || coalesce((
-        select pg_catalog.string_agg(echovalue._webhook_response(h, v_hash), ',' order by h.name)
+        select pg_catalog.string_agg(
+                   echovalue._webhook_response(row(h.*)::echovalue.webhooks, v_hash), ',' order by h.name)
           from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id), '') || ']}';
     return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;

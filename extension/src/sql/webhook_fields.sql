@@ -204,7 +204,7 @@ begin
     perform echovalue._mailbox_ensure(p_wallet);
     insert into echovalue.webhooks as h
         (wallet_id, name, url, headers, format, template, options, include_attachments, mailbox,
-         cron, timezone, active, next_run_at)
+         cron, timezone, active, next_run_at, updated)
     values (p_wallet, p_name, p_config ->> 'url',
             case when pg_catalog.jsonb_typeof(p_config -> 'headers') = 'object'
                  then p_config -> 'headers' else '{}'::jsonb end,
@@ -214,13 +214,14 @@ begin
                  then p_config -> 'options' else '{}'::jsonb end,
             coalesce((p_config ->> 'includeAttachments')::boolean, true),
             case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end,
-            v_cron, v_zone, v_active, v_next)
+            v_cron, v_zone, v_active, v_next, pg_catalog.now())
+    -- (excluded.updated, not now(): Citus takes only immutable functions in DO UPDATE SET)
     on conflict (wallet_id, name) do update
         set url = excluded.url, headers = excluded.headers, format = excluded.format,
             template = excluded.template, options = excluded.options,
             include_attachments = excluded.include_attachments, cron = excluded.cron,
             timezone = excluded.timezone, active = excluded.active,
-            next_run_at = excluded.next_run_at, updated = pg_catalog.now();
+            next_run_at = excluded.next_run_at, updated = excluded.updated;
     if v_next is distinct from v_old.next_run_at then
         -- the scheduler sleeps until the earliest next run: wake it to look again
         perform pg_catalog.pg_notify('echovalue_schedule', '');
@@ -231,9 +232,12 @@ $$;
 
 -- A webhook's inbound address: the wallet's mailbox for `default`, its own for the others.
 create function echovalue._webhook_email(p_hook echovalue.webhooks) returns text
-language sql stable as $$
+language plpgsql stable as $$
+begin
+    return (
     select echovalue._mailbox_address(coalesce(p_hook.mailbox,
-               (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id)))
+               (select m.mailbox from echovalue.mailboxes m where m.wallet_id = p_hook.wallet_id))));
+end;
 $$;
 
 -- A webhook's custom headers as the API shows them: each name, its value `<redacted>`.

@@ -7,14 +7,17 @@
 
 -- A sample email as section 7 shapes it, for a test of webhook p_name.
 create function echovalue._webhook_sample(p_wallet bigint, p_name text) returns text
-language sql volatile as $$
+language plpgsql volatile as $$
+begin
+    return (
     select echovalue._mail_payload(
                'test-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '') || '@' || d.domain,
                pg_catalog.now(), 'test@' || d.domain, 'echovalue', w.hash, 'Test webhook from echovalue',
                pg_catalog.format('This is a test delivery of your webhook %s.', p_name), null, '{}', '[]')
       from echovalue.wallets w,
            (select pg_catalog.lower(echovalue._setting_text('mail_domain')) as domain) d
-     where w.id = p_wallet
+     where w.id = p_wallet);
+end;
 $$;
 
 -- POST /webhook/{webhookId}/test: queues one delivery of a sample email in the webhook's

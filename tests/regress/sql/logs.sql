@@ -88,8 +88,15 @@ select status, body, cost from echovalue.logs_get(token => :'tok', n => '5', typ
 select status, body, cost from echovalue.logs_get(token => :'tok', type => 'KV');
 select status, body, cost from echovalue.logs_get(token => :'tok', type => '');
 select status, body, cost from echovalue.logs_get(token => :'tok', type => 'kv; drop table x');
--- the filtered page reads the endpoint index, not every entry of the wallet
-explain (costs off) select * from echovalue._logs_newest(1, 'kv', 5);
+-- the filtered page reads the endpoint index, not every entry of the wallet (the index
+-- statistics of this transaction: the primary key's scan would read the wallet's entries)
+select pg_stat_get_xact_tuples_returned('echovalue.logs_endpoint_idx'::regclass) as idx_before,
+       pg_stat_get_xact_tuples_returned('echovalue.logs_pkey'::regclass) as pkey_before \gset
+select count(*) as page from echovalue._logs_newest(:w, 'kv', 5);
+select pg_stat_get_xact_tuples_returned('echovalue.logs_endpoint_idx'::regclass) - :idx_before
+           between 1 and 6 as endpoint_index_read,
+       pg_stat_get_xact_tuples_returned('echovalue.logs_pkey'::regclass) - :pkey_before
+           as pkey_tuples_read;
 
 -- retention is a setting: entries expire log_retention_days after creation
 set local echovalue.log_retention_days = 1;

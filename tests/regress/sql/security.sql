@@ -88,3 +88,11 @@ select status from echovalue.token_new();
 rollback to s;
 select status from echovalue.wallet_get(token => 'x');
 rollback;
+
+-- echovalue.distribute() (SPEC section 18) needs Citus, and only a superuser may run it: the
+-- API roles cannot call it at all
+select echovalue.distribute();
+begin;
+set local role echovalue_proxy;
+select echovalue.distribute();
+rollback;
