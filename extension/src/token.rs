@@ -147,9 +147,12 @@ fn token_hash(token: &str) -> Option<Vec<u8>> {
     is_well_formed(token).then(|| Sha256::digest(token.as_bytes()).to_vec())
 }
 
-/// `echovalue._token_wallet(token)`: the wallet id a token's key names, or NULL for a
-/// malformed token. Immutable, so a call's shard is known from its arguments alone.
-#[pg_extern(immutable, strict, parallel_safe, name = "_token_wallet")]
+/// `echovalue.token_wallet(token)`: the wallet id a token's key names, or NULL for a
+/// malformed token. Immutable, so a call's shard is known from its arguments alone: Postgres
+/// folds a call on a constant to its value, which is what Citus needs to route an API call by
+/// its `wallet` argument (the proxy passes `wallet => echovalue.token_wallet($1)`). Public: the
+/// id is no secret, every token of the wallet spells it.
+#[pg_extern(immutable, strict, parallel_safe)]
 fn token_wallet(token: &str) -> Option<i64> {
     wallet_key(token)
 }

@@ -61,15 +61,20 @@ impl Function {
     }
 
     /// `select <outcome columns> from echovalue.<name>(<arg> => $1, …, http_method => $n-1,
-    /// http_path => $n)`, made once.
+    /// http_path => $n)`, made once; a call with a token also gets `wallet =>
+    /// echovalue.token_wallet($k)`, the wallet its token names (extension/CONTRACT.md): a
+    /// constant once the token is bound, which is what Citus routes the call by.
     pub fn sql(&'static self) -> &'static str {
         self.sql.get_or_init(|| {
             let names = self.args.iter().map(|(name, _)| *name);
-            let named: Vec<String> = names
+            let mut named: Vec<String> = names
                 .chain(["http_method", "http_path"])
                 .enumerate()
                 .map(|(i, name)| format!("{name} => ${}", i + 1))
                 .collect();
+            if let Some(i) = self.args.iter().position(|(_, s)| *s == Source::Token) {
+                named.push(format!("wallet => echovalue.token_wallet(${})", i + 1));
+            }
             format!(
                 "select status, body, content_type, cost, balance, headers from echovalue.{}({})",
                 self.name,
@@ -314,7 +319,7 @@ mod tests {
     fn statements_name_every_argument() {
         assert_eq!(
             KV_SET.sql(),
-            "select status, body, content_type, cost, balance, headers from echovalue.kv_set(token => $1, grp => $2, key => $3, value => $4, ttl => $5, http_method => $6, http_path => $7)"
+            "select status, body, content_type, cost, balance, headers from echovalue.kv_set(token => $1, grp => $2, key => $3, value => $4, ttl => $5, http_method => $6, http_path => $7, wallet => echovalue.token_wallet($1))"
         );
         let s = KV_SET.statement(
             Some("t"),
@@ -356,8 +361,22 @@ mod tests {
             &REQUEST_REFUSE,
         ] {
             let sql = f.sql();
-            assert_eq!(sql.matches('$').count(), f.args.len() + 2, "{sql}");
-            assert_eq!(sql.matches("=>").count(), f.args.len() + 2, "{sql}");
+            let routed = f.args.iter().any(|(_, s)| *s == Token);
+            assert_eq!(
+                sql.matches('$').count(),
+                f.args.len() + 2 + usize::from(routed),
+                "{sql}"
+            );
+            assert_eq!(
+                sql.matches("=>").count(),
+                f.args.len() + 2 + usize::from(routed),
+                "{sql}"
+            );
+            assert_eq!(
+                sql.contains("wallet => echovalue.token_wallet($1)"),
+                routed,
+                "{sql}"
+            );
             assert!(sql.contains(&format!("echovalue.{}(", f.name)), "{sql}");
         }
     }

@@ -5,7 +5,7 @@ repository root after any change to extension/src/sql or the Rust functions, unt
 released (released scripts are never edited):
 
     (cd extension && cargo pgrx schema pg15 -o /tmp/echovalue--cur.sql)
-    python3 sql/build/upgrade.py 0.8.0 0.9.0 /tmp/echovalue--cur.sql
+    python3 sql/build/upgrade.py 0.9.0 0.10.0 /tmp/echovalue--cur.sql
 
 The script is:
 1. the hand-written head, sql/build/FROM--TO.head.sql: changes to tables, types and data,
@@ -72,7 +72,8 @@ def matching_paren(body):
 def arg_types(args):
     """The argument types as DROP FUNCTION takes them (no names, defaults or OUT arguments),
     the types of the OUT arguments, which are part of the result, and every argument's name."""
-    args = re.sub(r"/\*.*?\*/", "", args)
+    args = re.sub(r"/\*.*?\*/", "", args, flags=re.S)
+    args = re.sub(r"--[^\n]*", "", args)
     types, outs, names = [], [], []
     for arg in split_top_level(args):
         arg = re.split(r"\s+default\s+|\s*=\s*", arg.strip(), maxsplit=1, flags=re.I)[0]

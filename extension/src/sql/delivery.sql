@@ -35,16 +35,28 @@ declare
         + pg_catalog.make_interval(secs => echovalue._setting('attachment_url_seconds'));
     v_epoch bigint := pg_catalog.date_part('epoch', v_expires)::bigint;
     v_base text := pg_catalog.rtrim(echovalue._setting_text('public_url'), '/');
+    v_ids bigint[];
+    v_names text[];
+    v_types text[];
+    v_sizes int[];
 begin
+    -- The rows are read first, then formatted by a statement of their own: on Citus a query
+    -- on one wallet's rows runs whole on its shard, where _attachment_sig could not read the
+    -- installation key (a query from a shard may not be distributed again).
+    select pg_catalog.array_agg(a.id order by a.position), pg_catalog.array_agg(a.filename order by a.position),
+           pg_catalog.array_agg(a.content_type order by a.position), pg_catalog.array_agg(a.size order by a.position)
+      into v_ids, v_names, v_types, v_sizes
+      from echovalue.attachments a
+     where a.wallet_id = p_wallet and a.message_id = p_message;
     return '[' || coalesce((
         select pg_catalog.string_agg(pg_catalog.format(
                    '{"filename":%s,"contentType":%s,"size":%s,"downloadUrl":%s,"downloadUrlExpiresAt":%s}',
                    echovalue._json_str(a.filename), echovalue._json_str(a.content_type), a.size,
                    echovalue._json_str(pg_catalog.format('%s/attachments/%s?expires=%s&sig=%s', v_base, a.id,
                                                          v_epoch, echovalue._attachment_sig(a.id, v_epoch))),
-                   echovalue._json_str(echovalue._ts(v_expires))), ',' order by a.position)
-          from echovalue.attachments a
-         where a.wallet_id = p_wallet and a.message_id = p_message), '') || ']';
+                   echovalue._json_str(echovalue._ts(v_expires))), ',' order by a.n)
+          from rows from (pg_catalog.unnest(v_ids), pg_catalog.unnest(v_names), pg_catalog.unnest(v_types),
+                          pg_catalog.unnest(v_sizes)) with ordinality a(id, filename, content_type, size, n)), '') || ']';
 end;
 $$;
 
@@ -68,14 +80,21 @@ $$;
 -- The webhook body of a message (seed 002).
 create function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
 language plpgsql stable as $$
+declare
+    v_message echovalue.messages;
+    v_hash text;
 begin
-    return (
-    select echovalue._mail_payload(m.external_id, m.received_at, m.from_email, m.from_name, w.hash,
-                                   m.subject, m.text_body, m.html_body, m.headers::text,
-                                   echovalue._attachments_json(m.wallet_id, m.id))
-      from echovalue.messages m
-      join echovalue.wallets w on w.id = m.wallet_id
-     where m.wallet_id = p_wallet and m.id = p_message);
+    -- (read first, formatted after: see _attachments_json)
+    select m.* into v_message from echovalue.messages m
+     where m.wallet_id = p_wallet and m.id = p_message;
+    if not found then
+        return null;
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = p_wallet;
+    return echovalue._mail_payload(v_message.external_id, v_message.received_at, v_message.from_email,
+                                   v_message.from_name, v_hash, v_message.subject, v_message.text_body,
+                                   v_message.html_body, v_message.headers::text,
+                                   echovalue._attachments_json(p_wallet, p_message));
 end;
 $$;
 
@@ -87,13 +106,18 @@ create function echovalue._delivery_log(
     p_wallet bigint, p_webhook_id text, p_status int, p_error text, p_kind text default 'mail'
 ) returns void
 language plpgsql volatile as $$
+declare
+    v_balance bigint;
 begin
-    perform echovalue._log(p_wallet,
-                          case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
-                          case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
-                          p_webhook_id, p_status, p_error, 0, w.balance)
-      from echovalue.wallets w
-     where w.id = p_wallet;
+    -- (the balance read by a statement of its own: on Citus a query of the wallet's row runs
+    -- whole on its shard, where the entry could not be written)
+    select w.balance into v_balance from echovalue.wallets w where w.id = p_wallet;
+    if found then
+        perform echovalue._log(p_wallet,
+                              case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
+                              case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
+                              p_webhook_id, p_status, p_error, 0, v_balance);
+    end if;
 end;
 $$;
 
@@ -137,47 +161,86 @@ language sql immutable as $$
 $$;
 
 -- Leases up to p_batch due deliveries for p_lease seconds and counts the attempt: fresh tests
--- first (a caller waits for each), then the others, oldest due first; FOR UPDATE SKIP LOCKED,
--- each on its own index. A test gets one attempt, and none once its window has passed.
--- p_email: the alert emails instead, which the mailhook sends through its relay.
+-- first (a caller waits for each), then the others, oldest due first, each class found on its
+-- own index. A test gets one attempt, and none once its window has passed. p_email: the alert
+-- emails instead, which the mailhook sends through its relay.
+-- The due rows are read first, without a lock (up to 4 × p_batch of them, so that rows another
+-- worker holds still leave p_batch to take); then each wallet's share is locked with SKIP
+-- LOCKED, checked again and leased in one statement that names the wallet, so on Citus it runs
+-- on that wallet's shard (Citus refuses FOR UPDATE across shards).
 create function echovalue._delivery_lease(p_batch int, p_lease int, p_email boolean default false)
 returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, webhook_id text,
                webhook text, kind text, body text)
 language plpgsql volatile as $$
 declare
-    v_due bigint[];
+    v_now timestamptz := pg_catalog.now();
+    v_until timestamptz := v_now + pg_catalog.make_interval(secs => p_lease);
+    v_tests_from timestamptz := v_now - echovalue._test_claim_window();
+    v_class text;
+    v_wallets bigint[];
+    v_ids bigint[];
+    v_wallet bigint;
+    v_wallet_ids bigint[];
+    v_left int := p_batch;
+    v_n int;
 begin
-    if p_email then
-        v_due := array(
-            select d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.kind = 'alert_email' and d.next_attempt_at <= pg_catalog.now()
-             order by d.next_attempt_at, d.id
-             limit p_batch
-             for update skip locked);
-    else
-        v_due := array(
-            select d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
-               and d.created > pg_catalog.now() - echovalue._test_claim_window()
-             order by d.created
-             limit p_batch
-             for update skip locked);
-    end if;
-    if not p_email and pg_catalog.cardinality(v_due) < p_batch then
-        v_due := v_due || array(
-            select d.id from echovalue.deliveries d
-             where d.state = 'pending' and d.kind not in ('test', 'alert_email')
-               and d.next_attempt_at <= pg_catalog.now()
-             order by d.next_attempt_at, d.id
-             limit p_batch - pg_catalog.cardinality(v_due)
-             for update skip locked);
-    end if;
-    return query
-        update echovalue.deliveries d
-           set attempts = d.attempts + 1,
-               next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease)
-         where d.id = any (v_due)
-        returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+    foreach v_class in array case when p_email then array['alert_email'] else array['test', 'other'] end
+    loop
+        if v_class = 'alert_email' then
+            select pg_catalog.array_agg(d.wallet_id order by d.next_attempt_at, d.id),
+                   pg_catalog.array_agg(d.id order by d.next_attempt_at, d.id)
+              into v_wallets, v_ids
+              from (select d.wallet_id, d.id, d.next_attempt_at from echovalue.deliveries d
+                     where d.state = 'pending' and d.kind = 'alert_email' and d.next_attempt_at <= v_now
+                     order by d.next_attempt_at, d.id
+                     limit 4 * v_left) d;
+        elsif v_class = 'test' then
+            select pg_catalog.array_agg(d.wallet_id order by d.created, d.id),
+                   pg_catalog.array_agg(d.id order by d.created, d.id)
+              into v_wallets, v_ids
+              from (select d.wallet_id, d.id, d.created from echovalue.deliveries d
+                     where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+                       and d.created > v_tests_from
+                     order by d.created, d.id
+                     limit 4 * v_left) d;
+        else
+            select pg_catalog.array_agg(d.wallet_id order by d.next_attempt_at, d.id),
+                   pg_catalog.array_agg(d.id order by d.next_attempt_at, d.id)
+              into v_wallets, v_ids
+              from (select d.wallet_id, d.id, d.next_attempt_at from echovalue.deliveries d
+                     where d.state = 'pending' and d.kind not in ('test', 'alert_email')
+                       and d.next_attempt_at <= v_now
+                     order by d.next_attempt_at, d.id
+                     limit 4 * v_left) d;
+        end if;
+        -- wallet by wallet, in the order of each wallet's first due row
+        for v_wallet, v_wallet_ids in
+            select u.w, pg_catalog.array_agg(u.i order by u.n)
+              from rows from (pg_catalog.unnest(v_wallets), pg_catalog.unnest(v_ids)) with ordinality u(w, i, n)
+             group by u.w
+             order by pg_catalog.min(u.n)
+        loop
+            return query
+                update echovalue.deliveries d
+                   set attempts = d.attempts + 1, next_attempt_at = v_until
+                 where d.wallet_id = v_wallet and d.id = any (array(
+                     select x.id from echovalue.deliveries x
+                      where x.wallet_id = v_wallet and x.id = any (v_wallet_ids) and x.state = 'pending'
+                        and case v_class
+                                when 'test' then x.kind = 'test' and x.attempts = 0 and x.created > v_tests_from
+                                when 'alert_email' then x.kind = 'alert_email' and x.next_attempt_at <= v_now
+                                else x.kind not in ('test', 'alert_email') and x.next_attempt_at <= v_now
+                            end
+                      order by pg_catalog.array_position(v_wallet_ids, x.id)
+                      limit v_left
+                      for update skip locked))
+                returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+            get diagnostics v_n = row_count;
+            v_left := v_left - v_n;
+            exit when v_left = 0;
+        end loop;
+        exit when v_left = 0;
+    end loop;
 end;
 $$;
 
@@ -279,27 +342,37 @@ declare
     v_kind text;
     v_error text := pg_catalog.left(delivery_record.error, 500);
     v_changed boolean := false;
+    -- (a variable, not now() in the CASE: Citus refuses a non-immutable function there)
+    v_retry_at timestamptz := pg_catalog.now()
+        + pg_catalog.make_interval(secs => coalesce(delivery_record.retry_seconds, 0));
 begin
     if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
        or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
         raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
             using errcode = 'invalid_parameter_value';
     end if;
+    -- The delivery's wallet first (on Citus a read of every shard's id index), then every
+    -- statement names it, so it runs on that wallet's shard alone.
+    select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
+      from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+    if not found then
+        return false;   -- purged with its wallet or message
+    end if;
     -- a test is never retried: its one attempt's retry is its failure
     update echovalue.deliveries d
        set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
                         when d.kind = 'test' then 'failed' else 'pending' end,
            next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
-               then pg_catalog.now() + pg_catalog.make_interval(secs => delivery_record.retry_seconds)
-               else d.next_attempt_at end,
+               then v_retry_at else d.next_attempt_at end,
            last_status = delivery_record.status_code,
            last_error = v_error
-     where d.id = delivery_record.delivery_id
+     where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
        and d.state = 'pending'
-       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt)
-    returning d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind;
+       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt);
     v_changed := found;
-    if v_kind = 'test' then
+    if not v_changed then
+        null;   -- recorded already (or the lease ran out and another attempt took it)
+    elsif v_kind = 'test' then
         perform pg_catalog.pg_notify('echovalue_webhook_test',
                                      delivery_record.delivery_id || ':' || v_webhook_id);
     elsif v_kind = 'scheduled' then
@@ -309,16 +382,9 @@ begin
                last_error = case when delivery_record.outcome = 'delivered' then null
                                  else coalesce(v_error, 'delivery failed') end
           from echovalue.deliveries d
-         where d.id = delivery_record.delivery_id
-           and h.wallet_id = d.wallet_id and h.name = d.webhook
+         where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
+           and h.wallet_id = v_wallet and h.name = d.webhook
            and h.last_run_at <= d.created;
-    end if;
-    if not v_changed then
-        select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
-          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
-        if not found then
-            return false;   -- purged with its wallet or message
-        end if;
     end if;
     perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
                                     case when delivery_record.outcome = 'delivered' then null

@@ -10,9 +10,20 @@
 --     credits once);
 --   - the unique indexes on an id alone (messages, attachments, deliveries) and on a mailbox
 --     address become plain indexes, because Citus enforces only unique keys that hold the
---     distribution column. Those values stay unique by construction: the ids come from each
---     node's own range of the sequence (Citus gives every node a disjoint one), a mailbox
---     address is 96 random bits;
+--     distribution column. Those values stay unique by construction: a mailbox address is 96
+--     random bits, and each node draws ids from its own range of every identity sequence
+--     (_node_sequences: a delegated call writes its rows on a worker, with that worker's
+--     sequence);
+--   - every API function that takes a token is delegated to the node that holds its wallet:
+--     Citus routes a call by its `wallet` argument (the proxy passes
+--     echovalue.token_wallet(token), a constant once the token is bound), and the function
+--     runs there whole, each statement on that node's shards. A call without the argument,
+--     or with a wrong one (a token made before 0.9.0, whose key names no wallet), is answered
+--     right all the same: it runs where it was sent, or on the wrong node, and its statements
+--     are routed one by one. So is a call inside a transaction block (the proxy's group
+--     commit), which Citus delegates only with force_delegation; that flag is not set,
+--     because it also makes Citus refuse every statement of the call on another wallet than
+--     the hint's, which an old token's call needs;
 --   - the restore triggers of prices, tiers and installation keys are dropped: Citus copies a
 --     reference table through them, and a distributed database is backed up with Citus's own
 --     tools, not pg_dump of one node.
@@ -28,11 +39,37 @@ begin
 end;
 $$;
 
+-- The ids a node draws: group g (pg_dist_local_group; the coordinator is 0) takes every
+-- identity sequence of echovalue to g·2^48, so each node has 2^48 ids of its own for each
+-- table and the rows written on different nodes never share an id. A sequence already past
+-- its node's start is left alone. Returns how many sequences moved.
+create function echovalue._node_sequences() returns int
+language plpgsql volatile as $$
+declare
+    v_start bigint;
+    v_sequence text;
+    v_moved int := 0;
+begin
+    select l.groupid::bigint << 48 into v_start from pg_catalog.pg_dist_local_group l;
+    for v_sequence in
+        select pg_catalog.format('%I.%I', s.schemaname, s.sequencename) from pg_catalog.pg_sequences s
+         where s.schemaname = 'echovalue' and coalesce(s.last_value, 0) < v_start
+    loop
+        perform pg_catalog.setval(v_sequence::regclass, v_start);
+        v_moved := v_moved + 1;
+    end loop;
+    return v_moved;
+end;
+$$;
+
 create function echovalue.distribute() returns text
 language plpgsql volatile as $$
 declare
     v_table text;
+    v_function regprocedure;
     v_done text[] := '{}';
+    v_functions int := 0;
+    v_failed text;
 begin
     if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
         raise exception 'echovalue: distribute() needs the citus extension in this database'
@@ -88,6 +125,30 @@ begin
             v_done := v_done || v_table;
         end if;
     end loop;
+    for v_function in
+        select p.oid::regprocedure from pg_catalog.pg_proc p
+         where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
+           and 'wallet' = any (p.proargnames)
+         order by p.proname
+    loop
+        if not exists (select from pg_catalog.pg_dist_object o
+                        where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = v_function
+                          and o.distribution_argument_index is not null) then
+            perform create_distributed_function(v_function, 'wallet',
+                                                colocate_with => 'echovalue.wallets');
+            v_functions := v_functions + 1;
+        end if;
+    end loop;
+    -- (on every node, those added since included; "distribute() again" after adding one)
+    select pg_catalog.string_agg(r.nodename || ':' || r.nodeport || ' ' || r.result, '; ')
+      into v_failed
+      from run_command_on_workers('select echovalue._node_sequences()') r where not r.success;
+    if v_failed is not null then
+        raise exception 'echovalue: could not give every worker its own range of ids: %', v_failed;
+    end if;
+    if v_functions > 0 then
+        v_done := v_done || pg_catalog.format('%s API functions', v_functions);
+    end if;
     return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
                                                           'nothing left to do'));
 end;

@@ -49,7 +49,7 @@ $$;
 
 -- Who calls: the wallet, token and limits of a live token, and the request as it is logged;
 -- wallet_id is NULL for a malformed, unknown or revoked token (answer _unauthorized()).
--- The token is looked up in the wallet its key names (_token_wallet), so the lookup reads one
+-- The token is looked up in the wallet its key names (token_wallet), so the lookup reads one
 -- wallet's rows (on Citus, one shard); a token made before tokens carried the key is found
 -- through echovalue.token_legacy, a second lookup only a token unknown to its key's wallet
 -- pays.
@@ -69,7 +69,7 @@ begin
     -- on every request. A malformed token gets a NULL hash and wallet, which match no token;
     -- both are computed once here, not per row if the planner ever scans.
     v_hash := echovalue._token_hash(p_token);
-    v_wallet := echovalue._token_wallet(p_token);
+    v_wallet := echovalue.token_wallet(p_token);
     for i in 1..2 loop
         select t.wallet_id, t.id, t.is_root, t.limit_per_request, t.limit_daily, t.limit_monthly,
                p_method, p_path, t.scopes, t.groups,
@@ -229,6 +229,7 @@ declare
     v_refusal text;
     v_balance bigint;
     v_alert boolean;
+    v_threshold bigint;
     v_now timestamptz := pg_catalog.now();
 begin
     if v_cost < 0 then
@@ -263,8 +264,12 @@ begin
     -- transaction, and this runs on every request
     if v_alert or v_forbidden then
         if v_alert then
-            perform echovalue._alert_low_balance(p_caller.wallet_id, v_balance,
-                (select w.low_balance_threshold from echovalue.wallets w where w.id = p_caller.wallet_id));
+            -- (the threshold read by a statement of its own: on Citus an expression holding
+            -- a query of the wallet's rows runs whole on its shard, where the alert could not
+            -- be queued)
+            select w.low_balance_threshold into v_threshold from echovalue.wallets w
+             where w.id = p_caller.wallet_id;
+            perform echovalue._alert_low_balance(p_caller.wallet_id, v_balance, v_threshold);
         end if;
         if v_forbidden then
             return row(v_price.endpoint, 0, null, echovalue._unlogged_or_finish(p_caller,

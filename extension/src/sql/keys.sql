@@ -183,7 +183,8 @@ create function echovalue.token_key_create(
     token text,
     spec text default '{}',
     http_method text default 'POST',
-    http_path text default '/token/keys'
+    http_path text default '/token/keys',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -254,7 +255,8 @@ $$;
 create function echovalue.token_key_list(
     token text,
     http_method text default 'GET',
-    http_path text default '/token/keys'
+    http_path text default '/token/keys',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -264,6 +266,7 @@ declare
     v_refusal echovalue.outcome;
     v_paid echovalue.payment;
     v_body text;
+    v_tokens echovalue.tokens[];
 begin
     if v_caller.wallet_id is null then
         return echovalue._unauthorized();
@@ -276,13 +279,15 @@ begin
     if v_paid.balance is null then
         return v_paid.refusal;
     end if;
-    -- (row(t.*)::echovalue.tokens, not t: on Citus the query runs on a shard, whose rows are
-    -- of the shard's own type)
-    select '{"keys":[' || coalesce(pg_catalog.string_agg(
-                                       echovalue._key_json(row(t.*)::echovalue.tokens), ','
-                                       order by t.created, t.id), '') || ']}'
+    -- (read first, then formatted by a statement of their own: on Citus a query on one
+    -- wallet's rows runs whole on its shard, where a row is of the shard's own type; see
+    -- webhook_get)
+    select pg_catalog.array_agg(row(x.*)::echovalue.tokens) into v_tokens
+      from echovalue.tokens x where x.wallet_id = v_caller.wallet_id;
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
+                                                         order by t.created, t.id), '') || ']}'
       into v_body
-      from echovalue.tokens t where t.wallet_id = v_caller.wallet_id;
+      from pg_catalog.unnest(v_tokens) t;
     return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;
 $$;
@@ -294,11 +299,13 @@ create function echovalue.token_key_revoke(
     token text,
     key_id text,
     http_method text default 'DELETE',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
+    v_now timestamptz := pg_catalog.now();
     v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
         token_key_revoke.http_method,
         coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
@@ -329,7 +336,8 @@ begin
         return echovalue._finish(v_caller, v_paid, 400,
                                  'Bad Request: the root token cannot be revoked');
     end if;
-    update echovalue.tokens t set revoked = coalesce(t.revoked, pg_catalog.now())
+    -- (now() in a variable: Citus refuses a non-immutable function inside COALESCE)
+    update echovalue.tokens t set revoked = coalesce(t.revoked, v_now)
      where t.wallet_id = v_target.wallet_id and t.id = v_target.id;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;

@@ -38,7 +38,8 @@ create function echovalue.kv_set(
     value text,
     ttl text default null,
     http_method text default 'POST',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -74,7 +75,8 @@ create function echovalue.kv_get(
     grp text,
     key text,
     http_method text default 'GET',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -113,7 +115,8 @@ create function echovalue.kv_delete(
     grp text,
     key text,
     http_method text default 'DELETE',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

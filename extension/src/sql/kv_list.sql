@@ -74,7 +74,8 @@ create function echovalue.kv_list(
     cursor text default null,
     page_size text default null,
     http_method text default 'GET',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -133,7 +134,8 @@ create function echovalue.kv_groups(
     cursor text default null,
     page_size text default null,
     http_method text default 'GET',
-    http_path text default '/kv'
+    http_path text default '/kv',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

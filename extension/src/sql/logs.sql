@@ -59,12 +59,12 @@ begin
     return query
     (select * from echovalue.logs l
       where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
-      order by l.id desc limit p_limit)
+      order by l.created desc, l.id desc limit p_limit)
     union all
     (select * from echovalue.logs l
       where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
         and l.expires_at > pg_catalog.now()
-      order by l.id desc limit p_limit);
+      order by l.created desc, l.id desc limit p_limit);
 end;
 $$;
 
@@ -77,7 +77,8 @@ create function echovalue.logs_get(
     http_method text default 'GET',
     http_path text default '/token/logs',
     -- last, after the common arguments, so callers of 0.4.0's positional form still work
-    type text default null
+    type text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -107,7 +108,7 @@ begin
         return v_paid.refusal;
     end if;
     -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
-    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.id desc), '')
+    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.created desc, l.id desc), '')
       into v_entries
       from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_k) as l;
     return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',

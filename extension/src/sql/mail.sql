@@ -185,14 +185,16 @@ language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
     v_route record;
+    v_price bigint;
 begin
     select * into v_route from echovalue._mail_route(mail_rcpt_check.recipient);
     if v_route.o_code is not null then
         return row(v_route.o_code, v_route.o_message)::echovalue.smtp_reply;
     end if;
+    -- (the price first: on Citus the query of the wallet's row runs whole on its shard)
+    v_price := (echovalue._price('email')).credits;
     if not exists (select 1 from echovalue.wallets w
-                    where w.id = (v_route.o_caller).wallet_id
-                      and w.balance >= (echovalue._price('email')).credits) then
+                    where w.id = (v_route.o_caller).wallet_id and w.balance >= v_price) then
         return row(452, '4.2.2 mailbox owner is out of credits; try again later')::echovalue.smtp_reply;
     end if;
     -- at RCPT, one more byte must fit

@@ -20,7 +20,8 @@ create function echovalue.recharge_link(
     token text,
     amount text default '1',
     http_method text default 'GET',
-    http_path text default '/recharge?amount=1'
+    http_path text default '/recharge?amount=1',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -30,6 +31,7 @@ declare
     v_amount text := coalesce(recharge_link.amount, '1');
     v_found boolean;
     v_link text;
+    v_amounts text;
     v_hash text;
     v_paid echovalue.payment;
 begin
@@ -41,9 +43,11 @@ begin
           from echovalue.recharge_tiers t where t.amount = v_amount::int;
     end if;
     if v_found is null then
+        -- (the tiers read by a statement of their own; see _webhook_answer)
+        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
+          from echovalue.recharge_tiers t;
         return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
-            || coalesce((select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount)
-                           from echovalue.recharge_tiers t), 'a configured tier'));
+            || coalesce(v_amounts, 'a configured tier'));
     end if;
     if v_link is null then
         return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');

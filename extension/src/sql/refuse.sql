@@ -40,7 +40,8 @@ create function echovalue.request_refuse(
     status int,
     error text,
     http_method text,
-    http_path text
+    http_path text,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

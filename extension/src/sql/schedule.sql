@@ -41,45 +41,60 @@ declare
     v_error text;
     v_ran timestamptz;
     v_n int := 0;
+    v_now timestamptz := pg_catalog.now();
+    v_wallet bigint;
+    v_name text;
+    v_balance bigint;
+    v_price bigint;
 begin
     if schedule_claim.batch is null or schedule_claim.batch not between 1 and 10000 then
         raise exception 'echovalue: schedule_claim needs batch 1..10000'
             using errcode = 'invalid_parameter_value';
     end if;
-    -- a webhook whose row or wallet another transaction holds is skipped and does not count
-    for v_hook in
-        select h.* from echovalue.webhooks h
-          join echovalue.wallets w on w.id = h.wallet_id
-         where h.next_run_at is not null and h.next_run_at <= pg_catalog.now()
+    -- The due webhooks are read first, without a lock; then each is locked with its wallet by
+    -- a statement that names the wallet (on Citus it runs on that wallet's shard: Citus
+    -- refuses FOR UPDATE across shards). A webhook whose row or wallet another transaction
+    -- holds, or that another worker planned meanwhile, is skipped and does not count.
+    for v_wallet, v_name in
+        select h.wallet_id, h.name from echovalue.webhooks h
+         where h.next_run_at is not null and h.next_run_at <= v_now
          order by h.next_run_at
          limit schedule_claim.batch
-         for update of h skip locked
-         for no key update of w skip locked
     loop
+        select h.* into v_hook
+          from echovalue.webhooks h
+          join echovalue.wallets w on w.id = h.wallet_id
+         where h.wallet_id = v_wallet and w.id = v_wallet and h.name = v_name
+           and h.next_run_at <= v_now
+           for update of h skip locked
+           for no key update of w skip locked;
+        continue when not found;
         v_n := v_n + 1;
         v_status := v_hook.last_status;
         v_error := v_hook.last_error;
         v_ran := v_hook.last_run_at;
         begin
             v_for := greatest(v_hook.next_run_at,
-                              echovalue.schedule_latest(v_hook.cron, v_hook.timezone, pg_catalog.now()));
+                              echovalue.schedule_latest(v_hook.cron, v_hook.timezone, v_now));
             v_caller := row(v_hook.wallet_id, null, null, null, null, null, 'CRON',
                             '/webhook/' || v_hook.name, null, null)::echovalue.caller;
+            -- (read by statements of their own: on Citus a query of the wallet's rows runs
+            -- whole on its shard, where _price could not read the prices)
+            select w.balance into v_balance from echovalue.wallets w where w.id = v_hook.wallet_id;
+            v_price := (echovalue._price('scheduled_run')).credits;
             if exists (select 1 from echovalue.deliveries d
                         where d.wallet_id = v_hook.wallet_id and d.webhook = v_hook.name
                           and d.kind = 'scheduled' and d.scheduled_for = v_for) then
                 -- already run: cannot happen while next_run_at only moves forward; the unique
                 -- index (webhook, occurrence) is the guard
                 null;
-            elsif v_hook.last_error = c_unpaid
-                  and (select w.balance from echovalue.wallets w where w.id = v_hook.wallet_id)
-                      < (echovalue._price('scheduled_run')).credits then
+            elsif v_hook.last_error = c_unpaid and v_balance < v_price then
                 -- still unpaid: recorded and logged at the first skip of the streak; a wallet
                 -- kept only by its schedules is not "used" and goes after echovalue.inactive_days
                 null;
             else
                 v_paid := echovalue._pay(v_caller, 'scheduled_run');
-                v_ran := pg_catalog.now();
+                v_ran := v_now;
                 if v_paid.balance is null then
                     v_status := 'failure';
                     v_error := c_unpaid;
@@ -95,7 +110,7 @@ begin
                 end if;
             end if;
             update echovalue.webhooks h
-               set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(pg_catalog.now(), v_for)),
+               set next_run_at = echovalue.schedule_next(h.cron, h.timezone, greatest(v_now, v_for)),
                    last_run_at = v_ran, last_status = v_status, last_error = v_error
              where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
         exception when others then
@@ -103,7 +118,7 @@ begin
             raise warning 'echovalue: planning a run of webhook % of wallet % failed: %',
                 v_hook.name, v_hook.wallet_id, sqlerrm;
             update echovalue.webhooks h
-               set next_run_at = pg_catalog.now() + interval '1 minute', last_status = 'failure',
+               set next_run_at = v_now + interval '1 minute', last_status = 'failure',
                    last_error = 'the run could not be planned; it is tried again in a minute'
              where h.wallet_id = v_hook.wallet_id and h.name = v_hook.name;
         end;

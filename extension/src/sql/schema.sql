@@ -117,14 +117,18 @@ create table echovalue.logs (
     error       text,
     cost        int not null,
     balance     bigint not null,
-    primary key (wallet_id, id)
+    primary key (wallet_id, created, id)
 );
--- Newest first per wallet is a backward scan of the primary key. Entries are appended with
+-- Newest first per wallet is a backward scan of the primary key: by time (`created`, the
+-- start of the entry's transaction), then by id within a transaction. Time first, because on
+-- Citus a wallet's entries come from more than one node's range of ids: those of a call
+-- delegated to the wallet's worker, and those of one run from the coordinator (the
+-- mailhook's deliveries and recharges), so the id alone is no order. Entries are appended with
 -- an expiry that grows with time, so a BRIN index finds the expired ones for maintenance at a
 -- fraction of a btree's cost per insert.
 create index logs_expires_at_idx on echovalue.logs using brin (expires_at);
 -- A logs request filtered by type (endpoint) reads O(n) entries however rare the type is.
-create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, id);
+create index logs_endpoint_idx on echovalue.logs (wallet_id, endpoint, created, id);
 
 -- Refusals that charged nothing logged this minute, per wallet (internals.sql, _log).
 create table echovalue.refusal_log_rate (

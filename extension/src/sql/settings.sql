@@ -111,12 +111,17 @@ $$;
 create function echovalue._alert_low_balance(p_wallet bigint, p_balance bigint, p_threshold bigint)
 returns void
 language plpgsql volatile as $$
+declare
+    v_hash text;
 begin
-    perform echovalue._alert_queue(p_wallet, pg_catalog.format(
-        '{"type":"wallet.low_balance","wallet":%s,"threshold":%s,"token_hash":%s}',
-        p_balance, p_threshold, echovalue._json_str(w.hash)))
-      from echovalue.wallets w
-     where w.id = p_wallet;
+    -- (the hash read by a statement of its own: on Citus a query of the wallet's row runs
+    -- whole on its shard, where the alert could not be queued)
+    select w.hash into v_hash from echovalue.wallets w where w.id = p_wallet;
+    if found then
+        perform echovalue._alert_queue(p_wallet, pg_catalog.format(
+            '{"type":"wallet.low_balance","wallet":%s,"threshold":%s,"token_hash":%s}',
+            p_balance, p_threshold, echovalue._json_str(v_hash)));
+    end if;
 end;
 $$;
 
@@ -124,12 +129,17 @@ $$;
 create function echovalue._alert_recharged(p_wallet bigint, p_credits bigint, p_balance bigint)
 returns void
 language plpgsql volatile as $$
+declare
+    v_hash text;
 begin
-    perform echovalue._alert_queue(p_wallet, pg_catalog.format(
-        '{"type":"wallet.recharged","credits":%s,"wallet":%s,"token_hash":%s}',
-        p_credits, p_balance, echovalue._json_str(w.hash)))
-      from echovalue.wallets w
+    -- (read first, as in _alert_low_balance)
+    select w.hash into v_hash from echovalue.wallets w
      where w.id = p_wallet and w.low_balance_threshold > 0;   -- threshold 0: alerts are off
+    if found then
+        perform echovalue._alert_queue(p_wallet, pg_catalog.format(
+            '{"type":"wallet.recharged","credits":%s,"wallet":%s,"token_hash":%s}',
+            p_credits, p_balance, echovalue._json_str(v_hash)));
+    end if;
 end;
 $$;
 
@@ -218,7 +228,8 @@ $$;
 create function echovalue.settings_get(
     token text,
     http_method text default 'GET',
-    http_path text default '/token/settings'
+    http_path text default '/token/settings',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -260,7 +271,8 @@ create function echovalue.settings_put(
     token text,
     body text,
     http_method text default 'PUT',
-    http_path text default '/token/settings'
+    http_path text default '/token/settings',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

@@ -118,6 +118,8 @@ language plpgsql volatile as $$
 declare
     v_balance bigint;
     v_other text;
+    v_wallet bigint;
+    v_now timestamptz := pg_catalog.now();
 begin
     if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
         state := 'ignored';
@@ -145,10 +147,14 @@ begin
         credits := null;
         return;
     end if;
-    -- a recharge is use of the wallet: it keeps the wallet from being purged as inactive
+    -- The event names the wallet by its hash: the wallet is found first (on Citus, a read of
+    -- every shard; the hash is unique by construction), then credited by its id, which names
+    -- its shard. A recharge is use of the wallet: it keeps the wallet from being purged as
+    -- inactive.
+    select w.id into v_wallet from echovalue.wallets w where w.hash = p_event.wallet_hash limit 1;
     update echovalue.wallets w
-       set balance = w.balance + _stripe_event_credit.credits, last_used = pg_catalog.now()
-     where w.hash = p_event.wallet_hash
+       set balance = w.balance + _stripe_event_credit.credits, last_used = v_now
+     where w.id = v_wallet and w.hash = p_event.wallet_hash
     returning w.id, w.balance into wallet_id, v_balance;
     if wallet_id is null then
         state := 'unknown_wallet';

@@ -56,7 +56,7 @@ begin
     loop
         v_token := echovalue._token_generate(echovalue._wallet_id_new());
         insert into echovalue.wallets (id, balance, hash)
-        values (echovalue._token_wallet(v_token), v_start - v_cost,
+        values (echovalue.token_wallet(v_token), v_start - v_cost,
                 pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
         on conflict (id) do nothing
         returning id into v_caller.wallet_id;
@@ -77,7 +77,8 @@ $$;
 create function echovalue.wallet_get(
     token text,
     http_method text default 'GET',
-    http_path text default '/token'
+    http_path text default '/token',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

@@ -10,16 +10,18 @@ create function echovalue._webhook_answer(
 language plpgsql volatile as $$
 declare
     v_hook echovalue.webhooks;
+    v_hash text;
 begin
     select * into v_hook from echovalue.webhooks h
      where h.wallet_id = p_caller.wallet_id and h.name = p_name;
     if not found then
         return echovalue._finish(p_caller, p_paid, 404, 'Webhook Not Found');
     end if;
-    return echovalue._finish(p_caller, p_paid, 200,
-        echovalue._webhook_response(v_hook,
-            (select w.hash from echovalue.wallets w where w.id = p_caller.wallet_id)),
-        'application/json');
+    -- (the hash read by a statement of its own: on Citus an expression holding a query of
+    -- the wallet's rows runs whole on its shard, where _finish could not write the log)
+    select w.hash into v_hash from echovalue.wallets w where w.id = p_caller.wallet_id;
+    return echovalue._finish(p_caller, p_paid, 200, echovalue._webhook_response(v_hook, v_hash),
+                             'application/json');
 end;
 $$;
 
@@ -101,7 +103,8 @@ create function echovalue.webhook_set(
     token text,
     body text,
     http_method text default 'POST',
-    http_path text default '/webhook'
+    http_path text default '/webhook',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -122,7 +125,8 @@ $$;
 create function echovalue.webhook_get(
     token text,
     http_method text default 'GET',
-    http_path text default '/webhook'
+    http_path text default '/webhook',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -135,6 +139,7 @@ declare
     v_hook echovalue.webhooks;
     v_email text;
     v_body text;
+    v_hooks echovalue.webhooks[];
 begin
     if v_caller.wallet_id is null then
         return echovalue._unauthorized();
@@ -155,12 +160,15 @@ begin
     else
         v_body := pg_catalog.format('{"email":%s,"hash":%s', v_email, echovalue._json_str(v_hash));
     end if;
-    -- (row(h.*)::echovalue.webhooks, not h: on Citus the query runs on a shard, whose rows
-    -- are of the shard's own type)
+    -- The rows are read first, then formatted by a statement of their own: on Citus a query
+    -- on one wallet's rows runs whole on its shard, where _webhook_response could not read
+    -- mailboxes (a query from a shard may not be distributed again), and where a row is of
+    -- the shard's own type.
+    select pg_catalog.array_agg(row(x.*)::echovalue.webhooks) into v_hooks
+      from echovalue.webhooks x where x.wallet_id = v_caller.wallet_id;
     v_body := v_body || ',"webhooks":[' || coalesce((
-        select pg_catalog.string_agg(
-                   echovalue._webhook_response(row(h.*)::echovalue.webhooks, v_hash), ',' order by h.name)
-          from echovalue.webhooks h where h.wallet_id = v_caller.wallet_id), '') || ']}';
+        select pg_catalog.string_agg(echovalue._webhook_response(h, v_hash), ',' order by h.name)
+          from pg_catalog.unnest(v_hooks) h), '') || ']}';
     return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;
 $$;
@@ -169,7 +177,8 @@ $$;
 create function echovalue.webhook_delete(
     token text,
     http_method text default 'DELETE',
-    http_path text default '/webhook'
+    http_path text default '/webhook',
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -210,7 +219,8 @@ create function echovalue.webhook_show(
     token text,
     webhook_id text,
     http_method text default 'GET',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -237,7 +247,8 @@ create function echovalue.webhook_put(
     webhook_id text,
     body text,
     http_method text default 'PUT',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -259,7 +270,8 @@ create function echovalue.webhook_patch(
     webhook_id text,
     body text,
     http_method text default 'PATCH',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -279,7 +291,8 @@ create function echovalue.webhook_remove(
     token text,
     webhook_id text,
     http_method text default 'DELETE',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

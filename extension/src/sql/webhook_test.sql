@@ -28,7 +28,8 @@ create function echovalue.webhook_test(
     token text,
     webhook_id text,
     http_method text default 'POST',
-    http_path text default null
+    http_path text default null,
+    wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -84,14 +85,18 @@ declare
     v_m text[] := pg_catalog.regexp_match(webhook_test_result.test, '^([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
     v_row echovalue.deliveries;
     v_why text;
+    v_wallet bigint;
 begin
     if v_m is null then
         raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
             using errcode = 'invalid_parameter_value';
     end if;
     -- locked: a claim (SKIP LOCKED) cannot take it while this decides, nor a record change it
+    -- (its wallet read first: on Citus a FOR UPDATE must name the shard)
+    select d.wallet_id into v_wallet from echovalue.deliveries d
+     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
     select * into v_row from echovalue.deliveries d
-     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test'
+     where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test'
        for update;
     if not found then
         v_why := 'the test is gone';

@@ -61,7 +61,7 @@ select status, body, cost, balance from echovalue.wallet_get(token => 'mytoken')
 select status, body, cost, balance from echovalue.wallet_get(token => upper(:'tok'));
 -- well formed but never issued: with the key of an existing wallet, and of no wallet
 select status, body, cost, balance
-  from echovalue.wallet_get(token => echovalue._token_generate(echovalue._token_wallet(:'tok')));
+  from echovalue.wallet_get(token => echovalue._token_generate(echovalue.token_wallet(:'tok')));
 select status, body, cost, balance from echovalue.wallet_get(token => echovalue._token_generate(0));
 -- revoked
 update echovalue.tokens set revoked = now() where hash = sha256(convert_to(:'tok2', 'UTF8'));
@@ -77,19 +77,26 @@ select body as tok from echovalue.token_new(client_addr => inet '192.0.2.4') \gs
 select body as tok2 from echovalue.token_new(client_addr => inet '192.0.2.5') \gset
 select wallet_id as w from echovalue.tokens where hash = sha256(convert_to(:'tok', 'UTF8')) \gset
 select wallet_id as w2 from echovalue.tokens where hash = sha256(convert_to(:'tok2', 'UTF8')) \gset
-select echovalue._token_wallet(:'tok') = :w as key_is_wallet,
+select echovalue.token_wallet(:'tok') = :w as key_is_wallet,
        lpad(substr(:'tok', 16, 8), 8, '0') = substr(:'tok', 16, 8) as eight_chars,
        :w between 1 and 2821109907455 as id_in_range,
-       echovalue._token_wallet(:'tok2') = :w2 as other_key_is_other_wallet,
+       echovalue.token_wallet(:'tok2') = :w2 as other_key_is_other_wallet,
        :w <> :w2 as wallets_differ,
-       echovalue._token_wallet(upper(:'tok')) is null as malformed_names_none,
-       echovalue._token_wallet('') is null as empty_names_none,
-       echovalue._token_wallet(null) is null as strict;
+       echovalue.token_wallet(upper(:'tok')) is null as malformed_names_none,
+       echovalue.token_wallet('') is null as empty_names_none,
+       echovalue.token_wallet(null) is null as strict;
 select body::json ->> 'token' as sub from echovalue.token_key_create(token => :'tok') \gset
 select substr(:'sub', 16, 8) = substr(:'tok', 16, 8) as shares_the_key,
        substr(:'sub', 24, 24) <> substr(:'tok', 24, 24) as random_part_differs,
        echovalue.token_format_ok(:'sub') as format_ok;
 select status from echovalue.wallet_get(token => :'sub');
+-- the wallet argument only routes (on Citus): the token alone decides whose wallet it is, so
+-- another wallet's id, or none, changes nothing
+select k.status, k.balance = b.balance - 1 as charged_own_wallet
+  from (select balance from echovalue.wallets where id = :w) b,
+       echovalue.kv_set(token => :'tok', grp => 'g', key => 'k', value => 'v', wallet => :w2) k;
+select status, body from echovalue.kv_get(token => :'tok', grp => 'g', key => 'k', wallet => 0);
+select (select balance from echovalue.wallets where id = :w2) = 100 as other_wallet_untouched;
 -- an id outside the key's range has no token
 savepoint out_of_range;
 select echovalue._token_generate(2821109907456);
