@@ -13,11 +13,13 @@
 #      schemathesis with the proxy's /openapi.json (tests/openapi/run.sh), and the dashboard
 #      in chromium driven by Selenium (tests/dashboard/test_dashboard.py; screenshots of each
 #      view in EV_SCREENSHOT_DIR, default the temp dir's screenshots/, kept with EV_KEEP_TMP=1)
+#   4. the scale-out suite on a Citus coordinator and two workers (tests/citus.sh; skipped,
+#      and said so, without Citus)
 # The cluster and the proxy are always stopped. Exit status is non-zero if anything failed.
 #
 # Settings: EV_TEST_PORT (default 55439, or a free one), EV_KEEP_TMP=1 keeps the temp dir,
-# EV_PARTS runs only some parts (sql, upgrade, backup, cargo, seeds, openapi, dashboard; all
-# by default), and
+# EV_PARTS runs only some parts (sql, upgrade, backup, cargo, seeds, openapi, dashboard, citus;
+# all by default), and
 # EV_CARGO_TEST_ARGS picks cargo tests (e.g. "--test alerts").
 set -euo pipefail
 
@@ -174,6 +176,22 @@ run_upgrade() {
 source "$ROOT/tests/backup.sh"
 
 # --- 2. cargo tests --------------------------------------------------------------------------
+# Adds the counts of cargo's "test result:" lines in log $1 to the totals and prints them as
+# "$3: N passed, N failed"; $2 is cargo's exit code (a failure with no failed test, such as a
+# build failure, counts as one failure).
+count_cargo() {
+    local log=$1 rc=$2 label=$3 p f
+    read -r p f < <(awk '/^test result: /{
+        for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i }
+    } END { print p + 0, f + 0 }' "$log")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+    fi
+    [ -z "$label" ] || echo "$label: $p passed, $f failed"
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+}
+
 run_cargo_tests() {
     section "cargo test --workspace"
     local rc=0
@@ -185,16 +203,8 @@ run_cargo_tests() {
         ECHOVALUE_TEST_MAILHOOK_BIN=$TARGET_DIR/debug/echovalue-mailhook \
         PGRX_PG_CONFIG_PATH=$EV_PG_CONFIG \
         cargo test --workspace --no-fail-fast ${EV_CARGO_TEST_ARGS:-} 2>&1 | tee "$TMP/cargo-test.log" || rc=$?
-    local p f
-    read -r p f < <(awk '/^test result: /{
-        for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i }
-    } END { print p + 0, f + 0 }' "$TMP/cargo-test.log")
-    p=${p:-0} f=${f:-0}
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-        f=1 # a build failure runs no test at all
-    fi
-    total_passed=$((total_passed + p))
-    total_failed=$((total_failed + f))
+    # (cargo prints its own lines; the total has them)
+    count_cargo "$TMP/cargo-test.log" "$rc" ""
     [ "$rc" -eq 0 ]
 }
 
@@ -204,7 +214,8 @@ run_cargo_tests() {
 start_proxy() {
     local db=$1
     shift
-    ev_db_prepare "$db"
+    # (EV_NO_PREPARE=1: a Citus worker, where the coordinator made everything)
+    [ "${EV_NO_PREPARE:-0}" = 1 ] || ev_db_prepare "$db"
     if ! cargo build -p echovalue-proxy >"$TMP/proxy-build.log" 2>&1; then
         cat "$TMP/proxy-build.log"
         echo "the proxy does not build"
@@ -316,7 +327,7 @@ run_dashboard() {
 source "$ROOT/tests/citus.sh"
 
 # EV_PARTS picks parts while developing (e.g. EV_PARTS="sql upgrade"); CI runs them all.
-parts=" ${EV_PARTS:-sql upgrade backup cargo seeds openapi dashboard} "
+parts=" ${EV_PARTS:-sql upgrade backup cargo seeds openapi dashboard citus} "
 [[ $parts == *" sql "* ]] && { run_regress || failed_parts+=(sql); }
 [[ $parts == *" upgrade "* ]] && { run_upgrade || failed_parts+=(upgrade); }
 [[ $parts == *" backup "* ]] && { run_backup || failed_parts+=(backup); }

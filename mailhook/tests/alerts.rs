@@ -22,21 +22,13 @@ use serde_json::{json, Value};
 
 /// Sets the wallet's alert settings through the SQL API (loopback URLs allowed in this session).
 async fn settings(admin: &Admin, w: &Wallet, body: Value) -> Result<()> {
-    let c = admin.client();
-    c.batch_execute("set echovalue.webhook_allow_insecure = on")
-        .await?;
-    let row = c
-        .query_one(
+    let (status, reply) = admin
+        .call_allowing_insecure(
             "select status, body from echovalue.settings_put(token => $1, body => $2)",
             &[&w.token, &body.to_string()],
         )
         .await?;
-    let status: i32 = row.get(0);
-    anyhow::ensure!(
-        status == 200,
-        "settings_put: {status} {}",
-        row.get::<_, String>(1)
-    );
+    anyhow::ensure!(status == 200, "settings_put: {status} {reply}");
     Ok(())
 }
 

@@ -15,17 +15,13 @@ use serde_json::{json, Value};
 
 /// Creates webhook `id` with the SQL API (PUT /webhook/{id}'s function); returns its address.
 async fn put_webhook(admin: &Admin, w: &Wallet, id: &str, body: &str) -> Result<String> {
-    let c = admin.client();
-    // loopback receivers are allowed for this session only (the API's own switch)
-    c.batch_execute("set echovalue.webhook_allow_insecure = on")
-        .await?;
-    let row = c
-        .query_one(
+    // loopback receivers are allowed for this call only (the API's own switch)
+    let (status, reply) = admin
+        .call_allowing_insecure(
             "select status, body from echovalue.webhook_put(token => $1, webhook_id => $2, body => $3)",
             &[&w.token, &id, &body],
         )
         .await?;
-    let (status, reply): (i32, String) = (row.get(0), row.get(1));
     if status != 200 {
         bail!("webhook_put {id}: {status} {reply}");
     }

@@ -158,12 +158,19 @@ async fn timed_get(proxy: &TestProxy, token: &str, path: &str) -> Result<(Reply,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_behind_a_held_row_lock_gets_503_within_the_timeouts_charged_nothing() -> Result<()>
 {
+    let admin = Admin::connect().await?;
+    // On Citus the wallet's row is on a worker, where the proxy's lock_timeout (a setting of
+    // its session on the coordinator) does not reach; the wait ends at its statement_timeout,
+    // which the coordinator enforces by cancelling the worker's statement.
+    let citus = admin.on_citus().await?;
     let proxy = TestProxy::start_with(|c| {
         c.limits.lock_timeout_ms = 800;
         c.limits.queue_timeout_ms = 400;
+        if citus {
+            c.limits.statement_timeout_ms = 800;
+        }
     })
     .await?;
-    let admin = Admin::connect().await?;
     let locker = Admin::connect().await?;
     let w = admin.new_wallet_with(50).await?;
     let before = admin.log_counts(&w).await?;

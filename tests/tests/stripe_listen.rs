@@ -80,7 +80,7 @@ async fn lost_listener(admin: &Admin, tier: &Tier, w: &Wallet) -> Result<()> {
     for pid in pids {
         admin
             .client()
-            .execute("select pg_terminate_backend($1)", &[&pid])
+            .execute("select pg_terminate_backend($1::int)", &[&pid])
             .await?;
     }
     // Recorded while nobody listens: its NOTIFY is lost, and nothing polls.

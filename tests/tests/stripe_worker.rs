@@ -113,14 +113,7 @@ async fn worker_killed_mid_batch_then_restarted_credits_exactly_once() -> Result
     //    crash would (the transaction rolls back), then release the lock.
     worker.0.kill()?; // SIGKILL
     worker.0.wait()?;
-    admin
-        .client()
-        .execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity \
-             where $1 = any(pg_blocking_pids(pid))",
-            &[&locker_pid],
-        )
-        .await?;
+    admin.end_sessions_blocked_by(locker_pid).await?;
     wait_until("the killed worker's transaction to end", || async {
         Ok(admin.sessions_blocked_by(locker_pid).await? == 0)
     })

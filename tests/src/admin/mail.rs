@@ -72,7 +72,7 @@ impl Admin {
             .query_one(
                 &format!(
                     "select method, path, endpoint, status_code, error, cost from echovalue.logs \
-                     where wallet_id = {WALLET_ID} order by id desc limit 1"
+                     where wallet_id = {WALLET_ID} order by created desc, id desc limit 1"
                 ),
                 &[&w.hash],
             )

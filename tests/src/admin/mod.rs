@@ -5,6 +5,8 @@
 //! Mail2Webhook's tables, `stripe.rs` for tiers and Stripe events), so a schema change is fixed
 //! in one place.
 
+use std::time::SystemTime;
+
 use anyhow::{bail, Context, Result};
 use tokio_postgres::{Client, NoTls};
 
@@ -188,7 +190,7 @@ impl Admin {
             .query(
                 &format!(
                     "select to_char(created at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), \
-                            balance from echovalue.logs where wallet_id = {WALLET_ID} order by id"
+                            balance from echovalue.logs where wallet_id = {WALLET_ID} order by created, id"
                 ),
                 &[&w.hash],
             )
@@ -235,50 +237,76 @@ impl Admin {
     /// own (and a function of its own), so tests running at once do not undo each other's.
     pub async fn fail_kv_writes_of(&self, key: &str) -> Result<()> {
         let trigger = kv_failure_trigger(key);
-        self.client
-            .batch_execute(&format!(
+        // (one statement at a time: Citus sends each DDL statement on to the workers whole,
+        // and refuses several in one)
+        for sql in [
+            format!(
                 "create or replace function public.{trigger}() returns trigger \
                  language plpgsql as $f$ begin \
                    raise exception 'ev_test: this key always fails'; \
-                 end $f$; \
-                 drop trigger if exists {trigger} on echovalue.kv; \
-                 create trigger {trigger} before insert or update on echovalue.kv \
-                   for each row when (new.key = '{}') execute function public.{trigger}();",
+                 end $f$"
+            ),
+            format!("drop trigger if exists {trigger} on echovalue.kv"),
+            format!(
+                "create trigger {trigger} before insert or update on echovalue.kv \
+                 for each row when (new.key = '{}') execute function public.{trigger}()",
                 key.replace('\'', "''")
-            ))
-            .await?;
+            ),
+        ] {
+            self.client.batch_execute(&sql).await?;
+        }
         Ok(())
     }
 
     /// Removes what [`Admin::fail_kv_writes_of`] made for `key`.
     pub async fn drop_kv_failure(&self, key: &str) -> Result<()> {
+        let trigger = kv_failure_trigger(key);
         self.client
-            .batch_execute(&format!(
-                "drop trigger if exists {trigger} on echovalue.kv; \
-                 drop function if exists public.{trigger}();",
-                trigger = kv_failure_trigger(key)
-            ))
+            .batch_execute(&format!("drop trigger if exists {trigger} on echovalue.kv"))
+            .await?;
+        self.client
+            .batch_execute(&format!("drop function if exists public.{trigger}()"))
             .await?;
         Ok(())
     }
 
     /// Opens a transaction holding the wallet row locked, as a slow concurrent charge would;
-    /// [`Admin::commit`] releases it. Returns this session's backend pid.
-    pub async fn lock_wallet(&self, w: &Wallet) -> Result<i32> {
+    /// [`Admin::commit`] releases it. Returns what [`Admin::sessions_blocked_by`] takes: this
+    /// session's backend pid, or on Citus its global pid (the lock is then held on a worker).
+    pub async fn lock_wallet(&self, w: &Wallet) -> Result<i64> {
+        // (the id first: on Citus a FOR UPDATE must name the shard's key, wallets.id)
+        let id: i64 = self
+            .client
+            .query_one(&format!("select {WALLET_ID}"), &[&w.hash])
+            .await?
+            .get(0);
         self.client.batch_execute("begin").await?;
         let n = self
             .client
             .execute(
-                &format!("select 1 from echovalue.wallets where id = {WALLET_ID} for update"),
-                &[&w.hash],
+                "select 1 from echovalue.wallets where id = $1 for update",
+                &[&id],
             )
             .await?;
         if n != 1 {
             bail!("lock_wallet locked {n} rows");
         }
+        let holder = if self.on_citus().await? {
+            "select citus_backend_gpid()"
+        } else {
+            "select pg_backend_pid()::bigint"
+        };
+        Ok(self.client.query_one(holder, &[]).await?.get(0))
+    }
+
+    /// Whether the test database is a Citus coordinator (the scale-out suite).
+    pub async fn on_citus(&self) -> Result<bool> {
         Ok(self
             .client
-            .query_one("select pg_backend_pid()", &[])
+            .query_one(
+                "select exists (select from pg_extension where extname = 'citus')",
+                &[],
+            )
             .await?
             .get(0))
     }
@@ -287,31 +315,84 @@ impl Admin {
         Ok(self.client.batch_execute("commit").await?)
     }
 
-    /// Number of sessions waiting on a lock held by backend `pid`.
-    pub async fn sessions_blocked_by(&self, pid: i32) -> Result<i64> {
-        Ok(self
-            .client
-            .query_one(
-                "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
-                &[&pid],
-            )
-            .await?
-            .get(0))
+    /// Number of sessions waiting on a lock held by `holder` ([`Admin::lock_wallet`]); on
+    /// Citus the waits of every node, each session counted once by its global pid.
+    pub async fn sessions_blocked_by(&self, holder: i64) -> Result<i64> {
+        let sql = if self.on_citus().await? {
+            "select count(distinct waiting_gpid) from citus_lock_waits where blocking_gpid = $1"
+        } else {
+            "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid)::bigint[])"
+        };
+        Ok(self.client.query_one(sql, &[&holder]).await?.get(0))
+    }
+
+    /// Ends every session waiting on a lock held by `holder`, as a crash of their client
+    /// would; on Citus through Citus's own pg_terminate_backend(global pid), on any node.
+    pub async fn end_sessions_blocked_by(&self, holder: i64) -> Result<u64> {
+        let sql = if self.on_citus().await? {
+            "select pg_terminate_backend(g) from (select distinct waiting_gpid g \
+             from citus_lock_waits where blocking_gpid = $1) w"
+        } else {
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where $1 = any(pg_blocking_pids(pid)::bigint[])"
+        };
+        Ok(self.client.execute(sql, &[&holder]).await?)
+    }
+
+    /// Runs one API call, `sql` selecting its status and body, with loopback and plain-HTTP
+    /// webhook URLs allowed for that call alone (the API's own switch,
+    /// echovalue.webhook_allow_insecure). `set local` in a transaction block of its own: on
+    /// Citus a call outside one is delegated to its wallet's worker, where a setting of this
+    /// session would not apply.
+    pub async fn call_allowing_insecure(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(i32, String)> {
+        self.client
+            .batch_execute("begin; set local echovalue.webhook_allow_insecure = on")
+            .await?;
+        match self.client.query_one(sql, params).await {
+            Ok(row) => {
+                self.client.batch_execute("commit").await?;
+                Ok((row.get(0), row.get(1)))
+            }
+            Err(e) => {
+                self.client.batch_execute("rollback").await?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Moves every usage bucket of the wallet's tokens `hours` back in time, as if their
     /// spending had happened that much earlier (the rolling limit windows, without sleeping).
     pub async fn age_token_usage(&self, w: &Wallet, hours: i32) -> Result<u64> {
-        Ok(self
+        // Bucket by bucket, each new hour worked out first: Citus refuses an UPDATE that calls
+        // a STABLE function (timestamptz - interval) on a column. Oldest first when moving
+        // back, so a bucket never lands on one not moved yet.
+        let order = if hours >= 0 { "asc" } else { "desc" };
+        let rows = self
             .client
-            .execute(
+            .query(
                 &format!(
-                    "update echovalue.token_usage set hour = hour - make_interval(hours => $2) \
-                     where wallet_id = {WALLET_ID}"
+                    "select wallet_id, token_id, hour, hour - make_interval(hours => $2) \
+                     from echovalue.token_usage where wallet_id = {WALLET_ID} order by hour {order}"
                 ),
                 &[&w.hash, &hours],
             )
-            .await?)
+            .await?;
+        for r in &rows {
+            let (wallet, token, hour, aged): (i64, i64, SystemTime, SystemTime) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            self.client
+                .execute(
+                    "update echovalue.token_usage set hour = $4 \
+                     where wallet_id = $1 and token_id = $2 and hour = $3",
+                    &[&wallet, &token, &hour, &aged],
+                )
+                .await?;
+        }
+        Ok(rows.len() as u64)
     }
 
     /// Credits spent by the wallet's non-root tokens, all buckets together.

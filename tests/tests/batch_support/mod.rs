@@ -66,7 +66,7 @@ pub async fn lock_and_lead(
     w: &Wallet,
     set: &mut JoinSet<Result<(String, Reply)>>,
     grp: &str,
-) -> Result<(Admin, i32)> {
+) -> Result<(Admin, i64)> {
     let locker = Admin::connect().await?;
     let pid = locker.lock_wallet(w).await?;
     spawn_sets(set, proxy.api(), w, grp, &["lead".to_owned()]);
