@@ -150,6 +150,148 @@ begin
 end;
 $$;
 
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
+    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
+    -- address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_cutoff timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
+    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
+    -- functions in an ON CONFLICT condition)
+    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= v_cutoff
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
+    loop
+        v_token := echovalue._token_generate(echovalue._wallet_id_new());
+        insert into echovalue.wallets (id, balance, hash)
+        values (echovalue.token_wallet(v_token), v_start - v_cost,
+                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+        on conflict (id) do nothing
+        returning id into v_caller.wallet_id;
+        exit when v_caller.wallet_id is not null;
+    end loop;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.recharge_link(
+    token text,
+    amount text default '1',
+    http_method text default 'GET',
+    http_path text default '/recharge?amount=1',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
+        recharge_link.http_method, recharge_link.http_path);
+    v_amount text := coalesce(recharge_link.amount, '1');
+    v_found boolean;
+    v_link text;
+    v_amounts text;
+    v_hash text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if v_amount ~ '^[0-9]{1,9}$' then
+        select true, t.link into v_found, v_link
+          from echovalue.recharge_tiers t where t.amount = v_amount::int;
+    end if;
+    if v_found is null then
+        -- (the tiers read by a statement of their own; see _webhook_answer)
+        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
+          from echovalue.recharge_tiers t;
+        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
+            || coalesce(v_amounts, 'a configured tier'));
+    end if;
+    if v_link is null then
+        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
+    end if;
+    v_paid := echovalue._pay(v_caller, 'recharge_link');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200,
+        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
+end;
+$$;
+
 create or replace function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
 returns setof echovalue.logs
 -- (plpgsql, not SQL: Citus plans a SQL function's query on a distributed table only without
@@ -372,131 +514,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
-    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
-    -- address: they share one bucket
-    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
-        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
-             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
-             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_cutoff timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
-    end if;
-    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
-    -- functions in an ON CONFLICT condition)
-    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= v_cutoff
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
-    loop
-        v_token := echovalue._token_generate(echovalue._wallet_id_new());
-        insert into echovalue.wallets (id, balance, hash)
-        values (echovalue.token_wallet(v_token), v_start - v_cost,
-                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-        on conflict (id) do nothing
-        returning id into v_caller.wallet_id;
-        exit when v_caller.wallet_id is not null;
-    end loop;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
-create or replace function echovalue.wallet_get(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'wallet_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
-                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
-      into v_body
-      from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.request_refuse(
-    token text,
-    route text,
-    status int,
-    error text,
-    http_method text,
-    http_path text,
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_operation text := echovalue._refusal_operation(route, http_method);
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    if status is null or status not between 400 and 599 or error is null then
-        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    if v_operation is null then
-        return echovalue._outcome(status, error, null, null);
-    end if;
-    return echovalue._fail(v_caller, v_operation, status, error);
-end;
-$$;
-
 create or replace function echovalue._stripe_event_credit(
     p_event echovalue.stripe_events,
     out state text, out detail text, out wallet_id bigint, out credits bigint
@@ -676,49 +693,32 @@ begin
 end;
 $$;
 
-create or replace function echovalue.recharge_link(
+create or replace function echovalue.request_refuse(
     token text,
-    amount text default '1',
-    http_method text default 'GET',
-    http_path text default '/recharge?amount=1',
+    route text,
+    status int,
+    error text,
+    http_method text,
+    http_path text,
     wallet bigint default null
 ) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
-        recharge_link.http_method, recharge_link.http_path);
-    v_amount text := coalesce(recharge_link.amount, '1');
-    v_found boolean;
-    v_link text;
-    v_amounts text;
-    v_hash text;
-    v_paid echovalue.payment;
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_operation text := echovalue._refusal_operation(route, http_method);
 begin
     if v_caller.wallet_id is null then
         return echovalue._unauthorized();
     end if;
-    if v_amount ~ '^[0-9]{1,9}$' then
-        select true, t.link into v_found, v_link
-          from echovalue.recharge_tiers t where t.amount = v_amount::int;
+    if status is null or status not between 400 and 599 or error is null then
+        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
+            using errcode = 'invalid_parameter_value';
     end if;
-    if v_found is null then
-        -- (the tiers read by a statement of their own; see _webhook_answer)
-        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
-          from echovalue.recharge_tiers t;
-        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
-            || coalesce(v_amounts, 'a configured tier'));
+    if v_operation is null then
+        return echovalue._outcome(status, error, null, null);
     end if;
-    if v_link is null then
-        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
-    end if;
-    v_paid := echovalue._pay(v_caller, 'recharge_link');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200,
-        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
+    return echovalue._fail(v_caller, v_operation, status, error);
 end;
 $$;
 
@@ -1068,6 +1068,265 @@ begin
     -- at RCPT, one more byte must fit
     return coalesce(echovalue._mail_quota_refusal((v_route.o_caller).wallet_id, 1),
                     row(250, '2.1.5 recipient ok')::echovalue.smtp_reply);
+end;
+$$;
+
+create or replace function echovalue._purge(p_table text, p_due text, p_cutoff timestamptz, p_batch int)
+returns bigint
+language plpgsql volatile as $$
+declare
+    v_wallet bigint;
+    v_left bigint := p_batch;
+    v_n bigint;
+begin
+    for v_wallet in execute pg_catalog.format(
+        'select distinct x.wallet_id from (select x.wallet_id from echovalue.%I x where %s limit $2) x',
+        p_table, p_due) using p_cutoff, p_batch
+    loop
+        execute pg_catalog.format(
+            'delete from echovalue.%1$I t where t.wallet_id = $3 and t.ctid = any (array('
+            'select x.ctid from echovalue.%1$I x where x.wallet_id = $3 and (%2$s) '
+            'limit $2 for update skip locked))', p_table, p_due)
+            using p_cutoff, v_left, v_wallet;
+        get diagnostics v_n = row_count;
+        v_left := v_left - v_n;
+        exit when v_left <= 0;
+    end loop;
+    return p_batch - v_left;
+end;
+$$;
+
+create or replace function echovalue.maintenance_run() returns jsonb
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_batch int := echovalue._setting('maintenance_batch');
+    v_now timestamptz := pg_catalog.now();
+    v_retention timestamptz := v_now
+        - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'));
+    v_cutoff timestamptz;
+    v_rate bigint;
+    v_revoked bigint := 0;
+    v_wallets bigint := 0;
+    v_wallet bigint;
+    v_token_ids bigint[];
+    v_hashes bytea[] := '{}';
+    v_gone bytea[];
+    v_result jsonb;
+begin
+    v_result := pg_catalog.jsonb_build_object(
+        'kv', echovalue._purge('kv', 'x.expires_at <= $1', v_now, v_batch),
+        'logs', echovalue._purge('logs', 'x.expires_at <= $1', v_now, v_batch));
+
+    -- (a reference table on Citus, a copy per node: deleted by its key, never by ctid)
+    delete from echovalue.token_rate r
+     where r.client = any (array(
+         select x.client from echovalue.token_rate x
+          where x.last_at <= v_now - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
+          limit v_batch for update skip locked));
+    get diagnostics v_rate = row_count;
+
+    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
+    v_result := v_result || pg_catalog.jsonb_build_object('token_rate', v_rate,
+        'token_usage', echovalue._purge('token_usage', 'x.hour < $1',
+                                        pg_catalog.date_trunc('hour', v_now - interval '30 days', 'UTC'),
+                                        v_batch));
+
+    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
+    -- ON DELETE CASCADE; an old token's row of token_legacy goes with it. (Wallet by wallet,
+    -- as in _purge.)
+    v_cutoff := v_now - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'));
+    for v_wallet in
+        select distinct x.wallet_id
+          from (select x.wallet_id from echovalue.tokens x where x.revoked < v_cutoff limit v_batch) x
+    loop
+        with gone as (
+            delete from echovalue.tokens t
+             where t.wallet_id = v_wallet and t.ctid = any (array(
+                 select x.ctid from echovalue.tokens x
+                  where x.wallet_id = v_wallet and x.revoked < v_cutoff
+                  limit v_batch - v_revoked for update skip locked))
+            returning t.hash
+        )
+        select pg_catalog.array_agg(g.hash) into v_gone from gone g;
+        v_revoked := v_revoked + coalesce(pg_catalog.cardinality(v_gone), 0);
+        v_hashes := v_hashes || v_gone;
+        exit when v_revoked >= v_batch;
+    end loop;
+    delete from echovalue.token_legacy l where l.hash = any (v_hashes);
+
+    v_result := v_result || pg_catalog.jsonb_build_object('revoked_tokens', v_revoked,
+        'attachments', echovalue._purge('attachments', 'x.created <= $1',
+            v_now - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours')),
+            v_batch),
+        -- Messages whose delivery is finished (delivered or failed for good), older than
+        -- echovalue.message_retention_hours; their delivery row and attachments go by ON
+        -- DELETE CASCADE. A pending delivery keeps its message however old.
+        'messages', echovalue._purge('messages',
+            'x.received_at <= $1 and not exists (select 1 from echovalue.deliveries d'
+            ' where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = ''pending'')',
+            v_retention, v_batch),
+        -- Runs, tests and alerts (no message) after the same time: finished runs and alerts,
+        -- and every test (a test is answered within seconds).
+        'runs_and_tests', echovalue._purge('deliveries',
+            'x.kind <> ''mail'' and (x.kind = ''test'' or x.state <> ''pending'') and x.created <= $1',
+            v_retention, v_batch));
+
+    -- Wallets unused for echovalue.inactive_days, one by one. A request may lock its token
+    -- (recording last_used), then its wallet. Here the wallet is locked first, so a token a
+    -- request already holds is only tried with SKIP LOCKED and its wallet is left for a later
+    -- run: maintenance never waits for a request, so the two cannot deadlock.
+    v_cutoff := v_now - pg_catalog.make_interval(days => echovalue._setting('inactive_days'));
+    v_hashes := '{}';
+    for v_wallet in
+        select x.id from echovalue.wallets x where x.last_used < v_cutoff limit v_batch
+    loop
+        perform from echovalue.wallets w where w.id = v_wallet and w.last_used < v_cutoff
+            for update skip locked;
+        continue when not found;
+        select pg_catalog.array_agg(t.id), pg_catalog.array_agg(t.hash) into v_token_ids, v_gone
+          from (select t.id, t.hash from echovalue.tokens t
+                 where t.wallet_id = v_wallet for update skip locked) t;
+        -- tokens and kv of the wallet go by ON DELETE CASCADE, logs (no foreign key) here
+        delete from echovalue.wallets w
+         where w.id = v_wallet
+           and not exists (select 1 from echovalue.tokens t
+                            where t.wallet_id = v_wallet
+                              and t.id <> all (coalesce(v_token_ids, '{}')));
+        continue when not found;
+        delete from echovalue.logs l where l.wallet_id = v_wallet;
+        v_wallets := v_wallets + 1;
+        v_hashes := v_hashes || v_gone;
+    end loop;
+    delete from echovalue.token_legacy l where l.hash = any (v_hashes);
+
+    return v_result || pg_catalog.jsonb_build_object('wallets', v_wallets);
+end;
+$$;
+
+create or replace function echovalue._node_sequences() returns int
+language plpgsql volatile as $$
+declare
+    v_start bigint;
+    v_sequence text;
+    v_moved int := 0;
+begin
+    select l.groupid::bigint << 48 into v_start from pg_catalog.pg_dist_local_group l;
+    for v_sequence in
+        select pg_catalog.format('%I.%I', s.schemaname, s.sequencename) from pg_catalog.pg_sequences s
+         where s.schemaname = 'echovalue' and coalesce(s.last_value, 0) < v_start
+    loop
+        perform pg_catalog.setval(v_sequence::regclass, v_start);
+        v_moved := v_moved + 1;
+    end loop;
+    return v_moved;
+end;
+$$;
+
+create or replace function echovalue.listen_nodes() returns table (host text, port int)
+language plpgsql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return;
+    end if;
+    return query
+        select n.nodename::text, n.nodeport::int from pg_catalog.pg_dist_node n
+         where n.isactive and n.noderole = 'primary'
+           and n.groupid <> (select l.groupid from pg_catalog.pg_dist_local_group l)
+         order by n.groupid;
+end;
+$$;
+
+create or replace function echovalue.distribute() returns text
+language plpgsql volatile as $$
+declare
+    v_table text;
+    v_function regprocedure;
+    v_done text[] := '{}';
+    v_functions int := 0;
+    v_failed text;
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        raise exception 'echovalue: distribute() needs the citus extension in this database'
+            using errcode = 'feature_not_supported',
+                  hint = 'CREATE EXTENSION citus on the coordinator, add the workers, then run it again.';
+    end if;
+    if not (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user) then
+        raise exception 'echovalue: only a superuser may distribute echovalue'
+            using errcode = 'insufficient_privilege';
+    end if;
+
+    drop trigger if exists prices_restore on echovalue.prices;
+    drop trigger if exists recharge_tiers_restore on echovalue.recharge_tiers;
+    drop trigger if exists installation_keys_restore on echovalue.installation_keys;
+    foreach v_table in array array['messages_id_idx', 'attachments_id_idx', 'deliveries_id_idx']
+    loop
+        if (select i.indisunique from pg_catalog.pg_index i
+             where i.indexrelid = pg_catalog.to_regclass('echovalue.' || v_table)) then
+            execute pg_catalog.format('drop index echovalue.%I', v_table);
+            execute pg_catalog.format('create index %I on echovalue.%I (id)', v_table,
+                                      pg_catalog.split_part(v_table, '_', 1));
+        end if;
+    end loop;
+    foreach v_table in array array['mailboxes', 'webhooks'] loop
+        if exists (select from pg_catalog.pg_constraint c
+                    where c.conname = v_table || '_mailbox_key'
+                      and c.conrelid = ('echovalue.' || v_table)::regclass) then
+            execute pg_catalog.format('alter table echovalue.%I drop constraint %I', v_table,
+                                      v_table || '_mailbox_key');
+            execute pg_catalog.format('create index %I on echovalue.%I (mailbox)',
+                                      v_table || '_mailbox_idx', v_table);
+        end if;
+    end loop;
+
+    -- (one Citus call per statement: several in one statement deadlock on the metadata sync)
+    foreach v_table in array array['prices', 'recharge_tiers', 'installation_keys', 'mail_relay',
+                                   'token_legacy', 'token_rate', 'stripe_events'] loop
+        if not echovalue._distributed(v_table) then
+            perform create_reference_table(('echovalue.' || v_table)::regclass);
+            v_done := v_done || v_table;
+        end if;
+    end loop;
+    if not echovalue._distributed('wallets') then
+        perform create_distributed_table('echovalue.wallets'::regclass, 'id');
+        v_done := v_done || 'wallets'::text;
+    end if;
+    foreach v_table in array array['tokens', 'token_usage', 'kv', 'logs', 'refusal_log_rate',
+                                   'wallet_settings', 'mailboxes', 'webhooks', 'messages',
+                                   'attachments', 'deliveries'] loop
+        if not echovalue._distributed(v_table) then
+            perform create_distributed_table(('echovalue.' || v_table)::regclass, 'wallet_id',
+                                             colocate_with => 'echovalue.wallets');
+            v_done := v_done || v_table;
+        end if;
+    end loop;
+    for v_function in
+        select p.oid::regprocedure from pg_catalog.pg_proc p
+         where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
+           and 'wallet' = any (p.proargnames)
+         order by p.proname
+    loop
+        if not exists (select from pg_catalog.pg_dist_object o
+                        where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = v_function
+                          and o.distribution_argument_index is not null) then
+            perform create_distributed_function(v_function, 'wallet',
+                                                colocate_with => 'echovalue.wallets');
+            v_functions := v_functions + 1;
+        end if;
+    end loop;
+    -- (on every node, those added since included; "distribute() again" after adding one)
+    select pg_catalog.string_agg(r.nodename || ':' || r.nodeport || ' ' || r.result, '; ')
+      into v_failed
+      from run_command_on_workers('select echovalue._node_sequences()') r where not r.success;
+    if v_failed is not null then
+        raise exception 'echovalue: could not give every worker its own range of ids: %', v_failed;
+    end if;
+    if v_functions > 0 then
+        v_done := v_done || pg_catalog.format('%s API functions', v_functions);
+    end if;
+    return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
+                                                          'nothing left to do'));
 end;
 $$;
 
@@ -1614,250 +1873,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue._purge(p_table text, p_due text, p_cutoff timestamptz, p_batch int)
-returns bigint
-language plpgsql volatile as $$
-declare
-    v_wallet bigint;
-    v_left bigint := p_batch;
-    v_n bigint;
-begin
-    for v_wallet in execute pg_catalog.format(
-        'select distinct x.wallet_id from (select x.wallet_id from echovalue.%I x where %s limit $2) x',
-        p_table, p_due) using p_cutoff, p_batch
-    loop
-        execute pg_catalog.format(
-            'delete from echovalue.%1$I t where t.wallet_id = $3 and t.ctid = any (array('
-            'select x.ctid from echovalue.%1$I x where x.wallet_id = $3 and (%2$s) '
-            'limit $2 for update skip locked))', p_table, p_due)
-            using p_cutoff, v_left, v_wallet;
-        get diagnostics v_n = row_count;
-        v_left := v_left - v_n;
-        exit when v_left <= 0;
-    end loop;
-    return p_batch - v_left;
-end;
-$$;
-
-create or replace function echovalue.maintenance_run() returns jsonb
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_batch int := echovalue._setting('maintenance_batch');
-    v_now timestamptz := pg_catalog.now();
-    v_retention timestamptz := v_now
-        - pg_catalog.make_interval(hours => echovalue._setting('message_retention_hours'));
-    v_cutoff timestamptz;
-    v_rate bigint;
-    v_revoked bigint := 0;
-    v_wallets bigint := 0;
-    v_wallet bigint;
-    v_token_ids bigint[];
-    v_hashes bytea[] := '{}';
-    v_gone bytea[];
-    v_result jsonb;
-begin
-    v_result := pg_catalog.jsonb_build_object(
-        'kv', echovalue._purge('kv', 'x.expires_at <= $1', v_now, v_batch),
-        'logs', echovalue._purge('logs', 'x.expires_at <= $1', v_now, v_batch));
-
-    -- (a reference table on Citus, a copy per node: deleted by its key, never by ctid)
-    delete from echovalue.token_rate r
-     where r.client = any (array(
-         select x.client from echovalue.token_rate x
-          where x.last_at <= v_now - pg_catalog.make_interval(secs => echovalue._setting('token_rate_seconds'))
-          limit v_batch for update skip locked));
-    get diagnostics v_rate = row_count;
-
-    -- Usage buckets older than the longest window (30 days, plus the hour it starts in).
-    v_result := v_result || pg_catalog.jsonb_build_object('token_rate', v_rate,
-        'token_usage', echovalue._purge('token_usage', 'x.hour < $1',
-                                        pg_catalog.date_trunc('hour', v_now - interval '30 days', 'UTC'),
-                                        v_batch));
-
-    -- Revoked tokens, once they have been listed as revoked long enough; their usage goes by
-    -- ON DELETE CASCADE; an old token's row of token_legacy goes with it. (Wallet by wallet,
-    -- as in _purge.)
-    v_cutoff := v_now - pg_catalog.make_interval(days => echovalue._setting('revoked_token_days'));
-    for v_wallet in
-        select distinct x.wallet_id
-          from (select x.wallet_id from echovalue.tokens x where x.revoked < v_cutoff limit v_batch) x
-    loop
-        with gone as (
-            delete from echovalue.tokens t
-             where t.wallet_id = v_wallet and t.ctid = any (array(
-                 select x.ctid from echovalue.tokens x
-                  where x.wallet_id = v_wallet and x.revoked < v_cutoff
-                  limit v_batch - v_revoked for update skip locked))
-            returning t.hash
-        )
-        select pg_catalog.array_agg(g.hash) into v_gone from gone g;
-        v_revoked := v_revoked + coalesce(pg_catalog.cardinality(v_gone), 0);
-        v_hashes := v_hashes || v_gone;
-        exit when v_revoked >= v_batch;
-    end loop;
-    delete from echovalue.token_legacy l where l.hash = any (v_hashes);
-
-    v_result := v_result || pg_catalog.jsonb_build_object('revoked_tokens', v_revoked,
-        'attachments', echovalue._purge('attachments', 'x.created <= $1',
-            v_now - pg_catalog.make_interval(hours => echovalue._setting('attachment_retention_hours')),
-            v_batch),
-        -- Messages whose delivery is finished (delivered or failed for good), older than
-        -- echovalue.message_retention_hours; their delivery row and attachments go by ON
-        -- DELETE CASCADE. A pending delivery keeps its message however old.
-        'messages', echovalue._purge('messages',
-            'x.received_at <= $1 and not exists (select 1 from echovalue.deliveries d'
-            ' where d.wallet_id = x.wallet_id and d.message_id = x.id and d.state = ''pending'')',
-            v_retention, v_batch),
-        -- Runs, tests and alerts (no message) after the same time: finished runs and alerts,
-        -- and every test (a test is answered within seconds).
-        'runs_and_tests', echovalue._purge('deliveries',
-            'x.kind <> ''mail'' and (x.kind = ''test'' or x.state <> ''pending'') and x.created <= $1',
-            v_retention, v_batch));
-
-    -- Wallets unused for echovalue.inactive_days, one by one. A request may lock its token
-    -- (recording last_used), then its wallet. Here the wallet is locked first, so a token a
-    -- request already holds is only tried with SKIP LOCKED and its wallet is left for a later
-    -- run: maintenance never waits for a request, so the two cannot deadlock.
-    v_cutoff := v_now - pg_catalog.make_interval(days => echovalue._setting('inactive_days'));
-    v_hashes := '{}';
-    for v_wallet in
-        select x.id from echovalue.wallets x where x.last_used < v_cutoff limit v_batch
-    loop
-        perform from echovalue.wallets w where w.id = v_wallet and w.last_used < v_cutoff
-            for update skip locked;
-        continue when not found;
-        select pg_catalog.array_agg(t.id), pg_catalog.array_agg(t.hash) into v_token_ids, v_gone
-          from (select t.id, t.hash from echovalue.tokens t
-                 where t.wallet_id = v_wallet for update skip locked) t;
-        -- tokens and kv of the wallet go by ON DELETE CASCADE, logs (no foreign key) here
-        delete from echovalue.wallets w
-         where w.id = v_wallet
-           and not exists (select 1 from echovalue.tokens t
-                            where t.wallet_id = v_wallet
-                              and t.id <> all (coalesce(v_token_ids, '{}')));
-        continue when not found;
-        delete from echovalue.logs l where l.wallet_id = v_wallet;
-        v_wallets := v_wallets + 1;
-        v_hashes := v_hashes || v_gone;
-    end loop;
-    delete from echovalue.token_legacy l where l.hash = any (v_hashes);
-
-    return v_result || pg_catalog.jsonb_build_object('wallets', v_wallets);
-end;
-$$;
-
-create or replace function echovalue._node_sequences() returns int
-language plpgsql volatile as $$
-declare
-    v_start bigint;
-    v_sequence text;
-    v_moved int := 0;
-begin
-    select l.groupid::bigint << 48 into v_start from pg_catalog.pg_dist_local_group l;
-    for v_sequence in
-        select pg_catalog.format('%I.%I', s.schemaname, s.sequencename) from pg_catalog.pg_sequences s
-         where s.schemaname = 'echovalue' and coalesce(s.last_value, 0) < v_start
-    loop
-        perform pg_catalog.setval(v_sequence::regclass, v_start);
-        v_moved := v_moved + 1;
-    end loop;
-    return v_moved;
-end;
-$$;
-
-create or replace function echovalue.distribute() returns text
-language plpgsql volatile as $$
-declare
-    v_table text;
-    v_function regprocedure;
-    v_done text[] := '{}';
-    v_functions int := 0;
-    v_failed text;
-begin
-    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
-        raise exception 'echovalue: distribute() needs the citus extension in this database'
-            using errcode = 'feature_not_supported',
-                  hint = 'CREATE EXTENSION citus on the coordinator, add the workers, then run it again.';
-    end if;
-    if not (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user) then
-        raise exception 'echovalue: only a superuser may distribute echovalue'
-            using errcode = 'insufficient_privilege';
-    end if;
-
-    drop trigger if exists prices_restore on echovalue.prices;
-    drop trigger if exists recharge_tiers_restore on echovalue.recharge_tiers;
-    drop trigger if exists installation_keys_restore on echovalue.installation_keys;
-    foreach v_table in array array['messages_id_idx', 'attachments_id_idx', 'deliveries_id_idx']
-    loop
-        if (select i.indisunique from pg_catalog.pg_index i
-             where i.indexrelid = pg_catalog.to_regclass('echovalue.' || v_table)) then
-            execute pg_catalog.format('drop index echovalue.%I', v_table);
-            execute pg_catalog.format('create index %I on echovalue.%I (id)', v_table,
-                                      pg_catalog.split_part(v_table, '_', 1));
-        end if;
-    end loop;
-    foreach v_table in array array['mailboxes', 'webhooks'] loop
-        if exists (select from pg_catalog.pg_constraint c
-                    where c.conname = v_table || '_mailbox_key'
-                      and c.conrelid = ('echovalue.' || v_table)::regclass) then
-            execute pg_catalog.format('alter table echovalue.%I drop constraint %I', v_table,
-                                      v_table || '_mailbox_key');
-            execute pg_catalog.format('create index %I on echovalue.%I (mailbox)',
-                                      v_table || '_mailbox_idx', v_table);
-        end if;
-    end loop;
-
-    -- (one Citus call per statement: several in one statement deadlock on the metadata sync)
-    foreach v_table in array array['prices', 'recharge_tiers', 'installation_keys', 'mail_relay',
-                                   'token_legacy', 'token_rate', 'stripe_events'] loop
-        if not echovalue._distributed(v_table) then
-            perform create_reference_table(('echovalue.' || v_table)::regclass);
-            v_done := v_done || v_table;
-        end if;
-    end loop;
-    if not echovalue._distributed('wallets') then
-        perform create_distributed_table('echovalue.wallets'::regclass, 'id');
-        v_done := v_done || 'wallets'::text;
-    end if;
-    foreach v_table in array array['tokens', 'token_usage', 'kv', 'logs', 'refusal_log_rate',
-                                   'wallet_settings', 'mailboxes', 'webhooks', 'messages',
-                                   'attachments', 'deliveries'] loop
-        if not echovalue._distributed(v_table) then
-            perform create_distributed_table(('echovalue.' || v_table)::regclass, 'wallet_id',
-                                             colocate_with => 'echovalue.wallets');
-            v_done := v_done || v_table;
-        end if;
-    end loop;
-    for v_function in
-        select p.oid::regprocedure from pg_catalog.pg_proc p
-         where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
-           and 'wallet' = any (p.proargnames)
-         order by p.proname
-    loop
-        if not exists (select from pg_catalog.pg_dist_object o
-                        where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = v_function
-                          and o.distribution_argument_index is not null) then
-            perform create_distributed_function(v_function, 'wallet',
-                                                colocate_with => 'echovalue.wallets');
-            v_functions := v_functions + 1;
-        end if;
-    end loop;
-    -- (on every node, those added since included; "distribute() again" after adding one)
-    select pg_catalog.string_agg(r.nodename || ':' || r.nodeport || ' ' || r.result, '; ')
-      into v_failed
-      from run_command_on_workers('select echovalue._node_sequences()') r where not r.success;
-    if v_failed is not null then
-        raise exception 'echovalue: could not give every worker its own range of ids: %', v_failed;
-    end if;
-    if v_functions > 0 then
-        v_done := v_done || pg_catalog.format('%s API functions', v_functions);
-    end if;
-    return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
-                                                          'nothing left to do'));
-end;
-$$;
-
 CREATE  FUNCTION "token_wallet"(
 	"token" TEXT /* & str */
 ) RETURNS bigint /* Option < i64 > */
@@ -1932,6 +1947,8 @@ to echovalue_api;
 -- a client address other than its own connection's (or skip the creation rate limit).
 revoke execute on function echovalue.stripe_event_record(text, text, text) from echovalue_api;
 grant execute on function echovalue.stripe_event_record(text, text, text) to echovalue_gateway;
+-- the nodes whose NOTIFYs the proxy listens for too (distribute.sql; the mailhook's below)
+grant execute on function echovalue.listen_nodes() to echovalue_gateway;
 
 grant usage on schema echovalue to echovalue_worker;
 grant execute on function
@@ -1945,5 +1962,6 @@ grant execute on function
     echovalue.schedule_next_due(),
     echovalue.stripe_event_apply(),
     echovalue.relay_register(text),
-    echovalue.alert_email_claim(int, int)
+    echovalue.alert_email_claim(int, int),
+    echovalue.listen_nodes()
 to echovalue_worker;

@@ -9,9 +9,11 @@
 #   routing  every API function called as the proxy calls it is planned as one task on the
 #            node of its wallet, for a wallet on each worker (tests/citus_routing.sql)
 #   worker   the seed snippets against a proxy connected to a worker (any node routes)
+#   maintenance  maintenance_run() purges what is due across the shards and nothing else
+#            (tests/citus_maintenance.sql)
 # Skipped, and said so, where Citus is not installed for this Postgres.
 #
-# EV_CITUS_SUITES picks suites (default: all four). The HTTP tests' fault injection puts a
+# EV_CITUS_SUITES picks suites (default: all five). The HTTP tests' fault injection puts a
 # trigger on echovalue.kv (Admin::fail_kv_writes_of), which Citus allows on a distributed table
 # only with citus.enable_unsafe_triggers; echovalue itself has no trigger on one.
 
@@ -63,7 +65,7 @@ run_citus() {
     fi
     # the main cluster's settings, given back at the end
     local saved=("$EV_CLUSTER_DIR" "$EV_PGDATA" "$EV_PORT" "$EV_PGLOG" "$PORT")
-    local rc=0 suites=" ${EV_CITUS_SUITES:-seeds cargo routing worker} "
+    local rc=0 suites=" ${EV_CITUS_SUITES:-seeds cargo routing worker maintenance} "
     if ! citus__start >"$TMP/citus-start.log" 2>&1; then
         cat "$TMP/citus-start.log"
         citus__stop
@@ -97,6 +99,15 @@ run_citus() {
     fi
     if [[ $suites == *" worker "* ]]; then
         citus__seeds 1 worker || rc=1
+    fi
+    if [[ $suites == *" maintenance "* ]]; then
+        local s=0
+        ev_psql echovalue -tA -f tests/citus_maintenance.sql >"$TMP/citus-maintenance.log" 2>&1 || s=$?
+        awk '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR/{ print }
+             END { print "citus maintenance: " p + 0 " passed, " f + 0 " failed" }' \
+            "$TMP/citus-maintenance.log" | tee "$TMP/citus-maintenance.txt"
+        count_suite "citus maintenance" "$TMP/citus-maintenance.txt" "$s"
+        [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-maintenance.txt" || rc=1
     fi
     citus__stop
     EV_CLUSTER_DIR=${saved[0]} EV_PGDATA=${saved[1]} EV_PORT=${saved[2]} EV_PGLOG=${saved[3]} PORT=${saved[4]}

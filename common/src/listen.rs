@@ -7,7 +7,13 @@
 //! timer (one missed for any other reason is caught up). A broken connection is replaced
 //! after a capped exponential backoff ([`reconnect_delay`]). The timer also checks that the
 //! connection still answers, so a silently dead one is noticed within one poll interval.
+//!
+//! On Citus (SPEC section 18) a NOTIFY is sent on the node where its transaction runs, and an
+//! API call runs on the node of its wallet: so the connection asks the extension for the other
+//! nodes (`echovalue.listen_nodes()`, none on a single Postgres) and listens on each of them
+//! too, with the same credentials, each with a connection and a reconnect loop of its own.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +26,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 pub type Wake = Arc<dyn Fn(Option<&str>) + Send + Sync>;
 
 /// A channel and what a notification on it wakes.
+#[derive(Clone)]
 pub struct Subscription {
     pub channel: &'static str,
     pub wake: Wake,
@@ -54,19 +61,110 @@ pub fn reconnect_delay(failures: u32, max: Duration) -> Duration {
         .min(max)
 }
 
-/// Listens until `stop` turns true (or its sender is dropped), reconnecting as needed.
+/// Listens until `stop` turns true (or its sender is dropped), reconnecting as needed, on the
+/// node `pg` names and on every other node the extension lists (each started once, when a
+/// connection of the first node first names it).
 pub async fn run(
     pg: tokio_postgres::Config,
     subscriptions: Vec<Subscription>,
     timing: Timing,
+    stop: watch::Receiver<bool>,
+) {
+    let (found, mut nodes) = mpsc::unbounded_channel::<(String, u16)>();
+    let first = run_on(
+        pg.clone(),
+        subscriptions.clone(),
+        timing,
+        stop.clone(),
+        Some(found),
+    );
+    let others = async {
+        let mut started = HashSet::new();
+        let mut tasks = Vec::new();
+        // (ends when the first node's listener stops and drops its sender)
+        while let Some((host, port)) = nodes.recv().await {
+            if started.insert((host.clone(), port)) {
+                tracing::info!(%host, port, "listening on another node too");
+                tasks.push(tokio::spawn(run_on(
+                    node_config(&pg, &host, port),
+                    subscriptions.clone(),
+                    timing,
+                    stop.clone(),
+                    None,
+                )));
+            }
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    tokio::join!(first, others);
+}
+
+/// Asks for the other nodes and hands each to `found`. An extension without the function
+/// (before 0.10.0) or a refusal means this node alone: it is only logged.
+async fn discover(client: &Client, found: &mpsc::UnboundedSender<(String, u16)>) {
+    let rows = match client
+        .query("select host, port from echovalue.listen_nodes()", &[])
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!(error = %e, "no other nodes to listen on");
+            return;
+        }
+    };
+    for row in rows {
+        let (host, port): (String, i32) = (row.get(0), row.get(1));
+        if let Ok(port) = u16::try_from(port) {
+            let _ = found.send((host, port));
+        }
+    }
+}
+
+/// `pg` with another node's host and port: the same role, password, database and settings.
+/// (tokio-postgres can add hosts to a config but not replace them, so it is built anew.)
+fn node_config(pg: &tokio_postgres::Config, host: &str, port: u16) -> tokio_postgres::Config {
+    let mut node = tokio_postgres::Config::new();
+    node.host(host).port(port);
+    if let Some(user) = pg.get_user() {
+        node.user(user);
+    }
+    if let Some(password) = pg.get_password() {
+        node.password(password);
+    }
+    if let Some(dbname) = pg.get_dbname() {
+        node.dbname(dbname);
+    }
+    if let Some(options) = pg.get_options() {
+        node.options(options);
+    }
+    if let Some(name) = pg.get_application_name() {
+        node.application_name(name);
+    }
+    if let Some(timeout) = pg.get_connect_timeout() {
+        node.connect_timeout(*timeout);
+    }
+    node.keepalives(pg.get_keepalives())
+        .keepalives_idle(pg.get_keepalives_idle());
+    node
+}
+
+/// One node's listener: connects, LISTENs and reconnects until `stop`; the first node's
+/// (`found`) also asks for the other nodes after each connect.
+async fn run_on(
+    pg: tokio_postgres::Config,
+    subscriptions: Vec<Subscription>,
+    timing: Timing,
     mut stop: watch::Receiver<bool>,
+    found: Option<mpsc::UnboundedSender<(String, u16)>>,
 ) {
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
         }
-        match listen_once(&pg, &subscriptions, timing, &mut stop).await {
+        match listen_once(&pg, &subscriptions, timing, &mut stop, found.as_ref()).await {
             Ok(Ended::Stopped) => return,
             Ok(Ended::Lost(why)) => {
                 tracing::warn!(%why, "LISTEN connection lost; reconnecting");
@@ -97,6 +195,7 @@ async fn listen_once(
     subscriptions: &[Subscription],
     timing: Timing,
     stop: &mut watch::Receiver<bool>,
+    found: Option<&mpsc::UnboundedSender<(String, u16)>>,
 ) -> Result<Ended, tokio_postgres::Error> {
     let (client, mut connection) = pg.connect(NoTls).await?;
     // The connection must be polled for the client to work; its messages come back here.
@@ -110,7 +209,7 @@ async fn listen_once(
             }
         }
     });
-    let result = serve(&client, &mut messages, subscriptions, timing, stop).await;
+    let result = serve(&client, &mut messages, subscriptions, timing, stop, found).await;
     drop(client);
     driver.abort();
     result
@@ -122,7 +221,12 @@ async fn serve(
     subscriptions: &[Subscription],
     timing: Timing,
     stop: &mut watch::Receiver<bool>,
+    found: Option<&mpsc::UnboundedSender<(String, u16)>>,
 ) -> Result<Ended, tokio_postgres::Error> {
+    // (before LISTEN, which stays the session's last statement until the first poll tick)
+    if let Some(found) = found {
+        discover(client, found).await;
+    }
     let listen: String = subscriptions
         .iter()
         .map(|s| format!("LISTEN {};", quote_ident(s.channel)))
@@ -208,6 +312,25 @@ mod tests {
             assert!(d >= last, "{failures}");
             last = d;
         }
+    }
+
+    #[test]
+    fn another_node_keeps_the_role_database_and_settings() {
+        let pg: tokio_postgres::Config =
+            "postgresql://echovalue_mailhook:secret@10.0.0.1:5432/echovalue?application_name=mh&connect_timeout=3"
+                .parse()
+                .unwrap();
+        let node = node_config(&pg, "10.0.0.2", 6432);
+        assert_eq!(
+            node.get_hosts(),
+            &[tokio_postgres::config::Host::Tcp("10.0.0.2".into())]
+        );
+        assert_eq!(node.get_ports(), &[6432]);
+        assert_eq!(node.get_user(), Some("echovalue_mailhook"));
+        assert_eq!(node.get_password(), Some(&b"secret"[..]));
+        assert_eq!(node.get_dbname(), Some("echovalue"));
+        assert_eq!(node.get_application_name(), Some("mh"));
+        assert_eq!(node.get_connect_timeout(), Some(&Duration::from_secs(3)));
     }
 
     #[test]

@@ -186,3 +186,30 @@ async fn each_outcome_of_a_test_call() -> Result<()> {
     slow.stop();
     Ok(())
 }
+
+/// The call's NOTIFY alone wakes the mailhook: with a poll of an hour, the test is still
+/// delivered within its window. On Citus the call runs on its wallet's worker and notifies
+/// there: the mailhook, connected to the coordinator, listens on every node
+/// (`echovalue.listen_nodes()`), which this test fails without.
+#[tokio::test]
+async fn a_test_call_wakes_the_mailhook_without_a_poll() -> Result<()> {
+    let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
+    let proxy = TestProxy::start_with(|c| c.webhook_test_wait_secs = 6).await?;
+    let w = admin.new_wallet().await?;
+    let receiver = Receiver::start(&[]).await?;
+    point(&admin, &w, &receiver.url("/t")).await?;
+    let _hook = Mailhook::start_with(true, &[("ECHOVALUE_MAILHOOK_POLL_SECS", "3600")]).await?;
+    // past the scan every listener makes when it connects: from here only a NOTIFY wakes it
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..3 {
+        let (r, j) = test_call(&proxy, &w).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            j,
+            json!({"success": true, "message": "test webhook delivered"})
+        );
+    }
+    assert_eq!(receiver.got().len(), 3);
+    Ok(())
+}

@@ -62,6 +62,25 @@ begin
 end;
 $$;
 
+-- The other nodes a LISTEN connection listens on as well (common/src/listen.rs): on Citus a
+-- NOTIFY is sent on the node where its transaction runs, and an API call runs on the node of
+-- its wallet (a webhook test, an alert, a changed schedule wake the mailhook from there).
+-- Every active primary node but this one; none without Citus.
+create function echovalue.listen_nodes() returns table (host text, port int)
+language plpgsql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return;
+    end if;
+    return query
+        select n.nodename::text, n.nodeport::int from pg_catalog.pg_dist_node n
+         where n.isactive and n.noderole = 'primary'
+           and n.groupid <> (select l.groupid from pg_catalog.pg_dist_local_group l)
+         order by n.groupid;
+end;
+$$;
+
 create function echovalue.distribute() returns text
 language plpgsql volatile as $$
 declare

@@ -63,6 +63,8 @@ to echovalue_api;
 -- a client address other than its own connection's (or skip the creation rate limit).
 revoke execute on function echovalue.stripe_event_record(text, text, text) from echovalue_api;
 grant execute on function echovalue.stripe_event_record(text, text, text) to echovalue_gateway;
+-- the nodes whose NOTIFYs the proxy listens for too (distribute.sql; the mailhook's below)
+grant execute on function echovalue.listen_nodes() to echovalue_gateway;
 
 grant usage on schema echovalue to echovalue_worker;
 grant execute on function
@@ -76,5 +78,6 @@ grant execute on function
     echovalue.schedule_next_due(),
     echovalue.stripe_event_apply(),
     echovalue.relay_register(text),
-    echovalue.alert_email_claim(int, int)
+    echovalue.alert_email_claim(int, int),
+    echovalue.listen_nodes()
 to echovalue_worker;

@@ -96,3 +96,17 @@ begin;
 set local role echovalue_proxy;
 select echovalue.distribute();
 rollback;
+
+-- the nodes to listen on besides this one: none without Citus; the proxy's and the
+-- mailhook's roles may ask, an application's may not
+begin;
+set local role echovalue_proxy;
+select count(*) as other_nodes from echovalue.listen_nodes();
+set local role echovalue_mailhook;
+select count(*) as other_nodes from echovalue.listen_nodes();
+rollback;
+begin;
+create role ev_sec_app in role echovalue_api;
+set local role ev_sec_app;
+select count(*) from echovalue.listen_nodes();
+rollback;
