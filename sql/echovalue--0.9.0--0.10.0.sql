@@ -150,148 +150,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
-    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
-    -- address: they share one bucket
-    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
-        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
-             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
-             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_cutoff timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
-    end if;
-    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
-    -- functions in an ON CONFLICT condition)
-    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= v_cutoff
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
-    loop
-        v_token := echovalue._token_generate(echovalue._wallet_id_new());
-        insert into echovalue.wallets (id, balance, hash)
-        values (echovalue.token_wallet(v_token), v_start - v_cost,
-                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-        on conflict (id) do nothing
-        returning id into v_caller.wallet_id;
-        exit when v_caller.wallet_id is not null;
-    end loop;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
-create or replace function echovalue.wallet_get(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'wallet_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
-                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
-      into v_body
-      from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.recharge_link(
-    token text,
-    amount text default '1',
-    http_method text default 'GET',
-    http_path text default '/recharge?amount=1',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
-        recharge_link.http_method, recharge_link.http_path);
-    v_amount text := coalesce(recharge_link.amount, '1');
-    v_found boolean;
-    v_link text;
-    v_amounts text;
-    v_hash text;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    if v_amount ~ '^[0-9]{1,9}$' then
-        select true, t.link into v_found, v_link
-          from echovalue.recharge_tiers t where t.amount = v_amount::int;
-    end if;
-    if v_found is null then
-        -- (the tiers read by a statement of their own; see _webhook_answer)
-        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
-          from echovalue.recharge_tiers t;
-        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
-            || coalesce(v_amounts, 'a configured tier'));
-    end if;
-    if v_link is null then
-        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
-    end if;
-    v_paid := echovalue._pay(v_caller, 'recharge_link');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200,
-        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
-end;
-$$;
-
 create or replace function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
 returns setof echovalue.logs
 -- (plpgsql, not SQL: Citus plans a SQL function's query on a distributed table only without
@@ -352,165 +210,6 @@ begin
       from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_k) as l;
     return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
                              'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_create(
-    token text,
-    spec text default '{}',
-    http_method text default 'POST',
-    http_path text default '/token/keys',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
-        token_key_create.http_method, token_key_create.http_path);
-    v_refusal echovalue.outcome;
-    v_spec jsonb;
-    v_error text;
-    v_max int := echovalue._setting('max_tokens');
-    v_paid echovalue.payment;
-    v_new text;
-    v_row echovalue.tokens;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    begin
-        -- (only an empty body is {}: blanks are not JSON)
-        v_spec := coalesce(nullif(token_key_create.spec, ''), '{}')::jsonb;
-    exception when data_exception or program_limit_exceeded then
-        v_error := 'Bad Request: body must be JSON';
-    end;
-    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
-    -- the wallet's row lock makes the count and the insert one step for parallel creates
-    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
-    if v_error is null
-       and (select pg_catalog.count(*) from echovalue.tokens t
-             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
-        v_error := pg_catalog.format(
-            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
-    end if;
-    if v_error is not null then
-        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_create');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    v_new := echovalue._token_generate(v_caller.wallet_id);
-    insert into echovalue.tokens as t
-        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly, scopes,
-         groups)
-    values (v_caller.wallet_id, echovalue._token_hash(v_new),
-            v_spec ->> 'label', echovalue._token_prefix(v_new),
-            (v_spec #>> '{limits,per_request}')::numeric::bigint,
-            (v_spec #>> '{limits,daily}')::numeric::bigint,
-            (v_spec #>> '{limits,monthly}')::numeric::bigint,
-            coalesce(echovalue._key_list(v_spec -> 'scopes', echovalue._scope_names()),
-                     echovalue._scope_defaults()),
-            echovalue._key_list(v_spec -> 'groups'))
-    returning * into v_row;
-    return echovalue._finish(v_caller, v_paid, 200,
-        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,%s,"created":%s}',
-            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
-            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
-            echovalue._key_scopes_json(v_row), echovalue._json_str(echovalue._ts(v_row.created))),
-        'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_list(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token/keys',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
-        token_key_list.http_method, token_key_list.http_path);
-    v_refusal echovalue.outcome;
-    v_paid echovalue.payment;
-    v_body text;
-    v_tokens echovalue.tokens[];
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_list');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- (read first, then formatted by a statement of their own: on Citus a query on one
-    -- wallet's rows runs whole on its shard, where a row is of the shard's own type; see
-    -- webhook_get)
-    select pg_catalog.array_agg(row(x.*)::echovalue.tokens) into v_tokens
-      from echovalue.tokens x where x.wallet_id = v_caller.wallet_id;
-    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
-                                                         order by t.created, t.id), '') || ']}'
-      into v_body
-      from pg_catalog.unnest(v_tokens) t;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.token_key_revoke(
-    token text,
-    key_id text,
-    http_method text default 'DELETE',
-    http_path text default null,
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_now timestamptz := pg_catalog.now();
-    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
-        token_key_revoke.http_method,
-        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
-    v_refusal echovalue.outcome;
-    v_paid echovalue.payment;
-    v_target echovalue.tokens;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
-    if v_refusal.status is not null then
-        return v_refusal;
-    end if;
-    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-        select * into v_target from echovalue.tokens t
-         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
-           for update;
-    end if;
-    if v_target.id is null then
-        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
-    end if;
-    if v_target.is_root then
-        return echovalue._finish(v_caller, v_paid, 400,
-                                 'Bad Request: the root token cannot be revoked');
-    end if;
-    -- (now() in a variable: Citus refuses a non-immutable function inside COALESCE)
-    update echovalue.tokens t set revoked = coalesce(t.revoked, v_now)
-     where t.wallet_id = v_target.wallet_id and t.id = v_target.id;
-    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -693,6 +392,148 @@ begin
 end;
 $$;
 
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
+    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
+    -- address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_cutoff timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
+    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
+    -- functions in an ON CONFLICT condition)
+    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= v_cutoff
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
+    loop
+        v_token := echovalue._token_generate(echovalue._wallet_id_new());
+        insert into echovalue.wallets (id, balance, hash)
+        values (echovalue.token_wallet(v_token), v_start - v_cost,
+                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+        on conflict (id) do nothing
+        returning id into v_caller.wallet_id;
+        exit when v_caller.wallet_id is not null;
+    end loop;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.recharge_link(
+    token text,
+    amount text default '1',
+    http_method text default 'GET',
+    http_path text default '/recharge?amount=1',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
+        recharge_link.http_method, recharge_link.http_path);
+    v_amount text := coalesce(recharge_link.amount, '1');
+    v_found boolean;
+    v_link text;
+    v_amounts text;
+    v_hash text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if v_amount ~ '^[0-9]{1,9}$' then
+        select true, t.link into v_found, v_link
+          from echovalue.recharge_tiers t where t.amount = v_amount::int;
+    end if;
+    if v_found is null then
+        -- (the tiers read by a statement of their own; see _webhook_answer)
+        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
+          from echovalue.recharge_tiers t;
+        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
+            || coalesce(v_amounts, 'a configured tier'));
+    end if;
+    if v_link is null then
+        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
+    end if;
+    v_paid := echovalue._pay(v_caller, 'recharge_link');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200,
+        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
+end;
+$$;
+
 create or replace function echovalue.request_refuse(
     token text,
     route text,
@@ -719,6 +560,165 @@ begin
         return echovalue._outcome(status, error, null, null);
     end if;
     return echovalue._fail(v_caller, v_operation, status, error);
+end;
+$$;
+
+create or replace function echovalue.token_key_create(
+    token text,
+    spec text default '{}',
+    http_method text default 'POST',
+    http_path text default '/token/keys',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_create.token,
+        token_key_create.http_method, token_key_create.http_path);
+    v_refusal echovalue.outcome;
+    v_spec jsonb;
+    v_error text;
+    v_max int := echovalue._setting('max_tokens');
+    v_paid echovalue.payment;
+    v_new text;
+    v_row echovalue.tokens;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_create');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    begin
+        -- (only an empty body is {}: blanks are not JSON)
+        v_spec := coalesce(nullif(token_key_create.spec, ''), '{}')::jsonb;
+    exception when data_exception or program_limit_exceeded then
+        v_error := 'Bad Request: body must be JSON';
+    end;
+    v_error := coalesce(v_error, echovalue._key_spec_error(v_spec));
+    -- the wallet's row lock makes the count and the insert one step for parallel creates
+    perform from echovalue.wallets w where w.id = v_caller.wallet_id for no key update;
+    if v_error is null
+       and (select pg_catalog.count(*) from echovalue.tokens t
+             where t.wallet_id = v_caller.wallet_id and t.revoked is null) >= v_max then
+        v_error := pg_catalog.format(
+            'Bad Request: a wallet may have at most %s live tokens; revoke one first', v_max);
+    end if;
+    if v_error is not null then
+        return echovalue._fail(v_caller, 'token_key_create', 400, v_error);
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_create');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    v_new := echovalue._token_generate(v_caller.wallet_id);
+    insert into echovalue.tokens as t
+        (wallet_id, hash, label, prefix, limit_per_request, limit_daily, limit_monthly, scopes,
+         groups)
+    values (v_caller.wallet_id, echovalue._token_hash(v_new),
+            v_spec ->> 'label', echovalue._token_prefix(v_new),
+            (v_spec #>> '{limits,per_request}')::numeric::bigint,
+            (v_spec #>> '{limits,daily}')::numeric::bigint,
+            (v_spec #>> '{limits,monthly}')::numeric::bigint,
+            coalesce(echovalue._key_list(v_spec -> 'scopes', echovalue._scope_names()),
+                     echovalue._scope_defaults()),
+            echovalue._key_list(v_spec -> 'groups'))
+    returning * into v_row;
+    return echovalue._finish(v_caller, v_paid, 200,
+        pg_catalog.format('{"id":%s,"token":%s,"label":%s,"limits":%s,%s,"created":%s}',
+            echovalue._json_str(v_row.public_id::text), echovalue._json_str(v_new),
+            echovalue._json_str(v_row.label), echovalue._key_limits_json(v_row),
+            echovalue._key_scopes_json(v_row), echovalue._json_str(echovalue._ts(v_row.created))),
+        'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_list(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token/keys',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_list.token,
+        token_key_list.http_method, token_key_list.http_path);
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_body text;
+    v_tokens echovalue.tokens[];
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_list');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_list');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- (read first, then formatted by a statement of their own: on Citus a query on one
+    -- wallet's rows runs whole on its shard, where a row is of the shard's own type; see
+    -- webhook_get)
+    select pg_catalog.array_agg(row(x.*)::echovalue.tokens) into v_tokens
+      from echovalue.tokens x where x.wallet_id = v_caller.wallet_id;
+    select '{"keys":[' || coalesce(pg_catalog.string_agg(echovalue._key_json(t), ','
+                                                         order by t.created, t.id), '') || ']}'
+      into v_body
+      from pg_catalog.unnest(v_tokens) t;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
+end;
+$$;
+
+create or replace function echovalue.token_key_revoke(
+    token text,
+    key_id text,
+    http_method text default 'DELETE',
+    http_path text default null,
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_now timestamptz := pg_catalog.now();
+    v_caller echovalue.caller := echovalue._wallet_resolve(token_key_revoke.token,
+        token_key_revoke.http_method,
+        coalesce(token_key_revoke.http_path, '/token/keys/' || token_key_revoke.key_id));
+    v_refusal echovalue.outcome;
+    v_paid echovalue.payment;
+    v_target echovalue.tokens;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_refusal := echovalue._root_only(v_caller, 'token_key_revoke');
+    if v_refusal.status is not null then
+        return v_refusal;
+    end if;
+    v_paid := echovalue._pay(v_caller, 'token_key_revoke');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    if token_key_revoke.key_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+        select * into v_target from echovalue.tokens t
+         where t.wallet_id = v_caller.wallet_id and t.public_id = token_key_revoke.key_id::uuid
+           for update;
+    end if;
+    if v_target.id is null then
+        return echovalue._finish(v_caller, v_paid, 404, 'Not Found');
+    end if;
+    if v_target.is_root then
+        return echovalue._finish(v_caller, v_paid, 400,
+                                 'Bad Request: the root token cannot be revoked');
+    end if;
+    -- (now() in a variable: Citus refuses a non-immutable function inside COALESCE)
+    update echovalue.tokens t set revoked = coalesce(t.revoked, v_now)
+     where t.wallet_id = v_target.wallet_id and t.id = v_target.id;
+    return echovalue._finish(v_caller, v_paid, 200, 'OK');
 end;
 $$;
 
@@ -1071,6 +1071,220 @@ begin
 end;
 $$;
 
+create or replace function echovalue._attachments_json(p_wallet bigint, p_message bigint) returns text
+language plpgsql stable as $$
+declare
+    v_expires timestamptz := pg_catalog.date_trunc('second', pg_catalog.now())
+        + pg_catalog.make_interval(secs => echovalue._setting('attachment_url_seconds'));
+    v_epoch bigint := pg_catalog.date_part('epoch', v_expires)::bigint;
+    v_base text := pg_catalog.rtrim(echovalue._setting_text('public_url'), '/');
+    v_ids bigint[];
+    v_names text[];
+    v_types text[];
+    v_sizes int[];
+begin
+    -- The rows are read first, then formatted by a statement of their own: on Citus a query
+    -- on one wallet's rows runs whole on its shard, where _attachment_sig could not read the
+    -- installation key (a query from a shard may not be distributed again).
+    select pg_catalog.array_agg(a.id order by a.position), pg_catalog.array_agg(a.filename order by a.position),
+           pg_catalog.array_agg(a.content_type order by a.position), pg_catalog.array_agg(a.size order by a.position)
+      into v_ids, v_names, v_types, v_sizes
+      from echovalue.attachments a
+     where a.wallet_id = p_wallet and a.message_id = p_message;
+    return '[' || coalesce((
+        select pg_catalog.string_agg(pg_catalog.format(
+                   '{"filename":%s,"contentType":%s,"size":%s,"downloadUrl":%s,"downloadUrlExpiresAt":%s}',
+                   echovalue._json_str(a.filename), echovalue._json_str(a.content_type), a.size,
+                   echovalue._json_str(pg_catalog.format('%s/attachments/%s?expires=%s&sig=%s', v_base, a.id,
+                                                         v_epoch, echovalue._attachment_sig(a.id, v_epoch))),
+                   echovalue._json_str(echovalue._ts(v_expires))), ',' order by a.n)
+          from rows from (pg_catalog.unnest(v_ids), pg_catalog.unnest(v_names), pg_catalog.unnest(v_types),
+                          pg_catalog.unnest(v_sizes)) with ordinality a(id, filename, content_type, size, n)), '') || ']';
+end;
+$$;
+
+create or replace function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
+language plpgsql stable as $$
+declare
+    v_message echovalue.messages;
+    v_hash text;
+begin
+    -- (read first, formatted after: see _attachments_json)
+    select m.* into v_message from echovalue.messages m
+     where m.wallet_id = p_wallet and m.id = p_message;
+    if not found then
+        return null;
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = p_wallet;
+    return echovalue._mail_payload(v_message.external_id, v_message.received_at, v_message.from_email,
+                                   v_message.from_name, v_hash, v_message.subject, v_message.text_body,
+                                   v_message.html_body, v_message.headers::text,
+                                   echovalue._attachments_json(p_wallet, p_message));
+end;
+$$;
+
+create or replace function echovalue._delivery_log(
+    p_wallet bigint, p_webhook_id text, p_status int, p_error text, p_kind text default 'mail'
+) returns void
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+begin
+    -- (the balance read by a statement of its own: on Citus a query of the wallet's row runs
+    -- whole on its shard, where the entry could not be written)
+    select w.balance into v_balance from echovalue.wallets w where w.id = p_wallet;
+    if found then
+        perform echovalue._log(p_wallet,
+                              case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
+                              case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
+                              p_webhook_id, p_status, p_error, 0, v_balance);
+    end if;
+end;
+$$;
+
+create or replace function echovalue._delivery_lease(p_batch int, p_lease int, p_email boolean default false)
+returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, webhook_id text,
+               webhook text, kind text, body text)
+language plpgsql volatile as $$
+declare
+    v_now timestamptz := pg_catalog.now();
+    v_until timestamptz := v_now + pg_catalog.make_interval(secs => p_lease);
+    v_tests_from timestamptz := v_now - echovalue._test_claim_window();
+    v_class text;
+    v_wallets bigint[];
+    v_ids bigint[];
+    v_wallet bigint;
+    v_wallet_ids bigint[];
+    v_left int := p_batch;
+    v_n int;
+begin
+    foreach v_class in array case when p_email then array['alert_email'] else array['test', 'other'] end
+    loop
+        if v_class = 'alert_email' then
+            select pg_catalog.array_agg(d.wallet_id order by d.next_attempt_at, d.id),
+                   pg_catalog.array_agg(d.id order by d.next_attempt_at, d.id)
+              into v_wallets, v_ids
+              from (select d.wallet_id, d.id, d.next_attempt_at from echovalue.deliveries d
+                     where d.state = 'pending' and d.kind = 'alert_email' and d.next_attempt_at <= v_now
+                     order by d.next_attempt_at, d.id
+                     limit 4 * v_left) d;
+        elsif v_class = 'test' then
+            select pg_catalog.array_agg(d.wallet_id order by d.created, d.id),
+                   pg_catalog.array_agg(d.id order by d.created, d.id)
+              into v_wallets, v_ids
+              from (select d.wallet_id, d.id, d.created from echovalue.deliveries d
+                     where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
+                       and d.created > v_tests_from
+                     order by d.created, d.id
+                     limit 4 * v_left) d;
+        else
+            select pg_catalog.array_agg(d.wallet_id order by d.next_attempt_at, d.id),
+                   pg_catalog.array_agg(d.id order by d.next_attempt_at, d.id)
+              into v_wallets, v_ids
+              from (select d.wallet_id, d.id, d.next_attempt_at from echovalue.deliveries d
+                     where d.state = 'pending' and d.kind not in ('test', 'alert_email')
+                       and d.next_attempt_at <= v_now
+                     order by d.next_attempt_at, d.id
+                     limit 4 * v_left) d;
+        end if;
+        -- wallet by wallet, in the order of each wallet's first due row
+        for v_wallet, v_wallet_ids in
+            select u.w, pg_catalog.array_agg(u.i order by u.n)
+              from rows from (pg_catalog.unnest(v_wallets), pg_catalog.unnest(v_ids)) with ordinality u(w, i, n)
+             group by u.w
+             order by pg_catalog.min(u.n)
+        loop
+            return query
+                update echovalue.deliveries d
+                   set attempts = d.attempts + 1, next_attempt_at = v_until
+                 where d.wallet_id = v_wallet and d.id = any (array(
+                     select x.id from echovalue.deliveries x
+                      where x.wallet_id = v_wallet and x.id = any (v_wallet_ids) and x.state = 'pending'
+                        and case v_class
+                                when 'test' then x.kind = 'test' and x.attempts = 0 and x.created > v_tests_from
+                                when 'alert_email' then x.kind = 'alert_email' and x.next_attempt_at <= v_now
+                                else x.kind not in ('test', 'alert_email') and x.next_attempt_at <= v_now
+                            end
+                      order by pg_catalog.array_position(v_wallet_ids, x.id)
+                      limit v_left
+                      for update skip locked))
+                returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
+            get diagnostics v_n = row_count;
+            v_left := v_left - v_n;
+            exit when v_left = 0;
+        end loop;
+        exit when v_left = 0;
+    end loop;
+end;
+$$;
+
+create or replace function echovalue.delivery_record(
+    delivery_id bigint,
+    attempt int,
+    outcome text,
+    status_code int default null,
+    error text default null,
+    retry_seconds int default null
+) returns boolean
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint;
+    v_webhook_id text;
+    v_kind text;
+    v_error text := pg_catalog.left(delivery_record.error, 500);
+    v_changed boolean := false;
+    -- (a variable, not now() in the CASE: Citus refuses a non-immutable function there)
+    v_retry_at timestamptz := pg_catalog.now()
+        + pg_catalog.make_interval(secs => coalesce(delivery_record.retry_seconds, 0));
+begin
+    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
+       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
+        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- The delivery's wallet first (on Citus a read of every shard's id index), then every
+    -- statement names it, so it runs on that wallet's shard alone.
+    select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
+      from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+    if not found then
+        return false;   -- purged with its wallet or message
+    end if;
+    -- a test is never retried: its one attempt's retry is its failure
+    update echovalue.deliveries d
+       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
+                        when d.kind = 'test' then 'failed' else 'pending' end,
+           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
+               then v_retry_at else d.next_attempt_at end,
+           last_status = delivery_record.status_code,
+           last_error = v_error
+     where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
+       and d.state = 'pending'
+       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt);
+    v_changed := found;
+    if not v_changed then
+        null;   -- recorded already (or the lease ran out and another attempt took it)
+    elsif v_kind = 'test' then
+        perform pg_catalog.pg_notify('echovalue_webhook_test',
+                                     delivery_record.delivery_id || ':' || v_webhook_id);
+    elsif v_kind = 'scheduled' then
+        -- the webhook shows how its latest run went
+        update echovalue.webhooks h
+           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
+               last_error = case when delivery_record.outcome = 'delivered' then null
+                                 else coalesce(v_error, 'delivery failed') end
+          from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
+           and h.wallet_id = v_wallet and h.name = d.webhook
+           and h.last_run_at <= d.created;
+    end if;
+    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
+                                    case when delivery_record.outcome = 'delivered' then null
+                                         else coalesce(v_error, 'delivery failed') end, v_kind);
+    return v_changed;
+end;
+$$;
+
 create or replace function echovalue._purge(p_table text, p_due text, p_cutoff timestamptz, p_batch int)
 returns bigint
 language plpgsql volatile as $$
@@ -1327,220 +1541,6 @@ begin
     end if;
     return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
                                                           'nothing left to do'));
-end;
-$$;
-
-create or replace function echovalue._attachments_json(p_wallet bigint, p_message bigint) returns text
-language plpgsql stable as $$
-declare
-    v_expires timestamptz := pg_catalog.date_trunc('second', pg_catalog.now())
-        + pg_catalog.make_interval(secs => echovalue._setting('attachment_url_seconds'));
-    v_epoch bigint := pg_catalog.date_part('epoch', v_expires)::bigint;
-    v_base text := pg_catalog.rtrim(echovalue._setting_text('public_url'), '/');
-    v_ids bigint[];
-    v_names text[];
-    v_types text[];
-    v_sizes int[];
-begin
-    -- The rows are read first, then formatted by a statement of their own: on Citus a query
-    -- on one wallet's rows runs whole on its shard, where _attachment_sig could not read the
-    -- installation key (a query from a shard may not be distributed again).
-    select pg_catalog.array_agg(a.id order by a.position), pg_catalog.array_agg(a.filename order by a.position),
-           pg_catalog.array_agg(a.content_type order by a.position), pg_catalog.array_agg(a.size order by a.position)
-      into v_ids, v_names, v_types, v_sizes
-      from echovalue.attachments a
-     where a.wallet_id = p_wallet and a.message_id = p_message;
-    return '[' || coalesce((
-        select pg_catalog.string_agg(pg_catalog.format(
-                   '{"filename":%s,"contentType":%s,"size":%s,"downloadUrl":%s,"downloadUrlExpiresAt":%s}',
-                   echovalue._json_str(a.filename), echovalue._json_str(a.content_type), a.size,
-                   echovalue._json_str(pg_catalog.format('%s/attachments/%s?expires=%s&sig=%s', v_base, a.id,
-                                                         v_epoch, echovalue._attachment_sig(a.id, v_epoch))),
-                   echovalue._json_str(echovalue._ts(v_expires))), ',' order by a.n)
-          from rows from (pg_catalog.unnest(v_ids), pg_catalog.unnest(v_names), pg_catalog.unnest(v_types),
-                          pg_catalog.unnest(v_sizes)) with ordinality a(id, filename, content_type, size, n)), '') || ']';
-end;
-$$;
-
-create or replace function echovalue._delivery_payload(p_wallet bigint, p_message bigint) returns text
-language plpgsql stable as $$
-declare
-    v_message echovalue.messages;
-    v_hash text;
-begin
-    -- (read first, formatted after: see _attachments_json)
-    select m.* into v_message from echovalue.messages m
-     where m.wallet_id = p_wallet and m.id = p_message;
-    if not found then
-        return null;
-    end if;
-    select w.hash into v_hash from echovalue.wallets w where w.id = p_wallet;
-    return echovalue._mail_payload(v_message.external_id, v_message.received_at, v_message.from_email,
-                                   v_message.from_name, v_hash, v_message.subject, v_message.text_body,
-                                   v_message.html_body, v_message.headers::text,
-                                   echovalue._attachments_json(p_wallet, p_message));
-end;
-$$;
-
-create or replace function echovalue._delivery_log(
-    p_wallet bigint, p_webhook_id text, p_status int, p_error text, p_kind text default 'mail'
-) returns void
-language plpgsql volatile as $$
-declare
-    v_balance bigint;
-begin
-    -- (the balance read by a statement of its own: on Citus a query of the wallet's row runs
-    -- whole on its shard, where the entry could not be written)
-    select w.balance into v_balance from echovalue.wallets w where w.id = p_wallet;
-    if found then
-        perform echovalue._log(p_wallet,
-                              case when p_kind = 'alert_email' then 'email' else 'webhook-delivery' end,
-                              case when p_kind = 'alert_email' then 'SMTP' else 'POST' end,
-                              p_webhook_id, p_status, p_error, 0, v_balance);
-    end if;
-end;
-$$;
-
-create or replace function echovalue._delivery_lease(p_batch int, p_lease int, p_email boolean default false)
-returns table (wallet_id bigint, id bigint, message_id bigint, attempts int, webhook_id text,
-               webhook text, kind text, body text)
-language plpgsql volatile as $$
-declare
-    v_now timestamptz := pg_catalog.now();
-    v_until timestamptz := v_now + pg_catalog.make_interval(secs => p_lease);
-    v_tests_from timestamptz := v_now - echovalue._test_claim_window();
-    v_class text;
-    v_wallets bigint[];
-    v_ids bigint[];
-    v_wallet bigint;
-    v_wallet_ids bigint[];
-    v_left int := p_batch;
-    v_n int;
-begin
-    foreach v_class in array case when p_email then array['alert_email'] else array['test', 'other'] end
-    loop
-        if v_class = 'alert_email' then
-            select pg_catalog.array_agg(d.wallet_id order by d.next_attempt_at, d.id),
-                   pg_catalog.array_agg(d.id order by d.next_attempt_at, d.id)
-              into v_wallets, v_ids
-              from (select d.wallet_id, d.id, d.next_attempt_at from echovalue.deliveries d
-                     where d.state = 'pending' and d.kind = 'alert_email' and d.next_attempt_at <= v_now
-                     order by d.next_attempt_at, d.id
-                     limit 4 * v_left) d;
-        elsif v_class = 'test' then
-            select pg_catalog.array_agg(d.wallet_id order by d.created, d.id),
-                   pg_catalog.array_agg(d.id order by d.created, d.id)
-              into v_wallets, v_ids
-              from (select d.wallet_id, d.id, d.created from echovalue.deliveries d
-                     where d.state = 'pending' and d.kind = 'test' and d.attempts = 0
-                       and d.created > v_tests_from
-                     order by d.created, d.id
-                     limit 4 * v_left) d;
-        else
-            select pg_catalog.array_agg(d.wallet_id order by d.next_attempt_at, d.id),
-                   pg_catalog.array_agg(d.id order by d.next_attempt_at, d.id)
-              into v_wallets, v_ids
-              from (select d.wallet_id, d.id, d.next_attempt_at from echovalue.deliveries d
-                     where d.state = 'pending' and d.kind not in ('test', 'alert_email')
-                       and d.next_attempt_at <= v_now
-                     order by d.next_attempt_at, d.id
-                     limit 4 * v_left) d;
-        end if;
-        -- wallet by wallet, in the order of each wallet's first due row
-        for v_wallet, v_wallet_ids in
-            select u.w, pg_catalog.array_agg(u.i order by u.n)
-              from rows from (pg_catalog.unnest(v_wallets), pg_catalog.unnest(v_ids)) with ordinality u(w, i, n)
-             group by u.w
-             order by pg_catalog.min(u.n)
-        loop
-            return query
-                update echovalue.deliveries d
-                   set attempts = d.attempts + 1, next_attempt_at = v_until
-                 where d.wallet_id = v_wallet and d.id = any (array(
-                     select x.id from echovalue.deliveries x
-                      where x.wallet_id = v_wallet and x.id = any (v_wallet_ids) and x.state = 'pending'
-                        and case v_class
-                                when 'test' then x.kind = 'test' and x.attempts = 0 and x.created > v_tests_from
-                                when 'alert_email' then x.kind = 'alert_email' and x.next_attempt_at <= v_now
-                                else x.kind not in ('test', 'alert_email') and x.next_attempt_at <= v_now
-                            end
-                      order by pg_catalog.array_position(v_wallet_ids, x.id)
-                      limit v_left
-                      for update skip locked))
-                returning d.wallet_id, d.id, d.message_id, d.attempts, d.webhook_id, d.webhook, d.kind, d.body;
-            get diagnostics v_n = row_count;
-            v_left := v_left - v_n;
-            exit when v_left = 0;
-        end loop;
-        exit when v_left = 0;
-    end loop;
-end;
-$$;
-
-create or replace function echovalue.delivery_record(
-    delivery_id bigint,
-    attempt int,
-    outcome text,
-    status_code int default null,
-    error text default null,
-    retry_seconds int default null
-) returns boolean
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_wallet bigint;
-    v_webhook_id text;
-    v_kind text;
-    v_error text := pg_catalog.left(delivery_record.error, 500);
-    v_changed boolean := false;
-    -- (a variable, not now() in the CASE: Citus refuses a non-immutable function there)
-    v_retry_at timestamptz := pg_catalog.now()
-        + pg_catalog.make_interval(secs => coalesce(delivery_record.retry_seconds, 0));
-begin
-    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
-       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
-        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    -- The delivery's wallet first (on Citus a read of every shard's id index), then every
-    -- statement names it, so it runs on that wallet's shard alone.
-    select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
-      from echovalue.deliveries d where d.id = delivery_record.delivery_id;
-    if not found then
-        return false;   -- purged with its wallet or message
-    end if;
-    -- a test is never retried: its one attempt's retry is its failure
-    update echovalue.deliveries d
-       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
-                        when d.kind = 'test' then 'failed' else 'pending' end,
-           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
-               then v_retry_at else d.next_attempt_at end,
-           last_status = delivery_record.status_code,
-           last_error = v_error
-     where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
-       and d.state = 'pending'
-       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt);
-    v_changed := found;
-    if not v_changed then
-        null;   -- recorded already (or the lease ran out and another attempt took it)
-    elsif v_kind = 'test' then
-        perform pg_catalog.pg_notify('echovalue_webhook_test',
-                                     delivery_record.delivery_id || ':' || v_webhook_id);
-    elsif v_kind = 'scheduled' then
-        -- the webhook shows how its latest run went
-        update echovalue.webhooks h
-           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
-               last_error = case when delivery_record.outcome = 'delivered' then null
-                                 else coalesce(v_error, 'delivery failed') end
-          from echovalue.deliveries d
-         where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
-           and h.wallet_id = v_wallet and h.name = d.webhook
-           and h.last_run_at <= d.created;
-    end if;
-    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
-                                    case when delivery_record.outcome = 'delivered' then null
-                                         else coalesce(v_error, 'delivery failed') end, v_kind);
-    return v_changed;
 end;
 $$;
 

@@ -190,7 +190,7 @@ async fn each_outcome_of_a_test_call() -> Result<()> {
 /// The call's NOTIFY alone wakes the mailhook: with a poll of an hour, the test is still
 /// delivered within its window. On Citus the call runs on its wallet's worker and notifies
 /// there: the mailhook, connected to the coordinator, listens on every node
-/// (`echovalue.listen_nodes()`), which this test fails without.
+/// (`echovalue.listen_nodes()`), which this test needs there.
 #[tokio::test]
 async fn a_test_call_wakes_the_mailhook_without_a_poll() -> Result<()> {
     let admin = Admin::connect().await?;
