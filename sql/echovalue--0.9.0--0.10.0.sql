@@ -150,129 +150,6 @@ begin
 end;
 $$;
 
-create or replace function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
-returns setof echovalue.logs
--- (plpgsql, not SQL: Citus plans a SQL function's query on a distributed table only without
--- parameters)
-language plpgsql stable as $$
-begin
-    return query
-    (select * from echovalue.logs l
-      where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
-      order by l.created desc, l.id desc limit p_limit)
-    union all
-    (select * from echovalue.logs l
-      where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
-        and l.expires_at > pg_catalog.now()
-      order by l.created desc, l.id desc limit p_limit);
-end;
-$$;
-
-create or replace function echovalue.logs_get(
-    token text,
-    n text default null,
-    http_method text default 'GET',
-    http_path text default '/token/logs',
-    -- last, after the common arguments, so callers of 0.4.0's positional form still work
-    type text default null,
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
-                                                            logs_get.http_path);
-    v_n int;
-    v_k int;
-    v_paid echovalue.payment;
-    v_entries text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_n := echovalue._logs_n(logs_get.n);
-    if v_n is null then
-        -- charged as one entry: the smallest logs request
-        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
-    end if;
-    if echovalue._logs_type_error(logs_get.type) is not null then
-        return echovalue._fail(v_caller, 'logs_entry', 400, echovalue._logs_type_error(logs_get.type));
-    end if;
-    select pg_catalog.count(*)::int into v_k
-      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_n);
-    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
-    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.created desc, l.id desc), '')
-      into v_entries
-      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_k) as l;
-    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
-                             'application/json');
-end;
-$$;
-
-create or replace function echovalue._stripe_event_credit(
-    p_event echovalue.stripe_events,
-    out state text, out detail text, out wallet_id bigint, out credits bigint
-)
-language plpgsql volatile as $$
-declare
-    v_balance bigint;
-    v_other text;
-    v_wallet bigint;
-    v_now timestamptz := pg_catalog.now();
-begin
-    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
-        state := 'ignored';
-        detail := 'event type ' || p_event.type || ' grants no credits';
-        return;
-    end if;
-    if p_event.payment_status is distinct from 'paid' then
-        state := 'unpaid';
-        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
-        return;
-    end if;
-    select t.credits into credits
-      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
-    if credits is null then
-        state := 'unknown_tier';
-        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
-        return;
-    end if;
-    select e.id into v_other
-      from echovalue.stripe_events e
-     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
-    if v_other is not null then
-        state := 'ignored';
-        detail := 'checkout session already credited by event ' || v_other;
-        credits := null;
-        return;
-    end if;
-    -- The event names the wallet by its hash: the wallet is found first (on Citus, a read of
-    -- every shard; the hash is unique by construction), then credited by its id, which names
-    -- its shard. A recharge is use of the wallet: it keeps the wallet from being purged as
-    -- inactive.
-    select w.id into v_wallet from echovalue.wallets w where w.hash = p_event.wallet_hash limit 1;
-    update echovalue.wallets w
-       set balance = w.balance + _stripe_event_credit.credits, last_used = v_now
-     where w.id = v_wallet and w.hash = p_event.wallet_hash
-    returning w.id, w.balance into wallet_id, v_balance;
-    if wallet_id is null then
-        state := 'unknown_wallet';
-        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
-        credits := null;
-        return;
-    end if;
-    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
-    -- cost is what the request charged: nothing; the new balance shows the credits granted
-    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
-                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
-    state := 'applied';
-end;
-$$;
-
 create or replace function echovalue.kv_set(
     token text,
     grp text,
@@ -389,177 +266,6 @@ begin
         return echovalue._finish(v_caller, v_paid, 404, 'Key Not Found');
     end if;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
-end;
-$$;
-
-create or replace function echovalue.token_new(
-    client_addr inet default pg_catalog.inet_client_addr(),
-    http_method text default 'POST',
-    http_path text default '/token'
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
-    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
-    -- address: they share one bucket
-    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
-        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
-             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
-             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
-    v_rate int := echovalue._setting('token_rate_seconds');
-    v_start int := echovalue._setting('start_credits');
-    v_allowed boolean;
-    v_last timestamptz;
-    v_cutoff timestamptz;
-    v_token text;
-    v_price echovalue.prices := echovalue._price('token_new');
-    -- token_new is free by default; a priced one is paid from the starting credits if it can be
-    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
-    v_caller echovalue.caller;
-    v_paid echovalue.payment;
-begin
-    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
-       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
-        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
-            using errcode = 'insufficient_privilege';
-    end if;
-    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
-    -- functions in an ON CONFLICT condition)
-    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
-    insert into echovalue.token_rate as r (client, last_at)
-    values (v_client, pg_catalog.now())
-    on conflict (client) do update set last_at = excluded.last_at
-        where r.last_at <= v_cutoff
-    returning true into v_allowed;
-    if v_allowed is null then
-        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
-        return echovalue._outcome(429, 'Too Many Requests', null, null,
-            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
-                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
-    end if;
-
-    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
-    loop
-        v_token := echovalue._token_generate(echovalue._wallet_id_new());
-        insert into echovalue.wallets (id, balance, hash)
-        values (echovalue.token_wallet(v_token), v_start - v_cost,
-                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
-        on conflict (id) do nothing
-        returning id into v_caller.wallet_id;
-        exit when v_caller.wallet_id is not null;
-    end loop;
-    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
-    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
-            echovalue._token_prefix(v_token))
-    returning id, is_root into v_caller.token_id, v_caller.is_root;
-    v_caller.method := token_new.http_method;
-    v_caller.path := token_new.http_path;
-    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
-    return echovalue._finish(v_caller, v_paid, 200, v_token);
-end;
-$$;
-
-create or replace function echovalue.wallet_get(
-    token text,
-    http_method text default 'GET',
-    http_path text default '/token',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_paid echovalue.payment;
-    v_body text;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'wallet_get');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
-                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
-      into v_body
-      from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
-end;
-$$;
-
-create or replace function echovalue.recharge_link(
-    token text,
-    amount text default '1',
-    http_method text default 'GET',
-    http_path text default '/recharge?amount=1',
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
-        recharge_link.http_method, recharge_link.http_path);
-    v_amount text := coalesce(recharge_link.amount, '1');
-    v_found boolean;
-    v_link text;
-    v_amounts text;
-    v_hash text;
-    v_paid echovalue.payment;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    if v_amount ~ '^[0-9]{1,9}$' then
-        select true, t.link into v_found, v_link
-          from echovalue.recharge_tiers t where t.amount = v_amount::int;
-    end if;
-    if v_found is null then
-        -- (the tiers read by a statement of their own; see _webhook_answer)
-        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
-          from echovalue.recharge_tiers t;
-        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
-            || coalesce(v_amounts, 'a configured tier'));
-    end if;
-    if v_link is null then
-        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
-    end if;
-    v_paid := echovalue._pay(v_caller, 'recharge_link');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
-    return echovalue._finish(v_caller, v_paid, 200,
-        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
-end;
-$$;
-
-create or replace function echovalue.request_refuse(
-    token text,
-    route text,
-    status int,
-    error text,
-    http_method text,
-    http_path text,
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
-    v_operation text := echovalue._refusal_operation(route, http_method);
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    if status is null or status not between 400 and 599 or error is null then
-        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    if v_operation is null then
-        return echovalue._outcome(status, error, null, null);
-    end if;
-    return echovalue._fail(v_caller, v_operation, status, error);
 end;
 $$;
 
@@ -719,6 +425,300 @@ begin
     update echovalue.tokens t set revoked = coalesce(t.revoked, v_now)
      where t.wallet_id = v_target.wallet_id and t.id = v_target.id;
     return echovalue._finish(v_caller, v_paid, 200, 'OK');
+end;
+$$;
+
+create or replace function echovalue._logs_newest(p_wallet bigint, p_type text, p_limit int)
+returns setof echovalue.logs
+-- (plpgsql, not SQL: Citus plans a SQL function's query on a distributed table only without
+-- parameters)
+language plpgsql stable as $$
+begin
+    return query
+    (select * from echovalue.logs l
+      where p_type is null and l.wallet_id = p_wallet and l.expires_at > pg_catalog.now()
+      order by l.created desc, l.id desc limit p_limit)
+    union all
+    (select * from echovalue.logs l
+      where p_type is not null and l.wallet_id = p_wallet and l.endpoint = p_type
+        and l.expires_at > pg_catalog.now()
+      order by l.created desc, l.id desc limit p_limit);
+end;
+$$;
+
+create or replace function echovalue.logs_get(
+    token text,
+    n text default null,
+    http_method text default 'GET',
+    http_path text default '/token/logs',
+    -- last, after the common arguments, so callers of 0.4.0's positional form still work
+    type text default null,
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(logs_get.token, logs_get.http_method,
+                                                            logs_get.http_path);
+    v_n int;
+    v_k int;
+    v_paid echovalue.payment;
+    v_entries text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_n := echovalue._logs_n(logs_get.n);
+    if v_n is null then
+        -- charged as one entry: the smallest logs request
+        return echovalue._fail(v_caller, 'logs_entry', 400, 'Bad Request: n must be a positive integer');
+    end if;
+    if echovalue._logs_type_error(logs_get.type) is not null then
+        return echovalue._fail(v_caller, 'logs_entry', 400, echovalue._logs_type_error(logs_get.type));
+    end if;
+    select pg_catalog.count(*)::int into v_k
+      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_n);
+    v_paid := echovalue._pay(v_caller, 'logs_entry', p_units => v_k);
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    -- the wallet row is locked by the charge, so no entry of this wallet appears meanwhile
+    select coalesce(pg_catalog.string_agg(echovalue._log_json(l), ',' order by l.created desc, l.id desc), '')
+      into v_entries
+      from echovalue._logs_newest(v_caller.wallet_id, logs_get.type, v_k) as l;
+    return echovalue._finish(v_caller, v_paid, 200, '{"logs":[' || v_entries || '],"n":' || v_k || '}',
+                             'application/json');
+end;
+$$;
+
+create or replace function echovalue.recharge_link(
+    token text,
+    amount text default '1',
+    http_method text default 'GET',
+    http_path text default '/recharge?amount=1',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(recharge_link.token,
+        recharge_link.http_method, recharge_link.http_path);
+    v_amount text := coalesce(recharge_link.amount, '1');
+    v_found boolean;
+    v_link text;
+    v_amounts text;
+    v_hash text;
+    v_paid echovalue.payment;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if v_amount ~ '^[0-9]{1,9}$' then
+        select true, t.link into v_found, v_link
+          from echovalue.recharge_tiers t where t.amount = v_amount::int;
+    end if;
+    if v_found is null then
+        -- (the tiers read by a statement of their own; see _webhook_answer)
+        select pg_catalog.string_agg(t.amount::text, ' or ' order by t.amount) into v_amounts
+          from echovalue.recharge_tiers t;
+        return echovalue._fail(v_caller, 'recharge_link', 400, 'Bad Request: amount must be '
+            || coalesce(v_amounts, 'a configured tier'));
+    end if;
+    if v_link is null then
+        return echovalue._fail(v_caller, 'recharge_link', 501, 'Not Implemented');
+    end if;
+    v_paid := echovalue._pay(v_caller, 'recharge_link');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select w.hash into v_hash from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200,
+        echovalue._url_with_param(v_link, 'client_reference_id', v_hash));
+end;
+$$;
+
+create or replace function echovalue._stripe_event_credit(
+    p_event echovalue.stripe_events,
+    out state text, out detail text, out wallet_id bigint, out credits bigint
+)
+language plpgsql volatile as $$
+declare
+    v_balance bigint;
+    v_other text;
+    v_wallet bigint;
+    v_now timestamptz := pg_catalog.now();
+begin
+    if p_event.type not in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
+        state := 'ignored';
+        detail := 'event type ' || p_event.type || ' grants no credits';
+        return;
+    end if;
+    if p_event.payment_status is distinct from 'paid' then
+        state := 'unpaid';
+        detail := 'payment_status is ' || coalesce(p_event.payment_status, 'missing');
+        return;
+    end if;
+    select t.credits into credits
+      from echovalue.recharge_tiers t where t.stripe_link_id = p_event.payment_link;
+    if credits is null then
+        state := 'unknown_tier';
+        detail := 'no recharge tier has stripe_link_id ' || coalesce(p_event.payment_link, '(none)');
+        return;
+    end if;
+    select e.id into v_other
+      from echovalue.stripe_events e
+     where e.session_id = p_event.session_id and e.state = 'applied' and e.id <> p_event.id;
+    if v_other is not null then
+        state := 'ignored';
+        detail := 'checkout session already credited by event ' || v_other;
+        credits := null;
+        return;
+    end if;
+    -- The event names the wallet by its hash: the wallet is found first (on Citus, a read of
+    -- every shard; the hash is unique by construction), then credited by its id, which names
+    -- its shard. A recharge is use of the wallet: it keeps the wallet from being purged as
+    -- inactive.
+    select w.id into v_wallet from echovalue.wallets w where w.hash = p_event.wallet_hash limit 1;
+    update echovalue.wallets w
+       set balance = w.balance + _stripe_event_credit.credits, last_used = v_now
+     where w.id = v_wallet and w.hash = p_event.wallet_hash
+    returning w.id, w.balance into wallet_id, v_balance;
+    if wallet_id is null then
+        state := 'unknown_wallet';
+        detail := 'no wallet has hash ' || coalesce(p_event.wallet_hash, '(none)');
+        credits := null;
+        return;
+    end if;
+    perform echovalue._alert_recharged(wallet_id, _stripe_event_credit.credits, v_balance);
+    -- cost is what the request charged: nothing; the new balance shows the credits granted
+    perform echovalue._log(wallet_id, 'recharge', coalesce(p_event.http_method, 'POST'),
+                           coalesce(p_event.http_path, '/stripe/webhook'), 200, null, 0, v_balance);
+    state := 'applied';
+end;
+$$;
+
+create or replace function echovalue.request_refuse(
+    token text,
+    route text,
+    status int,
+    error text,
+    http_method text,
+    http_path text,
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_operation text := echovalue._refusal_operation(route, http_method);
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    if status is null or status not between 400 and 599 or error is null then
+        raise exception 'echovalue: request_refuse needs an error status (400-599) and text'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if v_operation is null then
+        return echovalue._outcome(status, error, null, null);
+    end if;
+    return echovalue._fail(v_caller, v_operation, status, error);
+end;
+$$;
+
+create or replace function echovalue.token_new(
+    client_addr inet default pg_catalog.inet_client_addr(),
+    http_method text default 'POST',
+    http_path text default '/token'
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    -- the network of the address counts (an IPv6 client holds a /64; an IPv4 address mapped
+    -- into IPv6, ::ffff:a.b.c.d, counts as the IPv4 one); unix-socket callers have no
+    -- address: they share one bucket
+    v_client inet := coalesce(pg_catalog.network(pg_catalog.set_masklen(client_addr,
+        case when pg_catalog.family(client_addr) = 4 then echovalue._setting('token_rate_ipv4_prefix')
+             when client_addr <<= inet '::ffff:0.0.0.0/96' then 96 + echovalue._setting('token_rate_ipv4_prefix')
+             else echovalue._setting('token_rate_ipv6_prefix') end))::inet, inet '0.0.0.0/0');
+    v_rate int := echovalue._setting('token_rate_seconds');
+    v_start int := echovalue._setting('start_credits');
+    v_allowed boolean;
+    v_last timestamptz;
+    v_cutoff timestamptz;
+    v_token text;
+    v_price echovalue.prices := echovalue._price('token_new');
+    -- token_new is free by default; a priced one is paid from the starting credits if it can be
+    v_cost int := case when v_price.credits <= v_start then v_price.credits else 0 end;
+    v_caller echovalue.caller;
+    v_paid echovalue.payment;
+begin
+    if token_new.client_addr is distinct from pg_catalog.inet_client_addr()
+       and not pg_catalog.pg_has_role(session_user, 'echovalue_gateway', 'MEMBER') then
+        raise exception 'echovalue: only a member of echovalue_gateway may give token_new a client address'
+            using errcode = 'insufficient_privilege';
+    end if;
+    -- (the cut-off is a value, not an expression of now(): Citus takes only immutable
+    -- functions in an ON CONFLICT condition)
+    v_cutoff := pg_catalog.now() - pg_catalog.make_interval(secs => v_rate);
+    insert into echovalue.token_rate as r (client, last_at)
+    values (v_client, pg_catalog.now())
+    on conflict (client) do update set last_at = excluded.last_at
+        where r.last_at <= v_cutoff
+    returning true into v_allowed;
+    if v_allowed is null then
+        select r.last_at into v_last from echovalue.token_rate r where r.client = v_client;
+        return echovalue._outcome(429, 'Too Many Requests', null, null,
+            p_headers => pg_catalog.jsonb_build_object('retry-after', greatest(1, pg_catalog.ceil(
+                v_rate - extract(epoch from pg_catalog.now() - v_last)))::bigint::text));
+    end if;
+
+    -- a random wallet id, drawn again in the rare case it is taken (1 in 2.8e12 per wallet)
+    loop
+        v_token := echovalue._token_generate(echovalue._wallet_id_new());
+        insert into echovalue.wallets (id, balance, hash)
+        values (echovalue.token_wallet(v_token), v_start - v_cost,
+                pg_catalog.encode(echovalue._token_hash(v_token), 'hex'))
+        on conflict (id) do nothing
+        returning id into v_caller.wallet_id;
+        exit when v_caller.wallet_id is not null;
+    end loop;
+    insert into echovalue.tokens (wallet_id, hash, is_root, label, prefix)
+    values (v_caller.wallet_id, echovalue._token_hash(v_token), true, 'root',
+            echovalue._token_prefix(v_token))
+    returning id, is_root into v_caller.token_id, v_caller.is_root;
+    v_caller.method := token_new.http_method;
+    v_caller.path := token_new.http_path;
+    v_paid := row(v_price.endpoint, v_cost, v_start - v_cost, null);
+    return echovalue._finish(v_caller, v_paid, 200, v_token);
+end;
+$$;
+
+create or replace function echovalue.wallet_get(
+    token text,
+    http_method text default 'GET',
+    http_path text default '/token',
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(token, http_method, http_path);
+    v_paid echovalue.payment;
+    v_body text;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'wallet_get');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select pg_catalog.format('{"wallet":%s,"created":%s,"hash":%s}', v_paid.balance,
+                             echovalue._json_str(echovalue._ts(w.created)), echovalue._json_str(w.hash))
+      into v_body
+      from echovalue.wallets w where w.id = v_caller.wallet_id;
+    return echovalue._finish(v_caller, v_paid, 200, v_body, 'application/json');
 end;
 $$;
 
@@ -1704,13 +1704,22 @@ begin
         raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
             using errcode = 'invalid_parameter_value';
     end if;
-    -- locked: a claim (SKIP LOCKED) cannot take it while this decides, nor a record change it
     -- (its wallet read first: on Citus a FOR UPDATE must name the shard)
     select d.wallet_id into v_wallet from echovalue.deliveries d
      where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
-    select * into v_row from echovalue.deliveries d
-     where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test'
-       for update;
+    if webhook_test_result.final then
+        -- locked: no record changes it while this ends it (its claim window is over)
+        select * into v_row from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
+           and d.kind = 'test'
+           for update;
+    else
+        -- not locked: a claim (SKIP LOCKED) that came now would pass the test by, and the
+        -- NOTIFY that woke its worker is spent
+        select * into v_row from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
+           and d.kind = 'test';
+    end if;
     if not found then
         v_why := 'the test is gone';
     elsif v_row.state = 'pending' and not webhook_test_result.final then

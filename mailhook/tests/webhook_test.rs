@@ -200,8 +200,9 @@ async fn a_test_call_wakes_the_mailhook_without_a_poll() -> Result<()> {
     let receiver = Receiver::start(&[]).await?;
     point(&admin, &w, &receiver.url("/t")).await?;
     let _hook = Mailhook::start_with(true, &[("ECHOVALUE_MAILHOOK_POLL_SECS", "3600")]).await?;
-    // past the scan every listener makes when it connects: from here only a NOTIFY wakes it
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // past the scan every listener makes once it listens: from here only a NOTIFY wakes it
+    admin.wait_mailhook_listening().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..3 {
         let (r, j) = test_call(&proxy, &w).await?;
         assert_eq!(r.status, 200);
@@ -211,5 +212,51 @@ async fn a_test_call_wakes_the_mailhook_without_a_poll() -> Result<()> {
         );
     }
     assert_eq!(receiver.got().len(), 3);
+    Ok(())
+}
+
+/// Asking for a test's answer while the test waits takes no lock a claim would skip: a claim
+/// made at that moment (with no poll, the one chance its NOTIFY gives) still takes the test.
+#[tokio::test]
+async fn asking_for_the_answer_leaves_the_test_to_a_claim() -> Result<()> {
+    let admin = Admin::connect().await?;
+    let _serial = exclusive(&admin).await?;
+    let w = admin.new_wallet().await?;
+    point(&admin, &w, "http://127.0.0.1:9/t").await?;
+    let test: String = admin
+        .client()
+        .query_one(
+            "select headers ->> 'x-echovalue-await'
+               from echovalue.webhook_test(token => $1, webhook_id => 'hook')",
+            &[&w.token],
+        )
+        .await?
+        .get(0);
+    let delivery: i64 = test.split(':').next().context("an id")?.parse()?;
+
+    // the proxy's ask, in a transaction left open while the worker claims
+    let asker = Admin::connect().await?;
+    asker.client().batch_execute("begin").await?;
+    let answer: Option<i32> = asker
+        .client()
+        .query_one(
+            "select status from echovalue.webhook_test_result(test => $1)",
+            &[&test],
+        )
+        .await?
+        .get(0);
+    assert_eq!(answer, None, "not done yet");
+    let claimed: Vec<i64> = admin
+        .client()
+        .query(
+            "select delivery_id from echovalue.delivery_claim(batch => 1000, lease_seconds => 60)",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    asker.commit().await?;
+    assert!(claimed.contains(&delivery), "{delivery} not in {claimed:?}");
     Ok(())
 }

@@ -27,16 +27,6 @@ async fn listen_backends(admin: &Admin) -> Result<Vec<i32>> {
         .collect())
 }
 
-async fn wait_listening(admin: &Admin) -> Result<()> {
-    for _ in 0..200 {
-        if !listen_backends(admin).await?.is_empty() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("the worker never issued LISTEN")
-}
-
 #[tokio::test]
 async fn notify_wakes_the_worker_and_a_lost_listener_reconnects_and_rescans() -> Result<()> {
     let admin = Admin::connect().await?;
@@ -46,7 +36,7 @@ async fn notify_wakes_the_worker_and_a_lost_listener_reconnects_and_rescans() ->
         c.poll_secs = NO_POLL_SECS;
         c.reconnect_max_secs = 1;
     })?;
-    wait_listening(&admin).await?;
+    admin.wait_mailhook_listening().await?;
 
     // NOTIFY is the wake-up: applied long before any poll.
     let (first, body) = paid_session_event(&w.hash, &tier.link_id);
@@ -102,5 +92,5 @@ async fn lost_listener(admin: &Admin, tier: &Tier, w: &Wallet) -> Result<()> {
         .batch_execute("alter role echovalue_mailhook login")
         .await?;
     admin.wait_stripe_state(&second, "applied").await?;
-    wait_listening(admin).await
+    admin.wait_mailhook_listening().await
 }

@@ -91,13 +91,22 @@ begin
         raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
             using errcode = 'invalid_parameter_value';
     end if;
-    -- locked: a claim (SKIP LOCKED) cannot take it while this decides, nor a record change it
     -- (its wallet read first: on Citus a FOR UPDATE must name the shard)
     select d.wallet_id into v_wallet from echovalue.deliveries d
      where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
-    select * into v_row from echovalue.deliveries d
-     where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test'
-       for update;
+    if webhook_test_result.final then
+        -- locked: no record changes it while this ends it (its claim window is over)
+        select * into v_row from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
+           and d.kind = 'test'
+           for update;
+    else
+        -- not locked: a claim (SKIP LOCKED) that came now would pass the test by, and the
+        -- NOTIFY that woke its worker is spent
+        select * into v_row from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
+           and d.kind = 'test';
+    end if;
     if not found then
         v_why := 'the test is gone';
     elsif v_row.state = 'pending' and not webhook_test_result.final then

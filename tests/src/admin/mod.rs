@@ -5,7 +5,7 @@
 //! Mail2Webhook's tables, `stripe.rs` for tiers and Stripe events), so a schema change is fixed
 //! in one place.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use tokio_postgres::{Client, NoTls};
@@ -309,6 +309,27 @@ impl Admin {
             )
             .await?
             .get(0))
+    }
+
+    /// Waits (up to 10 s) until the mailhook role has a LISTEN connection on every node: its
+    /// listener's last statement then is the LISTEN, in pg_stat_activity (on Citus,
+    /// citus_stat_activity of every node). A test that counts on a NOTIFY alone starts here.
+    pub async fn wait_mailhook_listening(&self) -> Result<()> {
+        let sql = if self.on_citus().await? {
+            "select (select count(distinct nodeid) from citus_stat_activity \
+                      where usename = 'echovalue_mailhook' and query like 'LISTEN %') \
+                  = (select count(*) from pg_dist_node where isactive and noderole = 'primary')"
+        } else {
+            "select exists (select from pg_stat_activity \
+                      where usename = 'echovalue_mailhook' and query like 'LISTEN %')"
+        };
+        for _ in 0..200 {
+            if self.client.query_one(sql, &[]).await?.get::<_, bool>(0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the mailhook never issued LISTEN on every node")
     }
 
     pub async fn commit(&self) -> Result<()> {
