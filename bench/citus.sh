@@ -9,6 +9,8 @@
 # through both workers at once, and prints requests per second with the CPU per request of
 # every node. On a 2-core machine the nodes share the cores, so the figure that counts is the
 # database work per request, cluster over single node, and how it spreads over the workers.
+# The proxies run with their defaults: on the cluster the extension turns group commit off
+# (echovalue.group_commit()), so the single node is measured with ECHOVALUE_BATCH_MAX=1 too.
 #
 # Settings (env): BENCH_SECONDS (per measurement, default 6), BENCH_CLIENTS (wrk connections,
 # default 16), BENCH_OUT (also write the table to this file), BENCH_KEEP_TMP=1.
@@ -91,17 +93,19 @@ proxy() {
 }
 postmaster() { head -n 1 "$1/data/postmaster.pid"; }
 
+# (the proxies' defaults; on the cluster the extension turns group commit off by itself)
 read -r P_SINGLE PORT_SINGLE < <(proxy "$SINGLE_PORT")
+read -r P_SINGLE1 PORT_SINGLE1 < <(proxy "$SINGLE_PORT" ECHOVALUE_BATCH_MAX=1)
 read -r P_COORD PORT_COORD < <(proxy "$COORD_PORT")
-read -r P_COORD1 PORT_COORD1 < <(proxy "$COORD_PORT" ECHOVALUE_BATCH_MAX=1)
-read -r P_W1 PORT_W1 < <(proxy "$W1_PORT" ECHOVALUE_BATCH_MAX=1)
-read -r P_W2 PORT_W2 < <(proxy "$W2_PORT" ECHOVALUE_BATCH_MAX=1)
+read -r P_W1 PORT_W1 < <(proxy "$W1_PORT")
+read -r P_W2 PORT_W2 < <(proxy "$W2_PORT")
 
 python3 "$ROOT/bench/citus.py" \
     --seconds "${BENCH_SECONDS:-6}" --clients "${BENCH_CLIENTS:-16}" \
     --single "$(postmaster "${SINGLE[0]}")" "$P_SINGLE" "$PORT_SINGLE" "$TMP/tokens-single.txt" \
+    --single-unbatched "$P_SINGLE1" "$PORT_SINGLE1" \
     --nodes "$(postmaster "$COORD_DIR")" "$(postmaster "$W1_DIR")" "$(postmaster "$W2_DIR")" \
     --tokens "$TMP/tokens-cluster.txt" \
-    --coordinator "$P_COORD" "$PORT_COORD" --coordinator-unbatched "$P_COORD1" "$PORT_COORD1" \
+    --coordinator "$P_COORD" "$PORT_COORD" \
     --workers "$P_W1" "$PORT_W1" "$P_W2" "$PORT_W2" \
     | tee "${BENCH_OUT:-/dev/null}"

@@ -45,6 +45,9 @@ citus__start() {
         -c "select citus_add_node('127.0.0.1', $w1)" -c "select citus_add_node('127.0.0.1', $w2)" >/dev/null
     ev_db_prepare echovalue
     ev_psql echovalue -tA -c 'select echovalue.distribute()'
+    # As the README's "Scale-out on Citus" says: the proxy's lock_timeout on every node (Citus
+    # passes ALTER ROLE … SET on to the workers), where a delegated call waits for its rows.
+    ev_psql echovalue -tA -c "alter role echovalue_proxy set lock_timeout = '2s'" >/dev/null
 }
 
 citus__stop() {

@@ -1,14 +1,16 @@
 -- The routing check of the scale-out suite (tests/citus.sh, suite `routing`), run by psql on
 -- the coordinator after echovalue.distribute(): every distributed API function, called as
 -- the proxy calls it (a prepared statement with `wallet => echovalue.token_wallet($1)`), for
--- a wallet on each worker. For each it prints `=<function>|<node of the wallet>`, then the
+-- a wallet on each worker; the mailhook's calls (`wallet => echovalue.recipient_wallet($1)`)
+-- for the wallet's mailbox address, and webhook_test_result (`wallet =>
+-- echovalue.test_wallet($1)`) for an await value of the wallet. For each it prints `=<function>|<node of the wallet>`, then the
 -- EXPLAIN of the call; citus.sh checks that each shows one task on that node. The calls are
 -- top-level statements (\gexec), as the proxy's are: Citus delegates a call made inside a
 -- function or a transaction block only with force_delegation, which is not set.
 \set ON_ERROR_STOP 1
 set client_min_messages = warning;
 set echovalue.token_rate_seconds = 0;
-create temp table routing_wallets (token text, node text);
+create temp table routing_wallets (token text, node text, email text, await text);
 do $$
 declare
     v_token text;
@@ -29,22 +31,26 @@ begin
          where p.shardid = get_shard_id_for_distribution_column('echovalue.wallets',
                                                                echovalue.token_wallet(v_token));
         if not exists (select from routing_wallets r where r.node = v_node) then
-            insert into routing_wallets values (v_token, v_node);
+            insert into routing_wallets
+            select v_token, v_node, (echovalue.webhook_get(token => v_token)).body::json ->> 'email',
+                   echovalue.token_wallet(v_token) || ':1:msg_' || pg_catalog.repeat('0', 32);
         end if;
     end loop;
 end;
 $$;
 select '=workers|' || pg_catalog.count(*) from routing_wallets;
 
--- per function: prepare it (the token, NULL for every other argument without a default, the
--- proxy's hint), then per wallet a label and the plan, then deallocate
+-- per function: prepare it (its first argument, NULL for every other argument without a
+-- default, the caller's hint), then per wallet a label and the plan, then deallocate
 with functions as (
-    select p.proname, pg_catalog.format(
-               'prepare routing_call(text) as select * from echovalue.%I(token => $1%s, wallet => echovalue.token_wallet($1))',
-               p.proname,
+    select p.proname, p.proargnames[1] as first, pg_catalog.format(
+               'prepare routing_call(text) as select * from echovalue.%I(%I => $1%s, wallet => echovalue.%s($1))',
+               p.proname, p.proargnames[1],
                coalesce((select pg_catalog.string_agg(pg_catalog.format(', %I => null::%s', p.proargnames[i],
                                                                         pg_catalog.format_type(p.proargtypes[i - 1], null)), '' order by i)
-                           from pg_catalog.generate_series(2, p.pronargs - p.pronargdefaults) i), '')) as prepare
+                           from pg_catalog.generate_series(2, p.pronargs - p.pronargdefaults) i), ''),
+               case p.proargnames[1] when 'recipient' then 'recipient_wallet'
+                                     when 'test' then 'test_wallet' else 'token_wallet' end) as prepare
       from pg_catalog.pg_dist_object o
       join pg_catalog.pg_proc p on p.oid = o.objid
      where o.classid = 'pg_catalog.pg_proc'::regclass and o.distribution_argument_index is not null
@@ -55,7 +61,10 @@ select s from functions f
      union all
      select pg_catalog.format('select %L', '=' || f.proname || '|' || r.node), 1, r.node from routing_wallets r
      union all
-     select pg_catalog.format('explain (costs off) execute routing_call(%L)', r.token), 2, r.node from routing_wallets r
+     select pg_catalog.format('explain (costs off) execute routing_call(%L)',
+                              case f.first when 'recipient' then r.email when 'test' then r.await
+                                           else r.token end), 2, r.node
+       from routing_wallets r
      union all
      select 'deallocate routing_call', 3, ''
  ) c

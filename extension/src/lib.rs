@@ -86,7 +86,7 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/webhook.sql",
     name = "webhook_rules",
-    requires = ["internals", random::random_bytes]
+    requires = ["internals", random::random_bytes, token::wallet_key_text]
 );
 extension_sql_file!(
     "sql/webhook_fields.sql",
@@ -119,10 +119,15 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "sql/delivery_claim.sql",
+    name = "delivery_claim_api",
+    requires = ["delivery_api"]
+);
+extension_sql_file!(
     "sql/schedule.sql",
     name = "schedule_api",
     requires = [
-        "delivery_api",
+        "delivery_claim_api",
         schedule::schedule_next,
         schedule::schedule_latest
     ]

@@ -3,7 +3,8 @@
 //! the first 8 are the wallet key, the wallet's id in base36, zero-padded, shared by every
 //! token of the wallet; the other 24 are random (124 bits). The key lets a call name the shard
 //! of its wallet without a lookup (SPEC section 18). Tokens made before extension 0.9.0 have
-//! 32 random characters; echovalue.token_legacy maps them to their wallet.
+//! 32 random characters; echovalue.token_legacy maps them to their wallet. Mailbox addresses
+//! carry the same key (`mailbox_wallet`).
 //!
 //! The checksum lets the proxy and the database refuse a mistyped token without a lookup,
 //! and the fixed prefix lets secret scanners recognise leaked tokens.
@@ -19,6 +20,8 @@ const KEY_CHARS: usize = 8;
 /// Wallet ids are below 36^8, so that every id fits the key.
 const WALLET_ID_END: u64 = 36u64.pow(KEY_CHARS as u32);
 const CHECKSUM_CHARS: usize = 6;
+/// The random part of a mailbox's local part, after its wallet key: 12 bytes in hex.
+const MAILBOX_RANDOM_HEX: usize = 24;
 const TOKEN_LEN: usize = PREFIX.len() + BODY_CHARS + CHECKSUM_CHARS;
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 /// Largest multiple of 36 that fits a byte: bytes at or above it are redrawn so every
@@ -52,16 +55,47 @@ pub fn wallet_key(token: &str) -> Option<i64> {
     if !is_well_formed(token) {
         return None;
     }
-    let key = &token.as_bytes()[PREFIX.len()..PREFIX.len() + KEY_CHARS];
     // is_well_formed checked the alphabet: every byte is a base36 digit
-    let n = key.iter().fold(0u64, |n, &b| n * 36 + digit(b));
-    i64::try_from(n).ok()
+    Some(key_value(
+        &token.as_bytes()[PREFIX.len()..PREFIX.len() + KEY_CHARS],
+    ))
 }
 
-fn digit(b: u8) -> u64 {
+/// The wallet key of wallet `wallet`: its id in base36, zero-padded; None outside 0..36^8.
+fn key_of(wallet: i64) -> Option<[u8; KEY_CHARS]> {
+    let mut n = u64::try_from(wallet).ok().filter(|&n| n < WALLET_ID_END)?;
+    let mut key = [b'0'; KEY_CHARS];
+    for slot in key.iter_mut().rev() {
+        *slot = BASE36[(n % 36) as usize];
+        n /= 36;
+    }
+    Some(key)
+}
+
+/// The wallet id a key names; `key` is KEY_CHARS base36 digits (the caller checked).
+fn key_value(key: &[u8]) -> i64 {
+    // below 36^8, so it fits
+    key.iter().fold(0i64, |n, &b| n * 36 + digit(b))
+}
+
+/// The wallet a mailbox's local part names (SPEC section 18): a mailbox made since extension
+/// 0.11.0 is the wallet key and 24 random lowercase hex digits (96 bits); None for any other
+/// text, among them the 24 hex digits of a mailbox made before, which
+/// echovalue.mailbox_legacy maps to its wallet.
+pub fn mailbox_wallet(local: &str) -> Option<i64> {
+    let b = local.as_bytes();
+    let well_formed = b.len() == KEY_CHARS + MAILBOX_RANDOM_HEX
+        && b[..KEY_CHARS].iter().all(|c| BASE36.contains(c))
+        && b[KEY_CHARS..]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    well_formed.then(|| key_value(&b[..KEY_CHARS]))
+}
+
+fn digit(b: u8) -> i64 {
     match b {
-        b'0'..=b'9' => u64::from(b - b'0'),
-        _ => u64::from(b - b'a') + 10,
+        b'0'..=b'9' => i64::from(b - b'0'),
+        _ => i64::from(b - b'a') + 10,
     }
 }
 
@@ -84,14 +118,9 @@ fn push_random(out: &mut String, n: usize) -> Result<(), getrandom::Error> {
 /// A new token of wallet `wallet` (0 <= wallet < 36^8) from the operating system's random
 /// source; None for a wallet id outside the key's range.
 pub fn generate(wallet: i64) -> Result<Option<String>, getrandom::Error> {
-    let Some(mut n) = u64::try_from(wallet).ok().filter(|&n| n < WALLET_ID_END) else {
+    let Some(key) = key_of(wallet) else {
         return Ok(None);
     };
-    let mut key = [b'0'; KEY_CHARS];
-    for slot in key.iter_mut().rev() {
-        *slot = BASE36[(n % 36) as usize];
-        n /= 36;
-    }
     let mut body = String::with_capacity(TOKEN_LEN);
     body.push_str(PREFIX);
     body.extend(key.iter().map(|&b| b as char));
@@ -157,19 +186,43 @@ fn token_wallet(token: &str) -> Option<i64> {
     wallet_key(token)
 }
 
+/// `echovalue.recipient_wallet(recipient)`: the wallet an envelope recipient's local part
+/// names (compared ignoring ASCII case, as mail routing does): a token's key, or a mailbox's
+/// first 8 characters; NULL for anything else, such as a mailbox made before 0.11.0.
+/// Immutable for the same reason as token_wallet: the mailhook passes `wallet =>
+/// echovalue.recipient_wallet($1)`, and `_mail_route` reads the wallet from the address the
+/// same way, never from that argument.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn recipient_wallet(recipient: &str) -> Option<i64> {
+    let local = recipient.rsplit_once('@')?.0.to_ascii_lowercase();
+    wallet_key(&local).or_else(|| mailbox_wallet(&local))
+}
+
+/// `echovalue._wallet_key(wallet)`: the 8 characters that name the wallet in its tokens and
+/// mailbox addresses.
+#[pg_extern(immutable, strict, parallel_safe, name = "_wallet_key")]
+fn wallet_key_text(p_wallet: i64) -> String {
+    match key_of(p_wallet) {
+        Some(key) => key.iter().map(|&b| b as char).collect(),
+        None => out_of_range(p_wallet),
+    }
+}
+
+fn out_of_range(wallet: i64) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        format!("echovalue: wallet id {wallet} does not fit a wallet key")
+    );
+}
+
 /// A new token of wallet p_wallet; the caller stores only its SHA-256.
 /// (Not `token_generate`: that is the symbol of 0.8.0's `_token_generate()`, compat.rs.)
 #[pg_extern(volatile, strict, parallel_safe, name = "_token_generate")]
 fn wallet_token_generate(p_wallet: i64) -> String {
     match generate(p_wallet) {
         Ok(Some(token)) => token,
-        Ok(None) => {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                format!("echovalue: wallet id {p_wallet} does not fit a token's wallet key")
-            );
-        }
+        Ok(None) => out_of_range(p_wallet),
         Err(e) => random_failed(e),
     }
 }
@@ -212,6 +265,44 @@ mod tests {
         let mut typo = last.into_bytes();
         typo[16] = b'y';
         assert_eq!(wallet_key(&String::from_utf8(typo).unwrap()), None);
+    }
+
+    #[test]
+    fn a_recipient_names_its_wallet_by_token_or_mailbox() {
+        let token = generate(1_234_567).unwrap().unwrap();
+        assert_eq!(
+            recipient_wallet(&format!("{token}@mail.test")),
+            Some(1_234_567)
+        );
+        assert_eq!(
+            recipient_wallet(&format!("{}@X@mail.test", token.to_uppercase())),
+            None
+        );
+        let key: String = key_of(1_234_567)
+            .unwrap()
+            .iter()
+            .map(|&b| b as char)
+            .collect();
+        let mailbox = format!("{key}0123456789abcdef01234567");
+        assert_eq!(mailbox_wallet(&mailbox), Some(1_234_567));
+        assert_eq!(
+            recipient_wallet(&format!("{}@Mail.Test", mailbox.to_uppercase())),
+            Some(1_234_567)
+        );
+        // a mailbox made before 0.11.0, a wrong length, a non-hex random part, no domain
+        assert_eq!(recipient_wallet("0123456789abcdef01234567@mail.test"), None);
+        assert_eq!(recipient_wallet(&format!("{mailbox}0@mail.test")), None);
+        assert_eq!(
+            recipient_wallet(&format!("{key}0123456789abcdef0123456g@mail.test")),
+            None
+        );
+        assert_eq!(recipient_wallet(&mailbox), None);
+        // multi-byte text of the right byte length must not panic on slicing
+        assert_eq!(mailbox_wallet(&format!("é{}", &mailbox[2..])), None);
+        assert_eq!(
+            mailbox_wallet(&format!("zzzzzzzz{}", "f".repeat(24))),
+            Some(WALLET_ID_END as i64 - 1)
+        );
     }
 
     #[test]

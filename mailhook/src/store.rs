@@ -14,12 +14,16 @@ use crate::Config;
 /// `application_name` of every connection of the mailhook, unless the URL sets one.
 pub const APPLICATION_NAME: &str = "echovalue-mailhook";
 
-/// Named arguments, so a signature drift in the extension fails loudly.
-const RCPT_SQL: &str = "select code, message from echovalue.mail_rcpt_check(recipient => $1)";
+/// Named arguments, so a signature drift in the extension fails loudly. `wallet` is the
+/// routing hint the recipient's address spells (extension/CONTRACT.md): on Citus the call
+/// runs on its wallet's node.
+const RCPT_SQL: &str = "select code, message from echovalue.mail_rcpt_check(recipient => $1, \
+    wallet => echovalue.recipient_wallet($1))";
 const RECEIVE_SQL: &str = "select code, message from echovalue.mail_receive(\
     recipient => $1, message_id => $2, from_email => $3, from_name => $4, subject => $5, \
     text_body => $6, html_body => $7, headers => $8, size_bytes => $9, \
-    attachment_filenames => $10, attachment_content_types => $11, attachment_contents => $12)";
+    attachment_filenames => $10, attachment_content_types => $11, attachment_contents => $12, \
+    wallet => echovalue.recipient_wallet($1))";
 
 /// Where received mail goes.
 #[derive(Clone)]

@@ -7,8 +7,8 @@ mod smtp_support;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use echovalue_tests::{env, Admin};
+use anyhow::Result;
+use echovalue_tests::{Admin, Notifications};
 use smtp_support::*;
 
 #[tokio::test]
@@ -18,19 +18,9 @@ async fn swaks_plain_text_is_stored_charged_logged_and_queued() -> Result<()> {
     let (w, email) = wallet_with_webhook(&admin).await?;
     let before = admin.balance(&w).await?;
 
-    // A LISTENer sees the insert's wake-up after the commit.
-    let (listener, mut conn) =
-        tokio_postgres::connect(&env::admin_url()?, tokio_postgres::NoTls).await?;
-    let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(m)) = futures_util::StreamExt::next(&mut messages).await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = ntx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
-    });
-    listener.batch_execute("listen echovalue_mail").await?;
+    // A LISTENer sees the insert's wake-up after the commit (on every node: on Citus the call
+    // runs on the node of its wallet).
+    let mut wakeups = Notifications::start(&admin, "echovalue_mail").await?;
 
     let (ok, out) = swaks(
         &hook,
@@ -80,10 +70,7 @@ async fn swaks_plain_text_is_stored_charged_logged_and_queued() -> Result<()> {
         ),
         ("SMTP", email.as_str(), "email", 200, None, 1)
     );
-    let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), nrx.recv())
-        .await?
-        .context("listener ended")?;
-    assert_eq!(channel, "echovalue_mail");
+    let payload = wakeups.next(Duration::from_secs(10)).await?;
     assert!(payload.parse::<i64>().is_ok(), "{payload}");
     Ok(())
 }

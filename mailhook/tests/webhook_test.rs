@@ -232,7 +232,8 @@ async fn asking_for_the_answer_leaves_the_test_to_a_claim() -> Result<()> {
         )
         .await?
         .get(0);
-    let delivery: i64 = test.split(':').next().context("an id")?.parse()?;
+    // <wallet id>:<delivery id>:<webhook-id>
+    let delivery: i64 = test.split(':').nth(1).context("an id")?.parse()?;
 
     // the proxy's ask, in a transaction left open while the worker claims
     let asker = Admin::connect().await?;

@@ -22,8 +22,10 @@ pub const HEADER: &str = "x-echovalue-await";
 /// The channel `delivery_record` NOTIFYs when a test is done, with the test's await value.
 pub const CHANNEL: &str = "echovalue_webhook_test";
 
+/// `wallet` is the routing hint the await value spells (extension/CONTRACT.md).
 const RESULT_SQL: &str = "select status, body, content_type, cost, balance, headers \
-     from echovalue.webhook_test_result(test => $1, final => $2)";
+     from echovalue.webhook_test_result(test => $1, final => $2, \
+     wallet => echovalue.test_wallet($1))";
 
 /// The calls waiting now, by await value.
 #[derive(Default)]

@@ -54,6 +54,9 @@ pub struct BatchMetrics {
     pub fallbacks: Counter,
     /// Calls waiting for their token's call in flight, or for a free slot.
     pub queued: Gauge,
+    /// 1 while calls may share a transaction; 0 with ECHOVALUE_BATCH_MAX=1, or while the
+    /// database says no (a distributed install, `echovalue.group_commit()`).
+    pub group_commit: Gauge,
 }
 
 impl Default for Metrics {
@@ -130,6 +133,11 @@ impl Metrics {
             "batch_queued",
             "Requests waiting for their token's call in flight or for a free slot",
             batch.queued.clone(),
+        );
+        registry.register(
+            "group_commit",
+            "1 while queued calls may share a transaction, 0 while batching is off or the database says no",
+            batch.group_commit.clone(),
         );
         Metrics {
             registry,

@@ -27,6 +27,8 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// the LISTEN connection is down), and the longest pause between reconnects.
 const LISTEN_POLL: Duration = Duration::from_secs(2);
 const LISTEN_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often the proxy asks whether calls may share a transaction (`echovalue.group_commit()`).
+const GROUP_COMMIT_CHECK: Duration = Duration::from_secs(10);
 /// How long an idle connection told to close may take to do so before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Requests in flight at once on one HTTP/2 connection.
@@ -70,6 +72,10 @@ pub async fn run(
         timing,
         listen_stopped,
     ));
+    let grouping_task = {
+        let state = state.clone();
+        tokio::spawn(async move { state.batcher.follow_database(GROUP_COMMIT_CHECK).await })
+    };
     let admission = Admission::new(
         state.config.limits.max_connections,
         state.config.limits.max_connections_per_address,
@@ -146,6 +152,7 @@ pub async fn run(
     }
     let _ = stop_listen.send(true);
     let _ = listener_task.await;
+    grouping_task.abort();
     pool.close();
     Ok(())
 }

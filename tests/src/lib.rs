@@ -8,12 +8,14 @@
 //! superuser connection the tests use to arrange state (wallets, balances, expiries) without
 //! sleeping or tripping the token rate limit, [`token`] re-implements the token format
 //! and hash independently of the code under test, [`stripe`] builds and signs Stripe webhook
-//! fixtures (its own HMAC, not the proxy's), [`worker`] runs the mailhook worker in-process, and
-//! [`process`] runs the mailhook binary as a child process.
+//! fixtures (its own HMAC, not the proxy's), [`worker`] runs the mailhook worker in-process,
+//! [`process`] runs the mailhook binary as a child process, and [`notifications`] listens for
+//! NOTIFYs on every node.
 
 pub mod admin;
 pub mod api;
 pub mod env;
+pub mod notifications;
 pub mod process;
 pub mod server;
 pub mod stripe;
@@ -22,6 +24,7 @@ pub mod worker;
 
 pub use admin::{Admin, StoredAttachment, StoredMessage, Tier, Wallet};
 pub use api::{Api, Reply};
+pub use notifications::Notifications;
 pub use process::MailhookProcess;
 pub use server::TestProxy;
 pub use worker::TestWorker;

@@ -18,6 +18,9 @@ async fn queued_calls_of_a_token_commit_as_one_batch() -> Result<()> {
     const N: usize = 10;
     let proxy = TestProxy::start().await?;
     let admin = Admin::connect().await?;
+    if batching_off(proxy.api(), &admin).await? {
+        return Ok(());
+    }
     let w = admin.new_wallet_with(100).await?;
     let (rows_before, charged_before) = admin.log_counts(&w).await?;
     let api = proxy.api();
@@ -85,6 +88,9 @@ async fn a_failing_call_fails_alone_and_costs_nothing() -> Result<()> {
     const N: usize = 8;
     let proxy = TestProxy::start().await?;
     let admin = Admin::connect().await?;
+    if batching_off(proxy.api(), &admin).await? {
+        return Ok(());
+    }
     let w = admin.new_wallet_with(100).await?;
     admin.fail_kv_writes_of("boom").await?;
     let outcome = failing_call_in_a_batch(&proxy, &admin, &w, N).await;
@@ -153,12 +159,14 @@ async fn exact_under_load(batch_max: usize) -> Result<()> {
     let w = admin.new_wallet_with(CREDITS).await?;
     let (rows_before, charged_before) = admin.log_counts(&w).await?;
     let api = proxy.api();
+    // (on a distributed install the proxy does not batch, whatever ECHOVALUE_BATCH_MAX says)
+    let batched = batch_max > 1 && grouping(api, &admin).await?;
 
     let mut set = JoinSet::new();
     let (locker, _) = lock_and_lead(&proxy, &w, &mut set, "load").await?;
     let first: Vec<String> = (1..WAVE).map(|i| format!("a{i}")).collect();
     spawn_sets(&mut set, api, &w, "load", &first);
-    if batch_max > 1 {
+    if batched {
         wait_queued(api, WAVE - 1).await?;
     } else {
         // Unbatched, every pooled connection waits on the row and the rest wait for one.
@@ -213,7 +221,7 @@ async fn exact_under_load(batch_max: usize) -> Result<()> {
     assert_eq!(admin.kv_keys(&w, "load").await?.len(), CREDITS as usize);
 
     let batches = api.metric(BATCHES).await?;
-    if batch_max > 1 {
+    if batched {
         // 99 queued calls in batches of at most 64.
         assert!(batches >= 2.0, "{batches} batches");
         assert!(api.metric(BATCHED).await? >= (WAVE - 1) as f64);
@@ -238,6 +246,9 @@ async fn unbatched_calls_never_overspend() -> Result<()> {
 async fn a_cancelled_first_call_still_hands_its_queue_on() -> Result<()> {
     let proxy = TestProxy::start().await?;
     let admin = Admin::connect().await?;
+    if batching_off(proxy.api(), &admin).await? {
+        return Ok(());
+    }
     let w = admin.new_wallet_with(100).await?;
     let api = proxy.api();
     let mut lead = JoinSet::new();
@@ -268,5 +279,56 @@ async fn a_cancelled_first_call_still_hands_its_queue_on() -> Result<()> {
     assert_eq!(api.metric(QUEUED).await?, 0.0);
     let r = api.get("/token", w.t()).await?;
     assert_eq!((r.status, r.balance()), (200, Some(95)));
+    Ok(())
+}
+
+/// Group commit follows the extension (`echovalue.group_commit()`): on one Postgres the calls
+/// that waited for a token's call run as one batch; on a distributed install (Citus) none waits
+/// in the proxy, every call goes to the database alone (so Citus runs it on its wallet's node),
+/// and they queue on the wallet's row there instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_follows_the_database() -> Result<()> {
+    const N: usize = 6;
+    // (a connection for every call: unbatched, each waits in the database, not for the pool)
+    let proxy = TestProxy::start_with(|c| c.pool_size = N + 2).await?;
+    let admin = Admin::connect().await?;
+    let api = proxy.api();
+    let batched = grouping(api, &admin).await?;
+    assert_eq!(
+        batched,
+        !admin.on_citus().await?,
+        "group commit exactly off the cluster"
+    );
+    let w = admin.new_wallet_with(100).await?;
+    let mut set = JoinSet::new();
+    let (locker, pid) = lock_and_lead(&proxy, &w, &mut set, "g").await?;
+    let keys: Vec<String> = (1..N).map(|i| format!("k{i}")).collect();
+    spawn_sets(&mut set, api, &w, "g", &keys);
+    // the proxy's connections in use: each call in the database holds one
+    let in_use = || async {
+        anyhow::Ok(
+            api.metric("echovalue_proxy_db_pool_size").await?
+                - api.metric("echovalue_proxy_db_pool_available").await?,
+        )
+    };
+    if batched {
+        wait_queued(api, N - 1).await?;
+        assert_eq!(admin.sessions_blocked_by(pid).await?, 1);
+    } else {
+        wait_until(
+            "every call waits on the wallet's row in the database",
+            // (at least: the proxy's ask of group_commit() may hold one more a moment)
+            || async { Ok(in_use().await? >= N as f64) },
+        )
+        .await?;
+        assert_eq!(api.metric(QUEUED).await?, 0.0);
+    }
+    locker.commit().await?;
+    for (key, r) in collect(&mut set).await? {
+        assert_eq!(r.status, 200, "{key}: {}", r.text());
+    }
+    assert_eq!(admin.balance(&w).await?, 100 - N as i64);
+    let batches = api.metric(BATCHES).await?;
+    assert_eq!(batches, if batched { 1.0 } else { 0.0 });
     Ok(())
 }

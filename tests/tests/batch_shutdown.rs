@@ -22,6 +22,9 @@ fn shutting_down_with_calls_queued_behind_a_token_abandons_them_once() -> Result
             // Two database slots for 300 calls of one token: most of them queue.
             let proxy = TestProxy::start_with(|c| c.pool_size = 2).await?;
             let admin = Admin::connect().await?;
+            if !admin.group_commit().await? {
+                return anyhow::Ok(None);
+            }
             let w = admin.new_wallet_with(1_000_000).await?;
             for _ in 0..CALLS {
                 let api = proxy.api().clone();
@@ -38,8 +41,12 @@ fn shutting_down_with_calls_queued_behind_a_token_abandons_them_once() -> Result
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             std::mem::forget(proxy); // its tasks end with the runtime, not before
-            anyhow::Ok(queued)
+            anyhow::Ok(Some(queued))
         })?;
+        let Some(queued) = queued else {
+            eprintln!("skipped: no group commit on a distributed install");
+            return Ok(());
+        };
         assert!(queued > 0.0, "no call waited in a queue");
         // Cancels every task at once: requests that hold the token, drivers, the server.
         runtime.shutdown_timeout(Duration::from_secs(5));

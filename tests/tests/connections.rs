@@ -160,15 +160,16 @@ async fn a_call_behind_a_held_row_lock_gets_503_within_the_timeouts_charged_noth
 {
     let admin = Admin::connect().await?;
     // On Citus the wallet's row is on a worker, where the proxy's lock_timeout (a setting of
-    // its session on the coordinator) does not reach; the wait ends at its statement_timeout,
-    // which the coordinator enforces by cancelling the worker's statement.
+    // its session on the coordinator) does not reach: there the role's lock_timeout holds
+    // (tests/citus.sh: 2 s, as the README asks), below the proxy's statement timeout. A
+    // statement timeout on the coordinator first would leave the worker's statement to run
+    // once the lock is gone (Citus's cancel of it is not certain: seen here, one call of five
+    // charged after its 503). Every call has a connection, so each waits for the lock alone.
     let citus = admin.on_citus().await?;
     let proxy = TestProxy::start_with(|c| {
         c.limits.lock_timeout_ms = 800;
         c.limits.queue_timeout_ms = 400;
-        if citus {
-            c.limits.statement_timeout_ms = 800;
-        }
+        c.pool_size = 6;
     })
     .await?;
     let locker = Admin::connect().await?;
@@ -197,7 +198,8 @@ async fn a_call_behind_a_held_row_lock_gets_503_within_the_timeouts_charged_noth
         assert_eq!(r.text(), "Service Unavailable");
         assert_eq!(r.header("retry-after"), Some("1"));
         assert!(r.cost().is_none(), "a 503 names no cost");
-        if *took > Duration::from_secs(3) {
+        let most = Duration::from_secs(if citus { 4 } else { 3 });
+        if *took > most {
             bail!("a blocked call took {took:?}");
         }
     }
@@ -218,6 +220,11 @@ async fn full_queues_answer_503_at_once() -> Result<()> {
     })
     .await?;
     let admin = Admin::connect().await?;
+    if !admin.group_commit().await? {
+        // (the queues are group commit's, which a distributed install turns off)
+        eprintln!("skipped: no group commit on a distributed install");
+        return Ok(());
+    }
     let locker = Admin::connect().await?;
     let w = admin.new_wallet_with(50).await?;
     let pid = locker.lock_wallet(&w).await?;

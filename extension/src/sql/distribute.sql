@@ -4,19 +4,21 @@
 --   - every wallet's table is distributed by the wallet (wallets by id, the others by
 --     wallet_id), colocated, so the rows of a wallet live on one node;
 --   - the small shared tables are reference tables, a copy on every node: prices, recharge
---     tiers, the installation keys, the relay, the old tokens' wallets (token_legacy), the
---     token_new rate rows and the Stripe events (their unique id and the unique applied
---     session stay exact: a reference table enforces its unique keys, so a Stripe event
---     credits once);
+--     tiers, the installation keys, the relay, the old tokens' and old mailboxes' wallets
+--     (token_legacy, mailbox_legacy), the token_new rate rows and the Stripe events (their
+--     unique id and the unique applied session stay exact: a reference table enforces its
+--     unique keys, so a Stripe event credits once);
 --   - the unique indexes on an id alone (messages, attachments, deliveries) and on a mailbox
 --     address become plain indexes, because Citus enforces only unique keys that hold the
---     distribution column. Those values stay unique by construction: a mailbox address is 96
---     random bits, and each node draws ids from its own range of every identity sequence
+--     distribution column. Those values stay unique by construction: a mailbox address is its
+--     wallet's key and 96 random bits, and each node draws ids from its own range of every identity sequence
 --     (_node_sequences: a delegated call writes its rows on a worker, with that worker's
 --     sequence);
 --   - every API function that takes a token is delegated to the node that holds its wallet:
 --     Citus routes a call by its `wallet` argument (the proxy passes
---     echovalue.token_wallet(token), a constant once the token is bound), and the function
+--     echovalue.token_wallet(token), a constant once the token is bound; the mailhook passes
+--     echovalue.recipient_wallet(recipient) to mail_rcpt_check and mail_receive, and the
+--     proxy echovalue.test_wallet(test) to webhook_test_result), and the function
 --     runs there whole, each statement on that node's shards. A call without the argument,
 --     or with a wrong one (a token made before 0.9.0, whose key names no wallet), is answered
 --     right all the same: it runs where it was sent, or on the wrong node, and its statements
@@ -81,6 +83,19 @@ begin
 end;
 $$;
 
+-- Whether the proxy may run several calls in one transaction (group commit, proxy/src/batch):
+-- not once the install is distributed. Citus delegates a call to its wallet's node only outside
+-- a transaction block; in one, every statement is planned on the node the proxy is connected
+-- to and sent on, and a transaction over wallets on several nodes commits in two phases.
+create function echovalue.group_commit() returns boolean
+language plpgsql stable security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    return not exists (select from pg_catalog.pg_extension e where e.extname = 'citus')
+        or not echovalue._distributed('wallets');
+end;
+$$;
+
 create function echovalue.distribute() returns text
 language plpgsql volatile as $$
 declare
@@ -125,7 +140,7 @@ begin
 
     -- (one Citus call per statement: several in one statement deadlock on the metadata sync)
     foreach v_table in array array['prices', 'recharge_tiers', 'installation_keys', 'mail_relay',
-                                   'token_legacy', 'token_rate', 'stripe_events'] loop
+                                   'token_legacy', 'mailbox_legacy', 'token_rate', 'stripe_events'] loop
         if not echovalue._distributed(v_table) then
             perform create_reference_table(('echovalue.' || v_table)::regclass);
             v_done := v_done || v_table;

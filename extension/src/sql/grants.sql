@@ -28,6 +28,7 @@ grant usage on schema echovalue to echovalue_api;
 grant execute on function
     echovalue.token_format_ok(text),
     echovalue.token_wallet(text),
+    echovalue.group_commit(),
     echovalue.token_new(inet, text, text),
     echovalue.wallet_get(text, text, text, bigint),
     echovalue.recharge_link(text, text, text, text, bigint),
@@ -49,7 +50,8 @@ grant execute on function
     echovalue.webhook_patch(text, text, text, text, text, bigint),
     echovalue.webhook_remove(text, text, text, text, bigint),
     echovalue.webhook_test(text, text, text, text, bigint),
-    echovalue.webhook_test_result(text, boolean),
+    echovalue.webhook_test_result(text, boolean, bigint),
+    echovalue.test_wallet(text),
     echovalue.schedule_next(text, text, timestamptz),
     echovalue.schedule_latest(text, text, timestamptz),
     echovalue.attachment_get(text, text, text),
@@ -68,8 +70,9 @@ grant execute on function echovalue.listen_nodes() to echovalue_gateway;
 
 grant usage on schema echovalue to echovalue_worker;
 grant execute on function
-    echovalue.mail_rcpt_check(text),
-    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[]),
+    echovalue.recipient_wallet(text),
+    echovalue.mail_rcpt_check(text, bigint),
+    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[], bigint),
     echovalue.address_classify(inet),
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),

@@ -119,6 +119,7 @@ declare
     v_local text := pg_catalog.substring(v_addr, '^(.+)@[^@]+$');
     v_domain text := pg_catalog.rtrim(pg_catalog.substring(v_addr, '@([^@]+)$'), '.');
     v_wallet bigint;
+    v_key bigint;
     v_name text := 'default';
 begin
     if v_local is null or pg_catalog.char_length(v_addr) > 254 then
@@ -137,9 +138,15 @@ begin
         o_caller := echovalue._wallet_resolve(v_local, 'SMTP', null);
         v_wallet := o_caller.wallet_id;
     else
-        select m.wallet_id into v_wallet from echovalue.mailboxes m where m.mailbox = v_local;
+        -- the wallet a mailbox names in its key, or, for one made before 0.11.0, the map's;
+        -- then the address among that wallet's mailbox and webhooks (on Citus, its shard)
+        v_key := coalesce(echovalue.recipient_wallet(v_addr),
+                          (select l.wallet_id from echovalue.mailbox_legacy l where l.mailbox = v_local));
+        select m.wallet_id into v_wallet from echovalue.mailboxes m
+         where m.wallet_id = v_key and m.mailbox = v_local;
         if v_wallet is null then
-            select h.wallet_id, h.name into v_wallet, v_name from echovalue.webhooks h where h.mailbox = v_local;
+            select h.wallet_id, h.name into v_wallet, v_name from echovalue.webhooks h
+             where h.wallet_id = v_key and h.mailbox = v_local;
         end if;
         o_caller.wallet_id := v_wallet;
         o_caller.method := 'SMTP';
@@ -179,8 +186,11 @@ $$;
 
 -- RCPT TO: 250 when the recipient's wallet has a webhook and can pay for one email; 550 for
 -- an unknown mailbox, another domain or no webhook; 452 (try later) when it cannot pay or its
--- stored mail is at its quota. Nothing is charged or logged here.
-create function echovalue.mail_rcpt_check(recipient text) returns echovalue.smtp_reply
+-- stored mail is at its quota. Nothing is charged or logged here. `wallet` is a routing hint
+-- only, as in the API functions: the mailhook passes echovalue.recipient_wallet(recipient),
+-- by which Citus runs the call on the node of its wallet; the address alone decides.
+create function echovalue.mail_rcpt_check(recipient text, wallet bigint default null)
+returns echovalue.smtp_reply
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
@@ -221,7 +231,8 @@ create function echovalue.mail_receive(
     size_bytes int,
     attachment_filenames text[] default '{}',
     attachment_content_types text[] default '{}',
-    attachment_contents bytea[] default '{}'
+    attachment_contents bytea[] default '{}',
+    wallet bigint default null                -- a routing hint, as in mail_rcpt_check
 ) returns echovalue.smtp_reply
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$

@@ -54,6 +54,7 @@ declare
     v_wallet bigint;
     v_token_ids bigint[];
     v_hashes bytea[] := '{}';
+    v_purged bigint[] := '{}';
     v_gone bytea[];
     v_result jsonb;
 begin
@@ -140,8 +141,11 @@ begin
         delete from echovalue.logs l where l.wallet_id = v_wallet;
         v_wallets := v_wallets + 1;
         v_hashes := v_hashes || v_gone;
+        v_purged := v_purged || v_wallet;
     end loop;
     delete from echovalue.token_legacy l where l.hash = any (v_hashes);
+    -- (reference tables on Citus: one statement each, after the loop)
+    delete from echovalue.mailbox_legacy l where l.wallet_id = any (v_purged);
 
     return v_result || pg_catalog.jsonb_build_object('wallets', v_wallets);
 end;

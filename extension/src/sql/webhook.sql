@@ -50,7 +50,20 @@ create table echovalue.webhooks (
 -- Planning reads only the schedules that are due: O(runs due), never every schedule.
 create index webhooks_due_idx on echovalue.webhooks (next_run_at) where next_run_at is not null;
 
+-- Mailboxes made before their address carried the wallet key (extension 0.11.0; 24 random hex
+-- digits): the wallet of each, the wallet's mailbox or a named webhook's. The upgrade to 0.11.0
+-- fills it; nothing adds to it after, and maintenance deletes a wallet's rows with the wallet.
+-- A row whose webhook was deleted stays until then and routes nowhere: routing finds the
+-- address among the wallet's mailboxes and webhooks. A reference table on Citus, as
+-- token_legacy.
+create table echovalue.mailbox_legacy (
+    mailbox   text primary key,
+    wallet_id bigint not null
+);
+create index mailbox_legacy_wallet_idx on echovalue.mailbox_legacy (wallet_id);
+
 select pg_catalog.pg_extension_config_dump('echovalue.mailboxes', '');
+select pg_catalog.pg_extension_config_dump('echovalue.mailbox_legacy', '');
 select pg_catalog.pg_extension_config_dump('echovalue.webhooks', '');
 
 -- A text setting `echovalue.<name>` (see _setting for why the library is called first).
@@ -270,13 +283,19 @@ begin
         return v_row;
     end if;
     insert into echovalue.mailboxes (wallet_id, mailbox, secret)
-    values (p_wallet,
-            pg_catalog.encode(echovalue._random_bytes(12), 'hex'),
+    values (p_wallet, echovalue._mailbox_new(p_wallet),
             'whsec_' || pg_catalog.encode(echovalue._random_bytes(32), 'base64'))
     on conflict (wallet_id) do nothing;
     select * into strict v_row from echovalue.mailboxes m where m.wallet_id = p_wallet;
     return v_row;
 end;
+$$;
+
+-- A new mailbox id of wallet p_wallet: its wallet key and 24 random hex digits (96 bits), so
+-- that the address names its wallet's shard (token.rs, mailbox_wallet).
+create function echovalue._mailbox_new(p_wallet bigint) returns text
+language sql volatile as $$
+    select echovalue._wallet_key(p_wallet) || pg_catalog.encode(echovalue._random_bytes(12), 'hex')
 $$;
 
 -- The inbound address of a mailbox: <mailbox>@<echovalue.mail_domain>.

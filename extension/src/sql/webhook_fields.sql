@@ -213,7 +213,7 @@ begin
             case when pg_catalog.jsonb_typeof(p_config -> 'options') = 'object'
                  then p_config -> 'options' else '{}'::jsonb end,
             coalesce((p_config ->> 'includeAttachments')::boolean, true),
-            case when p_name <> 'default' then pg_catalog.encode(echovalue._random_bytes(12), 'hex') end,
+            case when p_name <> 'default' then echovalue._mailbox_new(p_wallet) end,
             v_cron, v_zone, v_active, v_next, pg_catalog.now())
     -- (excluded.updated, not now(): Citus takes only immutable functions in DO UPDATE SET)
     on conflict (wallet_id, name) do update

@@ -20,9 +20,24 @@ begin
 end;
 $$;
 
+-- A test's `x-echovalue-await` value: '<wallet id>:<delivery id>:<webhook-id>'. The wallet
+-- names the shard of the test (test_wallet); the webhook-id, random, makes the value
+-- unguessable.
+create function echovalue._test_await(p_wallet bigint, p_id bigint, p_webhook_id text) returns text
+language sql immutable as $$
+    select p_wallet || ':' || p_id || ':' || p_webhook_id
+$$;
+
+-- The wallet an await value names, or NULL: the routing hint the proxy passes to
+-- webhook_test_result (`wallet => echovalue.test_wallet($1)`). Immutable: see token_wallet.
+create function echovalue.test_wallet(test text) returns bigint
+language sql immutable strict as $$
+    select (pg_catalog.regexp_match(test, '^([0-9]{1,18}):[0-9]{1,18}:msg_'))[1]::bigint
+$$;
+
 -- POST /webhook/{webhookId}/test: queues one delivery of a sample email in the webhook's
 -- format (of a sample run for a scheduled webhook) and answers `{"success":null,"message":"test webhook queued"}` with the header
--- `x-echovalue-await: <delivery id>:<webhook-id>` (for webhook_test_result); 404 `Webhook
+-- `x-echovalue-await` (_test_await, for webhook_test_result); 404 `Webhook
 -- Not Found`. The URL is checked when the worker claims it, as for every delivery.
 create function echovalue.webhook_test(
     token text,
@@ -65,7 +80,8 @@ begin
     v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
                                'application/json');
     v_out.headers := coalesce(v_out.headers, '{}'::jsonb)
-                     || pg_catalog.jsonb_build_object('x-echovalue-await', v_id || ':' || v_webhook_id);
+                     || pg_catalog.jsonb_build_object('x-echovalue-await',
+                                                     echovalue._test_await(v_caller.wallet_id, v_id, v_webhook_id));
     return v_out;
 end;
 $$;
@@ -77,23 +93,31 @@ $$;
 -- worker had tried). No worker calls out after that: a test is only claimed within
 -- _test_claim_window() of being queued, and the proxy asks for the final answer after that
 -- window and the worker's delivery timeout; still pending then means its worker died.
-create function echovalue.webhook_test_result(test text, final boolean default false)
-returns echovalue.outcome
+-- `wallet` is a routing hint only (the proxy passes echovalue.test_wallet(test)); the value's
+-- own wallet decides. A value of the form before 0.11.0, '<delivery id>:<webhook-id>', is
+-- still answered (a test queued while the extension was updated): its wallet is read first.
+create function echovalue.webhook_test_result(
+    test text, final boolean default false, wallet bigint default null
+) returns echovalue.outcome
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
-    v_m text[] := pg_catalog.regexp_match(webhook_test_result.test, '^([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
+    v_m text[] := pg_catalog.regexp_match(webhook_test_result.test,
+                                          '^(?:([0-9]{1,18}):)?([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
     v_row echovalue.deliveries;
     v_why text;
-    v_wallet bigint;
+    v_wallet bigint := v_m[1]::bigint;
 begin
     if v_m is null then
         raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
             using errcode = 'invalid_parameter_value';
     end if;
-    -- (its wallet read first: on Citus a FOR UPDATE must name the shard)
-    select d.wallet_id into v_wallet from echovalue.deliveries d
-     where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+    v_m := v_m[2:3];
+    if v_wallet is null then
+        -- (on Citus a read of every shard's id index; a FOR UPDATE must name the shard)
+        select d.wallet_id into v_wallet from echovalue.deliveries d
+         where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+    end if;
     if webhook_test_result.final then
         -- locked: no record changes it while this ends it (its claim window is over)
         select * into v_row from echovalue.deliveries d

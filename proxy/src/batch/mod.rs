@@ -75,6 +75,8 @@ struct Unit {
 struct Inner {
     pool: Pool,
     max: usize,
+    /// Whether the database lets calls share a transaction ([`Batcher::follow_database`]).
+    grouping: AtomicBool,
     queue_max: usize,
     queue_timeout: Duration,
     queues: Mutex<Queues<Waiting>>,
@@ -115,10 +117,12 @@ pub struct Sizes {
 impl Batcher {
     pub fn new(pool: Pool, sizes: &Sizes, metrics: BatchMetrics) -> Self {
         let (max, slots) = (sizes.max, sizes.slots);
+        metrics.group_commit.set(i64::from(max > 1));
         Batcher {
             inner: Arc::new(Inner {
                 pool,
                 max,
+                grouping: AtomicBool::new(true),
                 queue_max: sizes.queue_max,
                 queue_timeout: sizes.queue_timeout,
                 queues: Mutex::new(Queues::default()),
@@ -128,11 +132,33 @@ impl Batcher {
         }
     }
 
+    /// Asks the database every `every` whether calls may share a transaction, and batches only
+    /// while they may: on a distributed install (Citus) the extension says no, because Citus
+    /// runs a call on its wallet's node only outside a transaction block, and a transaction
+    /// over several wallets' nodes commits in two phases. Until the first answer, and while
+    /// the database cannot be asked, the last answer stands. Runs until dropped.
+    pub async fn follow_database(&self, every: Duration) {
+        loop {
+            match db::group_commit(&self.inner.pool).await {
+                Ok(allowed) => {
+                    if self.inner.grouping.swap(allowed, Ordering::Relaxed) != allowed {
+                        tracing::info!(group_commit = allowed, "the database changed group commit");
+                    }
+                    let on = self.inner.max > 1 && allowed;
+                    self.inner.metrics.group_commit.set(i64::from(on));
+                }
+                Err(e) => tracing::debug!(error = ?e, "could not ask whether to group commits"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Runs one call: alone when it has no token or batching is off; otherwise once its token
     /// is idle (after the token's call in flight, with the others that waited for it) and a
     /// slot is free (in the next slot to come free, with everything else that waited).
     pub async fn call(&self, mut statement: Statement) -> Answer {
-        let Some(token) = statement.token.take().filter(|_| self.inner.max > 1) else {
+        let grouping = self.inner.max > 1 && self.inner.grouping.load(Ordering::Relaxed);
+        let Some(token) = statement.token.take().filter(|_| grouping) else {
             return db::call(&self.inner.pool, &statement).await;
         };
         if self.inner.metrics.queued.get() >= to_i64(self.inner.queue_max) {

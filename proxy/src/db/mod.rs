@@ -82,6 +82,17 @@ pub async fn attachment(
     Download::from_row(&row).map_err(from_query)
 }
 
+/// Whether the database lets calls share a transaction (`echovalue.group_commit()`: not on a
+/// distributed install, extension/CONTRACT.md).
+pub async fn group_commit(pool: &Pool) -> Result<bool, DbError> {
+    let client = pool.get().await.map_err(from_pool)?;
+    let row = client
+        .query_one("select echovalue.group_commit()", &[])
+        .await
+        .map_err(from_query)?;
+    row.try_get(0).map_err(from_query)
+}
+
 /// `select 1` through the pool, for `/healthz`.
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await.map_err(from_pool)?;

@@ -37,6 +37,32 @@ update echovalue.tokens set revoked = null where wallet_id = :w;
 select balance, (select count(*) from echovalue.logs where wallet_id = :w and endpoint = 'email') as email_logs
   from echovalue.wallets where id = :w;
 
+-- addresses name their wallet (SPEC section 18): the mailbox id is the wallet key and 24 hex
+-- digits, a named webhook's too; `wallet` is a hint the call never trusts
+select :'mb' ~ ('^' || echovalue._wallet_key(:w) || '[0-9a-f]{24}$') as keyed,
+       echovalue.recipient_wallet(:'email') = :w as named,
+       echovalue.recipient_wallet(upper(:'tok') || '@LocalHost') = :w as token_named;
+select status from echovalue.webhook_put(token => :'tok', webhook_id => 'named', body => '{"url":"https://example.com/named"}');
+select mailbox as named_mb from echovalue.webhooks where wallet_id = :w and name = 'named' \gset
+select :'named_mb' ~ ('^' || echovalue._wallet_key(:w) || '[0-9a-f]{24}$') as keyed;
+select r.what, (echovalue.mail_rcpt_check(recipient => r.addr, wallet => r.hint)).*
+  from (values ('named webhook', :'named_mb' || '@localhost', null::bigint),
+               ('wrong hint', :'email', 12345),
+               ('another wallet''s key', '00000001' || substr(:'mb', 9) || '@localhost', 1),
+               ('unknown random part', echovalue._wallet_key(:w) || repeat('0', 24) || '@localhost', :w))
+       as r(what, addr, hint);
+-- a mailbox made before 0.11.0 (24 hex digits) routes through mailbox_legacy, and only so
+update echovalue.mailboxes set mailbox = '0123456789abcdef01234567' where wallet_id = :w;
+update echovalue.webhooks set mailbox = 'fedcba9876543210fedcba98' where wallet_id = :w and name = 'named';
+select echovalue.recipient_wallet('0123456789abcdef01234567@localhost') as no_key;
+select * from echovalue.mail_rcpt_check(recipient => '0123456789abcdef01234567@localhost');
+insert into echovalue.mailbox_legacy values ('0123456789abcdef01234567', :w), ('fedcba9876543210fedcba98', :w);
+select * from echovalue.mail_rcpt_check(recipient => '0123456789ABCDEF01234567@localhost');
+select * from echovalue.mail_rcpt_check(recipient => 'fedcba9876543210fedcba98@localhost');
+update echovalue.mailboxes set mailbox = :'mb' where wallet_id = :w;
+select status from echovalue.webhook_remove(token => :'tok', webhook_id => 'named');
+select * from echovalue.mail_rcpt_check(recipient => 'fedcba9876543210fedcba98@localhost');
+
 -- receive: stored with attachments, charged 1, logged, queued, notified
 select balance as before from echovalue.wallets where id = :w \gset
 select code, message ~ '^2\.0\.0 queued as [0-9]+$' as queued from echovalue.mail_receive(

@@ -77,9 +77,11 @@ select wallet_id as w from echovalue.tokens where hash = sha256(convert_to(:'tok
 select body as gone_tok from echovalue.token_new(client_addr => inet '192.0.2.54') \gset
 select wallet_id as gw from echovalue.tokens where hash = sha256(convert_to(:'gone_tok', 'UTF8')) \gset
 select body::json ->> 'token' as sub from echovalue.token_key_create(token => :'tok') \gset
--- as the upgrade fills it
+-- as the upgrades fill them (an old mailbox of each wallet, 0.11.0, goes the same way)
 insert into echovalue.token_legacy
 select hash, wallet_id from echovalue.tokens where wallet_id in (:w, :gw);
+insert into echovalue.mailbox_legacy
+values ('0123456789abcdef01234567', :w), ('fedcba9876543210fedcba98', :gw);
 update echovalue.tokens set revoked = now() - interval '400 days'
  where hash = sha256(convert_to(:'sub', 'UTF8'));
 update echovalue.wallets set last_used = now() - interval '731 days' where id = :gw;
@@ -89,5 +91,6 @@ select count(*) filter (where wallet_id = :w) as kept_rows,
        count(*) filter (where wallet_id = :gw) as purged_wallet_rows,
        count(*) filter (where hash = sha256(convert_to(:'sub', 'UTF8'))) as revoked_token_rows
   from echovalue.token_legacy;
+select pg_catalog.array_agg(wallet_id = :w) as kept_mailboxes from echovalue.mailbox_legacy;
 select status from echovalue.wallet_get(token => :'tok');
 rollback;

@@ -12,10 +12,10 @@ update echovalue.wallets set balance = 1000 where id = :w;
 select count(*) as mailboxes_before from echovalue.mailboxes where wallet_id = :w;
 select status, content_type, cost, balance, body::jsonb ? 'webhook' as has_webhook,
        body::json->>'hash' = encode(sha256(convert_to(:'tok', 'UTF8')), 'hex') as hash_ok,
-       body::json->>'email' ~ '^[0-9a-f]{24}@localhost$' as email_ok,
+       body::json->>'email' ~ ('^' || echovalue._wallet_key(:w) || '[0-9a-f]{24}@localhost$') as email_ok,
        (select string_agg(k, ',' order by k) from json_object_keys(body::json) k) as fields
   from echovalue.webhook_get(token => :'tok');
-select mailbox ~ '^[0-9a-f]{24}$' as opaque_mailbox, strpos(:'tok', mailbox) = 0 as not_from_token,
+select mailbox ~ ('^' || echovalue._wallet_key(:w) || '[0-9a-f]{24}$') as opaque_mailbox, strpos(:'tok', mailbox) = 0 as not_from_token,
        secret ~ '^whsec_[A-Za-z0-9+/]{43}=$' as secret_format,
        length(decode(substr(secret, 7), 'base64')) as secret_bytes
   from echovalue.mailboxes where wallet_id = :w;

@@ -18,7 +18,7 @@ select status, cost, balance, content_type,
   from echovalue.webhook_put(token => :'tok', webhook_id => 'alerts',
        body => '{"url":"https://hooks.slack.com/services/T0/B0/x","format":"slack","headers":{"X-Key":"k1"}}');
 select r.body::jsonb - 'email' - 'created' - 'updated' - 'hash' as response,
-       r.body::json->>'email' ~ '^[0-9a-f]{24}@localhost$' as email_opaque,
+       r.body::json->>'email' ~ ('^' || echovalue._wallet_key(:w) || '[0-9a-f]{24}@localhost$') as email_opaque,
        r.body::json->>'email' <> (select mailbox || '@localhost' from echovalue.mailboxes where wallet_id = :w) as own_address,
        r.body::json->>'hash' = encode(sha256(convert_to(:'tok', 'UTF8')), 'hex') as hash_ok
   from echovalue.webhook_show(token => :'tok', webhook_id => 'alerts') r;
@@ -173,7 +173,7 @@ select octet_length(echovalue._webhook_body('custom', '{}', '["{{text}}","{{text
 -- the test call: charged 1, queues one test delivery of a sample email in the webhook's format
 -- and names it in x-echovalue-await; the answer comes from webhook_test_result
 update echovalue.deliveries set state = 'failed' where state = 'pending';
-select status, body, cost, headers->>'x-echovalue-await' ~ '^[0-9]+:msg_[0-9a-f]{32}$' as awaits
+select status, body, cost, headers->>'x-echovalue-await' ~ ('^' || :w || ':[0-9]+:msg_[0-9a-f]{32}$') as awaits
   from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts');
 select headers->>'x-echovalue-await' as t1 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
 select method, path, endpoint, status_code, cost from echovalue.logs where wallet_id = :w order by id desc limit 1;
@@ -181,14 +181,22 @@ select status is null as not_yet from echovalue.webhook_test_result(:'t1');
 select count(*) as claimed, min(payload) as body from echovalue.delivery_claim(batch => 10);
 -- claimed once only: a test is never claimed again, and its retry is its failure
 select count(*) as claimed_again from echovalue.delivery_claim(batch => 10);
-select echovalue.delivery_record(delivery_id => split_part(:'t1', ':', 1)::bigint, attempt => 1,
+select echovalue.delivery_record(delivery_id => split_part(:'t1', ':', 2)::bigint, attempt => 1,
        outcome => 'retry', status_code => 503, error => 'HTTP 503 Service Unavailable', retry_seconds => 30);
 select status, body, cost, balance from echovalue.webhook_test_result(:'t1');
-select state, attempts from echovalue.deliveries where id = split_part(:'t1', ':', 1)::bigint;
+select state, attempts from echovalue.deliveries where id = split_part(:'t1', ':', 2)::bigint;
 select headers->>'x-echovalue-await' as t2 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
-select echovalue.delivery_record(delivery_id => split_part(:'t2', ':', 1)::bigint, attempt => 1,
+select echovalue.delivery_record(delivery_id => split_part(:'t2', ':', 2)::bigint, attempt => 1,
        outcome => 'delivered', status_code => 200);
 select body from echovalue.webhook_test_result(:'t2', final => true);
+-- the value names its wallet (the proxy's routing hint, which the call never trusts); the
+-- form before 0.11.0, without it, is still answered; another wallet's is no test
+select echovalue.test_wallet(:'t2') = :w as names_wallet, echovalue.test_wallet('12:msg_x') as old_form;
+select r.what, (r.o).body from (values
+    ('old form', echovalue.webhook_test_result(substr(:'t2', strpos(:'t2', ':') + 1))),
+    ('wrong hint', echovalue.webhook_test_result(:'t2', wallet => 1)),
+    ('another wallet', echovalue.webhook_test_result('1' || substr(:'t2', strpos(:'t2', ':')))))
+    as r(what, o);
 -- no worker in time: the final answer ends the test (logged, never sent later)
 select headers->>'x-echovalue-await' as t3 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
 select body from echovalue.webhook_test_result(:'t3', final => true);
@@ -197,10 +205,11 @@ select status_code, error, cost from echovalue.logs where wallet_id = :w and end
  order by id desc limit 1;
 -- a test no worker took within its window is never taken later
 select headers->>'x-echovalue-await' as t4 from echovalue.webhook_test(token => :'tok', webhook_id => 'alerts') \gset
-update echovalue.deliveries set created = created - interval '3 seconds' where id = split_part(:'t4', ':', 1)::bigint;
+update echovalue.deliveries set created = created - interval '3 seconds' where id = split_part(:'t4', ':', 2)::bigint;
 select count(*) as claimed_late from echovalue.delivery_claim(batch => 10);
 select body from echovalue.webhook_test_result(:'t4', final => true);
 select status, body, cost from echovalue.webhook_test(token => :'tok', webhook_id => 'nope');
-select body from echovalue.webhook_test_result(split_part(:'t3', ':', 1) || ':msg_' || repeat('0', 32));
+select body from echovalue.webhook_test_result(split_part(:'t3', ':', 1) || ':' || split_part(:'t3', ':', 2)
+                                               || ':msg_' || repeat('0', 32));
 select echovalue.webhook_test_result('1:not-a-test');
 rollback;

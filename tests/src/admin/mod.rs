@@ -300,6 +300,16 @@ impl Admin {
     }
 
     /// Whether the test database is a Citus coordinator (the scale-out suite).
+    /// Whether the extension lets the proxy run calls in one transaction
+    /// (`echovalue.group_commit()`: not once the install is distributed).
+    pub async fn group_commit(&self) -> Result<bool> {
+        Ok(self
+            .client
+            .query_one("select echovalue.group_commit()", &[])
+            .await?
+            .get(0))
+    }
+
     pub async fn on_citus(&self) -> Result<bool> {
         Ok(self
             .client
@@ -315,21 +325,32 @@ impl Admin {
     /// listener's last statement then is the LISTEN, in pg_stat_activity (on Citus,
     /// citus_stat_activity of every node). A test that counts on a NOTIFY alone starts here.
     pub async fn wait_mailhook_listening(&self) -> Result<()> {
+        self.wait_listening(echovalue_mailhook::store::APPLICATION_NAME)
+            .await
+    }
+
+    /// Waits (up to 10 s) until the connections named `application_name` LISTEN on every node.
+    pub async fn wait_listening(&self, application_name: &str) -> Result<()> {
         let sql = if self.on_citus().await? {
             "select (select count(distinct nodeid) from citus_stat_activity \
-                      where usename = 'echovalue_mailhook' and query like 'LISTEN %') \
+                      where application_name = $1 and query like 'LISTEN %') \
                   = (select count(*) from pg_dist_node where isactive and noderole = 'primary')"
         } else {
             "select exists (select from pg_stat_activity \
-                      where usename = 'echovalue_mailhook' and query like 'LISTEN %')"
+                      where application_name = $1 and query like 'LISTEN %')"
         };
         for _ in 0..200 {
-            if self.client.query_one(sql, &[]).await?.get::<_, bool>(0) {
+            if self
+                .client
+                .query_one(sql, &[&application_name])
+                .await?
+                .get::<_, bool>(0)
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("the mailhook never issued LISTEN on every node")
+        bail!("{application_name} never issued LISTEN on every node")
     }
 
     pub async fn commit(&self) -> Result<()> {

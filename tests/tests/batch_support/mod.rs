@@ -13,6 +13,28 @@ pub const QUEUED: &str = "echovalue_proxy_batch_queued";
 pub const BATCHES: &str = "echovalue_proxy_batches_total";
 pub const BATCHED: &str = "echovalue_proxy_batched_requests_total";
 pub const FALLBACKS: &str = "echovalue_proxy_batch_fallbacks_total";
+pub const GROUP_COMMIT: &str = "echovalue_proxy_group_commit";
+
+/// Whether the proxy (default ECHOVALUE_BATCH_MAX) batches on this database: what the
+/// extension says (`echovalue.group_commit()`, false once distributed on Citus), once the proxy
+/// has taken the answer.
+pub async fn grouping(api: &Api, admin: &Admin) -> Result<bool> {
+    let allowed = admin.group_commit().await?;
+    wait_until("the proxy follows the database on group commit", || async {
+        Ok(api.metric(GROUP_COMMIT).await? == f64::from(u8::from(allowed)))
+    })
+    .await?;
+    Ok(allowed)
+}
+
+/// For the tests of batching itself: true (after saying so) where the database turns it off.
+pub async fn batching_off(api: &Api, admin: &Admin) -> Result<bool> {
+    let off = !grouping(api, admin).await?;
+    if off {
+        eprintln!("skipped: no group commit on a distributed install (see group_commit_follows_the_database)");
+    }
+    Ok(off)
+}
 
 /// Polls `check` until it holds (20 s at most).
 pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<()>
