@@ -137,7 +137,8 @@ begin
         -- the wallet a mailbox names in its key, or, for one made before 0.11.0, the map's;
         -- then the address among that wallet's mailbox and webhooks (on Citus, its shard)
         v_key := coalesce(echovalue.recipient_wallet(v_addr),
-                          (select l.wallet_id from echovalue.mailbox_legacy l where l.mailbox = v_local));
+                          (select l.wallet_id from echovalue.mailbox_legacy l
+                            where l.mailbox = v_local));
         select m.wallet_id into v_wallet from echovalue.mailboxes m
          where m.wallet_id = v_key and m.mailbox = v_local;
         if v_wallet is null then
@@ -309,7 +310,7 @@ begin
         null;   -- recorded already (or the lease ran out and another attempt took it)
     elsif v_kind = 'test' then
         perform pg_catalog.pg_notify('echovalue_webhook_test',
-                                     echovalue._test_await(v_wallet, delivery_record.delivery_id, v_webhook_id));
+            echovalue._test_await(v_wallet, delivery_record.delivery_id, v_webhook_id));
     elsif v_kind = 'scheduled' then
         -- the webhook shows how its latest run went
         update echovalue.webhooks h
@@ -393,6 +394,121 @@ begin
         end loop;
         exit when v_claimed = 0 or v_returned > 0;
     end loop;
+end;
+$$;
+
+create or replace function echovalue._test_await(p_wallet bigint, p_id bigint, p_webhook_id text) returns text
+language sql immutable as $$
+    select p_wallet || ':' || p_id || ':' || p_webhook_id
+$$;
+
+create or replace function echovalue.test_wallet(test text) returns bigint
+language sql immutable strict as $$
+    select (pg_catalog.regexp_match(test, '^([0-9]{1,18}):[0-9]{1,18}:msg_'))[1]::bigint
+$$;
+
+create or replace function echovalue.webhook_test(
+    token text,
+    webhook_id text,
+    http_method text default 'POST',
+    http_path text default null,
+    wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_test.token, webhook_test.http_method,
+        coalesce(webhook_test.http_path, '/webhook/' || webhook_test.webhook_id || '/test'));
+    v_paid echovalue.payment;
+    v_hook echovalue.webhooks;
+    v_id bigint;
+    v_webhook_id text;
+    v_out echovalue.outcome;
+begin
+    if v_caller.wallet_id is null then
+        return echovalue._unauthorized();
+    end if;
+    v_paid := echovalue._pay(v_caller, 'webhook_test');
+    if v_paid.balance is null then
+        return v_paid.refusal;
+    end if;
+    select * into v_hook from echovalue.webhooks h
+     where h.wallet_id = v_caller.wallet_id and h.name = webhook_test.webhook_id;
+    if not found then
+        return echovalue._finish(v_caller, v_paid, 404, 'Webhook Not Found');
+    end if;
+    insert into echovalue.deliveries as d (wallet_id, webhook, kind, body)
+    values (v_caller.wallet_id, v_hook.name, 'test',
+            case when v_hook.cron is not null
+                 then echovalue._schedule_run_body(v_hook, pg_catalog.now())
+                 else echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
+                          echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)) end)
+    returning d.id, d.webhook_id into v_id, v_webhook_id;
+    perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
+    v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
+                               'application/json');
+    v_out.headers := coalesce(v_out.headers, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+        'x-echovalue-await', echovalue._test_await(v_caller.wallet_id, v_id, v_webhook_id));
+    return v_out;
+end;
+$$;
+
+create or replace function echovalue.webhook_test_result(
+    test text, final boolean default false, wallet bigint default null
+) returns echovalue.outcome
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_m text[] := pg_catalog.regexp_match(webhook_test_result.test,
+                                          '^(?:([0-9]{1,18}):)?([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
+    v_row echovalue.deliveries;
+    v_why text;
+    v_wallet bigint := v_m[1]::bigint;
+begin
+    if v_m is null then
+        raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    v_m := v_m[2:3];
+    if v_wallet is null then
+        -- (on Citus a read of every shard's id index; a FOR UPDATE must name the shard)
+        select d.wallet_id into v_wallet from echovalue.deliveries d
+         where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
+    end if;
+    if webhook_test_result.final then
+        -- locked: no record changes it while this ends it (its claim window is over)
+        select * into v_row from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
+           and d.kind = 'test'
+           for update;
+    else
+        -- not locked: a claim (SKIP LOCKED) that came now would pass the test by, and the
+        -- NOTIFY that woke its worker is spent
+        select * into v_row from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
+           and d.kind = 'test';
+    end if;
+    if not found then
+        v_why := 'the test is gone';
+    elsif v_row.state = 'pending' and not webhook_test_result.final then
+        return null;
+    elsif v_row.state = 'pending' then
+        v_why := case when v_row.attempts = 0 then 'no worker took the test in time'
+                      else 'the call did not finish in time' end;
+        update echovalue.deliveries d set state = 'failed', last_error = v_why
+         where d.wallet_id = v_row.wallet_id and d.id = v_row.id and d.state = 'pending';
+        if v_row.attempts = 0 then
+            perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, v_why);
+        end if;
+    elsif v_row.state = 'delivered' then
+        return echovalue._outcome(200, '{"success":true,"message":"test webhook delivered"}', null, null,
+                                  'application/json');
+    else
+        v_why := coalesce(v_row.last_error, 'HTTP ' || v_row.last_status, 'delivery failed');
+    end if;
+    return echovalue._outcome(200,
+        pg_catalog.format('{"success":false,"message":%s}', echovalue._json_str('webhook call failed: ' || v_why)),
+        null, null, 'application/json');
 end;
 $$;
 
@@ -561,7 +677,8 @@ begin
 
     -- (one Citus call per statement: several in one statement deadlock on the metadata sync)
     foreach v_table in array array['prices', 'recharge_tiers', 'installation_keys', 'mail_relay',
-                                   'token_legacy', 'mailbox_legacy', 'token_rate', 'stripe_events'] loop
+                                   'token_legacy', 'mailbox_legacy', 'token_rate',
+                                   'stripe_events'] loop
         if not echovalue._distributed(v_table) then
             perform create_reference_table(('echovalue.' || v_table)::regclass);
             v_done := v_done || v_table;
@@ -606,122 +723,6 @@ begin
     end if;
     return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
                                                           'nothing left to do'));
-end;
-$$;
-
-create or replace function echovalue._test_await(p_wallet bigint, p_id bigint, p_webhook_id text) returns text
-language sql immutable as $$
-    select p_wallet || ':' || p_id || ':' || p_webhook_id
-$$;
-
-create or replace function echovalue.test_wallet(test text) returns bigint
-language sql immutable strict as $$
-    select (pg_catalog.regexp_match(test, '^([0-9]{1,18}):[0-9]{1,18}:msg_'))[1]::bigint
-$$;
-
-create or replace function echovalue.webhook_test(
-    token text,
-    webhook_id text,
-    http_method text default 'POST',
-    http_path text default null,
-    wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_caller echovalue.caller := echovalue._wallet_resolve(webhook_test.token, webhook_test.http_method,
-        coalesce(webhook_test.http_path, '/webhook/' || webhook_test.webhook_id || '/test'));
-    v_paid echovalue.payment;
-    v_hook echovalue.webhooks;
-    v_id bigint;
-    v_webhook_id text;
-    v_out echovalue.outcome;
-begin
-    if v_caller.wallet_id is null then
-        return echovalue._unauthorized();
-    end if;
-    v_paid := echovalue._pay(v_caller, 'webhook_test');
-    if v_paid.balance is null then
-        return v_paid.refusal;
-    end if;
-    select * into v_hook from echovalue.webhooks h
-     where h.wallet_id = v_caller.wallet_id and h.name = webhook_test.webhook_id;
-    if not found then
-        return echovalue._finish(v_caller, v_paid, 404, 'Webhook Not Found');
-    end if;
-    insert into echovalue.deliveries as d (wallet_id, webhook, kind, body)
-    values (v_caller.wallet_id, v_hook.name, 'test',
-            case when v_hook.cron is not null
-                 then echovalue._schedule_run_body(v_hook, pg_catalog.now())
-                 else echovalue._webhook_body(v_hook.format, v_hook.options, v_hook.template::text,
-                          echovalue._webhook_sample(v_caller.wallet_id, v_hook.name)) end)
-    returning d.id, d.webhook_id into v_id, v_webhook_id;
-    perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
-    v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
-                               'application/json');
-    v_out.headers := coalesce(v_out.headers, '{}'::jsonb)
-                     || pg_catalog.jsonb_build_object('x-echovalue-await',
-                                                     echovalue._test_await(v_caller.wallet_id, v_id, v_webhook_id));
-    return v_out;
-end;
-$$;
-
-create or replace function echovalue.webhook_test_result(
-    test text, final boolean default false, wallet bigint default null
-) returns echovalue.outcome
-language plpgsql volatile security definer
-set search_path = echovalue, pg_catalog, pg_temp as $$
-declare
-    v_m text[] := pg_catalog.regexp_match(webhook_test_result.test,
-                                          '^(?:([0-9]{1,18}):)?([1-9][0-9]{0,17}):(msg_[0-9a-f]{32})$');
-    v_row echovalue.deliveries;
-    v_why text;
-    v_wallet bigint := v_m[1]::bigint;
-begin
-    if v_m is null then
-        raise exception 'echovalue: webhook_test_result needs the x-echovalue-await value of a test'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    v_m := v_m[2:3];
-    if v_wallet is null then
-        -- (on Citus a read of every shard's id index; a FOR UPDATE must name the shard)
-        select d.wallet_id into v_wallet from echovalue.deliveries d
-         where d.id = v_m[1]::bigint and d.webhook_id = v_m[2] and d.kind = 'test';
-    end if;
-    if webhook_test_result.final then
-        -- locked: no record changes it while this ends it (its claim window is over)
-        select * into v_row from echovalue.deliveries d
-         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
-           and d.kind = 'test'
-           for update;
-    else
-        -- not locked: a claim (SKIP LOCKED) that came now would pass the test by, and the
-        -- NOTIFY that woke its worker is spent
-        select * into v_row from echovalue.deliveries d
-         where d.wallet_id = v_wallet and d.id = v_m[1]::bigint and d.webhook_id = v_m[2]
-           and d.kind = 'test';
-    end if;
-    if not found then
-        v_why := 'the test is gone';
-    elsif v_row.state = 'pending' and not webhook_test_result.final then
-        return null;
-    elsif v_row.state = 'pending' then
-        v_why := case when v_row.attempts = 0 then 'no worker took the test in time'
-                      else 'the call did not finish in time' end;
-        update echovalue.deliveries d set state = 'failed', last_error = v_why
-         where d.wallet_id = v_row.wallet_id and d.id = v_row.id and d.state = 'pending';
-        if v_row.attempts = 0 then
-            perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, v_why);
-        end if;
-    elsif v_row.state = 'delivered' then
-        return echovalue._outcome(200, '{"success":true,"message":"test webhook delivered"}', null, null,
-                                  'application/json');
-    else
-        v_why := coalesce(v_row.last_error, 'HTTP ' || v_row.last_status, 'delivery failed');
-    end if;
-    return echovalue._outcome(200,
-        pg_catalog.format('{"success":false,"message":%s}', echovalue._json_str('webhook call failed: ' || v_why)),
-        null, null, 'application/json');
 end;
 $$;
 
@@ -815,7 +816,8 @@ grant usage on schema echovalue to echovalue_worker;
 grant execute on function
     echovalue.recipient_wallet(text),
     echovalue.mail_rcpt_check(text, bigint),
-    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[], bigint),
+    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[],
+                           bigint),
     echovalue.address_classify(inet),
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),

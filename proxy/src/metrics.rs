@@ -136,7 +136,7 @@ impl Metrics {
         );
         registry.register(
             "group_commit",
-            "1 while queued calls may share a transaction, 0 while batching is off or the database says no",
+            "1 while calls may share a transaction; 0 when batching is off or the database says no",
             batch.group_commit.clone(),
         );
         Metrics {

@@ -2,7 +2,8 @@
 -- download. The queue is echovalue.deliveries: `delivery_claim` (delivery_claim.sql) leases
 -- due rows (a claimed row stays `pending` with next_attempt_at moved past the lease, so a
 -- worker that dies mid-POST leaves it to be claimed again: at least once, never lost),
--- `delivery_record` stores what one attempt did and logs it. Attachment URLs are signed here with a per-installation key.
+-- `delivery_record` stores what one attempt did and logs it. Attachment URLs are signed here
+-- with a per-installation key.
 
 -- Per-installation secrets, made once at install. `attachment_url` signs download URLs.
 create table echovalue.installation_keys (
@@ -207,7 +208,7 @@ begin
         null;   -- recorded already (or the lease ran out and another attempt took it)
     elsif v_kind = 'test' then
         perform pg_catalog.pg_notify('echovalue_webhook_test',
-                                     echovalue._test_await(v_wallet, delivery_record.delivery_id, v_webhook_id));
+            echovalue._test_await(v_wallet, delivery_record.delivery_id, v_webhook_id));
     elsif v_kind = 'scheduled' then
         -- the webhook shows how its latest run went
         update echovalue.webhooks h

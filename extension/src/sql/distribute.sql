@@ -11,9 +11,9 @@
 --   - the unique indexes on an id alone (messages, attachments, deliveries) and on a mailbox
 --     address become plain indexes, because Citus enforces only unique keys that hold the
 --     distribution column. Those values stay unique by construction: a mailbox address is its
---     wallet's key and 96 random bits, and each node draws ids from its own range of every identity sequence
---     (_node_sequences: a delegated call writes its rows on a worker, with that worker's
---     sequence);
+--     wallet's key and 96 random bits, and each node draws ids from its own range of every
+--     identity sequence (_node_sequences: a delegated call writes its rows on a worker, with
+--     that worker's sequence);
 --   - every API function that takes a token is delegated to the node that holds its wallet:
 --     Citus routes a call by its `wallet` argument (the proxy passes
 --     echovalue.token_wallet(token), a constant once the token is bound; the mailhook passes
@@ -140,7 +140,8 @@ begin
 
     -- (one Citus call per statement: several in one statement deadlock on the metadata sync)
     foreach v_table in array array['prices', 'recharge_tiers', 'installation_keys', 'mail_relay',
-                                   'token_legacy', 'mailbox_legacy', 'token_rate', 'stripe_events'] loop
+                                   'token_legacy', 'mailbox_legacy', 'token_rate',
+                                   'stripe_events'] loop
         if not echovalue._distributed(v_table) then
             perform create_reference_table(('echovalue.' || v_table)::regclass);
             v_done := v_done || v_table;

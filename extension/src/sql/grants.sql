@@ -72,7 +72,8 @@ grant usage on schema echovalue to echovalue_worker;
 grant execute on function
     echovalue.recipient_wallet(text),
     echovalue.mail_rcpt_check(text, bigint),
-    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[], bigint),
+    echovalue.mail_receive(text, text, text, text, text, text, text, jsonb, int, text[], text[], bytea[],
+                           bigint),
     echovalue.address_classify(inet),
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),

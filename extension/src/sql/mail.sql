@@ -141,7 +141,8 @@ begin
         -- the wallet a mailbox names in its key, or, for one made before 0.11.0, the map's;
         -- then the address among that wallet's mailbox and webhooks (on Citus, its shard)
         v_key := coalesce(echovalue.recipient_wallet(v_addr),
-                          (select l.wallet_id from echovalue.mailbox_legacy l where l.mailbox = v_local));
+                          (select l.wallet_id from echovalue.mailbox_legacy l
+                            where l.mailbox = v_local));
         select m.wallet_id into v_wallet from echovalue.mailboxes m
          where m.wallet_id = v_key and m.mailbox = v_local;
         if v_wallet is null then

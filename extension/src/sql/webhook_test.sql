@@ -36,9 +36,10 @@ language sql immutable strict as $$
 $$;
 
 -- POST /webhook/{webhookId}/test: queues one delivery of a sample email in the webhook's
--- format (of a sample run for a scheduled webhook) and answers `{"success":null,"message":"test webhook queued"}` with the header
--- `x-echovalue-await` (_test_await, for webhook_test_result); 404 `Webhook
--- Not Found`. The URL is checked when the worker claims it, as for every delivery.
+-- format (of a sample run for a scheduled webhook) and answers
+-- `{"success":null,"message":"test webhook queued"}` with the header `x-echovalue-await`
+-- (_test_await, for webhook_test_result); 404 `Webhook Not Found`. The URL is checked when the
+-- worker claims it, as for every delivery.
 create function echovalue.webhook_test(
     token text,
     webhook_id text,
@@ -79,9 +80,8 @@ begin
     perform pg_catalog.pg_notify('echovalue_mail', v_id::text);
     v_out := echovalue._finish(v_caller, v_paid, 200, '{"success":null,"message":"test webhook queued"}',
                                'application/json');
-    v_out.headers := coalesce(v_out.headers, '{}'::jsonb)
-                     || pg_catalog.jsonb_build_object('x-echovalue-await',
-                                                     echovalue._test_await(v_caller.wallet_id, v_id, v_webhook_id));
+    v_out.headers := coalesce(v_out.headers, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+        'x-echovalue-await', echovalue._test_await(v_caller.wallet_id, v_id, v_webhook_id));
     return v_out;
 end;
 $$;
