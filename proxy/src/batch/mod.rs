@@ -31,7 +31,8 @@
 //! either runs and is answered, or is refused and never charged.
 //!
 //! Layout: [`queues`] and [`slots`] are the two levels' bookkeeping, plain data with unit
-//! tests; this module holds the tasks that drive them and the guards that hand work on.
+//! tests; [`follow`] asks the database whether to batch at all; this module holds the tasks
+//! that drive them and the guards that hand work on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -45,6 +46,7 @@ use crate::db::{self, DbError};
 use crate::metrics::BatchMetrics;
 use crate::outcome::Outcome;
 
+mod follow;
 mod queues;
 mod run;
 mod slots;
@@ -129,27 +131,6 @@ impl Batcher {
                 slots: Mutex::new(Slots::new(slots)),
                 metrics,
             }),
-        }
-    }
-
-    /// Asks the database every `every` whether calls may share a transaction, and batches only
-    /// while they may: on a distributed install (Citus) the extension says no, because Citus
-    /// runs a call on its wallet's node only outside a transaction block, and a transaction
-    /// over several wallets' nodes commits in two phases. Until the first answer, and while
-    /// the database cannot be asked, the last answer stands. Runs until dropped.
-    pub async fn follow_database(&self, every: Duration) {
-        loop {
-            match db::group_commit(&self.inner.pool).await {
-                Ok(allowed) => {
-                    if self.inner.grouping.swap(allowed, Ordering::Relaxed) != allowed {
-                        tracing::info!(group_commit = allowed, "the database changed group commit");
-                    }
-                    let on = self.inner.max > 1 && allowed;
-                    self.inner.metrics.group_commit.set(i64::from(on));
-                }
-                Err(e) => tracing::debug!(error = ?e, "could not ask whether to group commits"),
-            }
-            tokio::time::sleep(every).await;
         }
     }
 
