@@ -11,9 +11,11 @@
 #   worker   the seed snippets against a proxy connected to a worker (any node routes)
 #   maintenance  maintenance_run() purges what is due across the shards and nothing else
 #            (tests/citus_maintenance.sql)
+#   memory   on each worker, no delegated API function makes its connection's memory grow
+#            with every call (tests/citus_memory.sql)
 # Skipped, and said so, where Citus is not installed for this Postgres.
 #
-# EV_CITUS_SUITES picks suites (default: all five). The HTTP tests' fault injection puts a
+# EV_CITUS_SUITES picks suites (default: all six). The HTTP tests' fault injection puts a
 # trigger on echovalue.kv (Admin::fail_kv_writes_of), which Citus allows on a distributed table
 # only with citus.enable_unsafe_triggers; echovalue itself has no trigger on one.
 
@@ -68,7 +70,7 @@ run_citus() {
     fi
     # the main cluster's settings, given back at the end
     local saved=("$EV_CLUSTER_DIR" "$EV_PGDATA" "$EV_PORT" "$EV_PGLOG" "$PORT")
-    local rc=0 suites=" ${EV_CITUS_SUITES:-seeds cargo routing worker maintenance} "
+    local rc=0 suites=" ${EV_CITUS_SUITES:-seeds cargo routing worker maintenance memory} "
     if ! citus__start >"$TMP/citus-start.log" 2>&1; then
         cat "$TMP/citus-start.log"
         citus__stop
@@ -112,9 +114,29 @@ run_citus() {
         count_suite "citus maintenance" "$TMP/citus-maintenance.txt" "$s"
         [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-maintenance.txt" || rc=1
     fi
+    if [[ $suites == *" memory "* ]]; then
+        citus__memory || rc=1
+    fi
     citus__stop
     EV_CLUSTER_DIR=${saved[0]} EV_PGDATA=${saved[1]} EV_PORT=${saved[2]} EV_PGLOG=${saved[3]} PORT=${saved[4]}
     return "$rc"
+}
+
+# tests/citus_memory.sql on each worker, for a wallet of that worker: counted as "citus memory".
+citus__memory() {
+    local n s=0
+    : >"$TMP/citus-memory.log"
+    for n in 1 2; do
+        citus__use "$n"
+        ev_psql echovalue -tA -f tests/citus_memory.sql >"$TMP/citus-memory-$n.log" 2>&1 || s=1
+        sed "s/\$/ (worker $n)/" "$TMP/citus-memory-$n.log" >>"$TMP/citus-memory.log"
+    done
+    citus__use 0
+    awk '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR/{ print }
+         END { print "citus memory: " p + 0 " passed, " f + 0 " failed" }' \
+        "$TMP/citus-memory.log" | tee "$TMP/citus-memory.txt"
+    count_suite "citus memory" "$TMP/citus-memory.txt" "$s"
+    [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-memory.txt"
 }
 
 # The seed snippets against a proxy connected to node $1 (0: the coordinator), counted as

@@ -29,7 +29,17 @@
 --   - the restore triggers of prices, tiers and installation keys are dropped: Citus copies a
 --     reference table through them, and a distributed database is backed up with Citus's own
 --     tools, not pg_dump of one node.
--- It is idempotent: a table already distributed is left as it is.
+--   - every delegated API function runs with plan_cache_mode = force_custom_plan, unless
+--     distribute(plan_cache_mode => 'auto') is asked for. On a worker, a statement of a
+--     delegated call on its wallet's shard runs by Citus's local execution; once Postgres
+--     keeps the generic plan of a statement, Citus 13.2.2 plans the shard query anew at every
+--     execution and adds that plan to a list it never frees (it looks the plan up in a task
+--     list that deferred pruning leaves empty; fixed upstream, citusdata/citus#8824): about
+--     150 kB more per call in every connection, until the node runs out of memory. Custom
+--     plans never enter that cache. With a Citus that has the fix, 'auto' costs less
+--     (bench/RESULTS.md).
+-- It is idempotent: a table already distributed is left as it is, and it is run again after
+-- ALTER EXTENSION echovalue UPDATE (an update replaces functions and their settings).
 
 -- Whether echovalue.<p_table> is a Citus table already (plpgsql: the body names a Citus
 -- catalog, which a database without Citus does not have, and is only planned when it runs).
@@ -96,15 +106,56 @@ begin
 end;
 $$;
 
-create function echovalue.distribute() returns text
+-- Sets plan_cache_mode p_mode (force_custom_plan, or auto: the setting removed) on every API
+-- function of this node that takes the `wallet` hint (distribute() runs it on every node; why:
+-- the comment at the top). Returns how many functions changed.
+create function echovalue._plan_cache_mode(p_mode text) returns int
+language plpgsql volatile as $$
+declare
+    v_function regprocedure;
+    v_config text[];
+    v_changed int := 0;
+    v_propagate text := pg_catalog.current_setting('citus.enable_ddl_propagation');
+begin
+    -- (this node only: distribute() runs it on each)
+    perform pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+    for v_function, v_config in
+        select p.oid::regprocedure, p.proconfig from pg_catalog.pg_proc p
+         where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
+           and 'wallet' = any (p.proargnames)
+         order by p.proname
+    loop
+        if p_mode = 'auto'
+           and exists (select from pg_catalog.unnest(v_config) c where c like 'plan\_cache\_mode=%') then
+            execute pg_catalog.format('alter function %s reset plan_cache_mode', v_function);
+            v_changed := v_changed + 1;
+        elsif p_mode <> 'auto'
+              and not ('plan_cache_mode=' || p_mode) = any (coalesce(v_config, '{}')) then
+            execute pg_catalog.format('alter function %s set plan_cache_mode = %s', v_function, p_mode);
+            v_changed := v_changed + 1;
+        end if;
+    end loop;
+    perform pg_catalog.set_config('citus.enable_ddl_propagation', v_propagate, true);
+    return v_changed;
+end;
+$$;
+
+create function echovalue.distribute(plan_cache_mode text default 'force_custom_plan')
+returns text
 language plpgsql volatile as $$
 declare
     v_table text;
     v_function regprocedure;
     v_done text[] := '{}';
     v_functions int := 0;
+    v_planned int := 0;
     v_failed text;
 begin
+    if distribute.plan_cache_mode is null
+       or distribute.plan_cache_mode not in ('force_custom_plan', 'auto') then
+        raise exception 'echovalue: plan_cache_mode must be force_custom_plan or auto'
+            using errcode = 'invalid_parameter_value';
+    end if;
     if not exists (select from pg_catalog.pg_extension e where e.extname = 'citus') then
         raise exception 'echovalue: distribute() needs the citus extension in this database'
             using errcode = 'feature_not_supported',
@@ -181,8 +232,24 @@ begin
     if v_failed is not null then
         raise exception 'echovalue: could not give every worker its own range of ids: %', v_failed;
     end if;
+    -- (each node sets its own functions: Citus would pass ALTER FUNCTION of a distributed
+    -- function on to the workers, but refuses to after this transaction's parallel statements)
+    select echovalue._plan_cache_mode(distribute.plan_cache_mode)
+           + coalesce(pg_catalog.sum(r.result::int) filter (where r.success), 0),
+           pg_catalog.string_agg(r.nodename || ':' || r.nodeport || ' ' || r.result, '; ')
+               filter (where not r.success)
+      into v_planned, v_failed
+      from run_command_on_workers(pg_catalog.format('select echovalue._plan_cache_mode(%L)',
+                                                    distribute.plan_cache_mode)) r;
+    if v_failed is not null then
+        raise exception 'echovalue: could not set plan_cache_mode on every worker: %', v_failed;
+    end if;
     if v_functions > 0 then
         v_done := v_done || pg_catalog.format('%s API functions', v_functions);
+    end if;
+    if v_planned > 0 then
+        v_done := v_done || pg_catalog.format('plan_cache_mode %s on %s API functions of the nodes',
+                                              distribute.plan_cache_mode, v_planned);
     end if;
     return pg_catalog.format('distributed: %s', coalesce(nullif(pg_catalog.array_to_string(v_done, ', '), ''),
                                                           'nothing left to do'));

@@ -1,0 +1,9 @@
+-- echovalue 0.11.0 -> 0.12.0: scale-out on Citus, fourth part (issue 14, SPEC section 18).
+-- echovalue.distribute() takes plan_cache_mode (default force_custom_plan) and sets it on every
+-- delegated API function: with generic plans, Citus 13.2.2's local execution plans each shard
+-- statement anew and keeps every such plan until the connection ends (distribute.sql says
+-- why). On a distributed install, run echovalue.distribute() again after this update.
+--
+-- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
+-- are gone, new or changed, and the grants. tests/run.sh updates every earlier version and
+-- compares the catalog with a fresh install.
