@@ -2,7 +2,10 @@
 -- echovalue.distribute() takes plan_cache_mode (default force_custom_plan) and sets it on every
 -- delegated API function: with generic plans, Citus 13.2.2's local execution plans each shard
 -- statement anew and keeps every such plan until the connection ends (distribute.sql says
--- why). On a distributed install, run echovalue.distribute() again after this update.
+-- why). delivery_claim and alert_email_claim return the delivery's wallet_id, and
+-- delivery_record takes it as the routing hint `wallet`, so on Citus it is delegated to the
+-- delivery's node instead of looking for the id on every shard. On a distributed install, run
+-- echovalue.distribute() again after this update.
 --
 -- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
 -- are gone, new or changed, and the grants. tests/run.sh updates every earlier version and
@@ -10,6 +13,9 @@
 
 -- Functions gone, or whose arguments or result changed.
 
+drop function if exists echovalue.delivery_record(bigint, int, text, int, text, int);
+drop function if exists echovalue.delivery_claim(int, int);
+drop function if exists echovalue.alert_email_claim(int, int);
 drop function if exists echovalue.distribute();
 
 -- Functions new or changed in 0.12.0.
@@ -161,6 +167,168 @@ begin
 end;
 $$;
 
+create or replace function echovalue.delivery_record(
+    delivery_id bigint,
+    attempt int,
+    outcome text,
+    status_code int default null,
+    error text default null,
+    retry_seconds int default null,
+    wallet bigint default null
+) returns boolean
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_wallet bigint;
+    v_webhook_id text;
+    v_kind text;
+    v_error text := pg_catalog.left(delivery_record.error, 500);
+    v_changed boolean := false;
+    -- (a variable, not now() in the CASE: Citus refuses a non-immutable function there)
+    v_retry_at timestamptz := pg_catalog.now()
+        + pg_catalog.make_interval(secs => coalesce(delivery_record.retry_seconds, 0));
+begin
+    if delivery_record.outcome is null or delivery_record.outcome not in ('delivered', 'retry', 'failed')
+       or (delivery_record.outcome = 'retry' and coalesce(delivery_record.retry_seconds, -1) < 0) then
+        raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- The delivery's wallet first (with the hint, one shard's; else, on Citus, a read of every
+    -- shard's id index), then every statement names it, so it runs on that wallet's shard.
+    select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
+      from echovalue.deliveries d
+     where d.wallet_id = delivery_record.wallet and d.id = delivery_record.delivery_id;
+    if not found then
+        select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
+          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+    end if;
+    if not found then
+        return false;   -- purged with its wallet or message
+    end if;
+    -- a test is never retried: its one attempt's retry is its failure
+    update echovalue.deliveries d
+       set state = case when delivery_record.outcome <> 'retry' then delivery_record.outcome
+                        when d.kind = 'test' then 'failed' else 'pending' end,
+           next_attempt_at = case when delivery_record.outcome = 'retry' and d.kind <> 'test'
+               then v_retry_at else d.next_attempt_at end,
+           last_status = delivery_record.status_code,
+           last_error = v_error
+     where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
+       and d.state = 'pending'
+       and (delivery_record.outcome = 'delivered' or d.attempts = delivery_record.attempt);
+    v_changed := found;
+    if not v_changed then
+        null;   -- recorded already (or the lease ran out and another attempt took it)
+    elsif v_kind = 'test' then
+        perform pg_catalog.pg_notify('echovalue_webhook_test',
+            echovalue._test_await(v_wallet, delivery_record.delivery_id, v_webhook_id));
+    elsif v_kind = 'scheduled' then
+        -- the webhook shows how its latest run went
+        update echovalue.webhooks h
+           set last_status = case when delivery_record.outcome = 'delivered' then 'success' else 'failure' end,
+               last_error = case when delivery_record.outcome = 'delivered' then null
+                                 else coalesce(v_error, 'delivery failed') end
+          from echovalue.deliveries d
+         where d.wallet_id = v_wallet and d.id = delivery_record.delivery_id
+           and h.wallet_id = v_wallet and h.name = d.webhook
+           and h.last_run_at <= d.created;
+    end if;
+    perform echovalue._delivery_log(v_wallet, v_webhook_id, coalesce(delivery_record.status_code, 0),
+                                    case when delivery_record.outcome = 'delivered' then null
+                                         else coalesce(v_error, 'delivery failed') end, v_kind);
+    return v_changed;
+end;
+$$;
+
+create or replace function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
+returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
+               headers jsonb, secret text, payload text, wallet_id bigint)
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+declare
+    v_row record;
+    v_claimed int;
+    v_returned int;
+    v_format text;
+    v_options jsonb;
+    v_template text;
+    v_gone text;
+begin
+    if delivery_claim.batch is null or delivery_claim.batch not between 1 and 10000
+       or delivery_claim.lease_seconds is null or delivery_claim.lease_seconds not between 1 and 86400 then
+        raise exception 'echovalue: delivery_claim needs batch 1..10000 and lease_seconds 1..86400'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    loop
+        v_claimed := 0;
+        v_returned := 0;
+        for v_row in select * from echovalue._delivery_lease(delivery_claim.batch, delivery_claim.lease_seconds)
+        loop
+            v_claimed := v_claimed + 1;
+            if v_row.kind = 'alert' then
+                -- an alert's body is made when it is queued; it goes to the alert webhook
+                select s.url, s.headers, mb.secret into url, headers, secret
+                  from echovalue.wallet_settings s
+                  join echovalue.mailboxes mb on mb.wallet_id = s.wallet_id
+                 where s.wallet_id = v_row.wallet_id and s.url is not null;
+            else
+                select h.url, h.headers, mb.secret, h.format, h.options, h.template::text
+                  into url, headers, secret, v_format, v_options, v_template
+                  from echovalue.webhooks h
+                  join echovalue.mailboxes mb on mb.wallet_id = h.wallet_id
+                 where h.wallet_id = v_row.wallet_id and h.name = v_row.webhook;
+            end if;
+            if not found then
+                v_gone := case when v_row.kind = 'alert' then 'no alert webhook configured'
+                               else 'no webhook configured' end;
+                update echovalue.deliveries d
+                   set state = 'failed', last_status = null, last_error = v_gone
+                 where d.wallet_id = v_row.wallet_id and d.id = v_row.id;
+                perform echovalue._delivery_log(v_row.wallet_id, v_row.webhook_id, 0, v_gone);
+                if v_row.kind = 'test' then
+                    perform pg_catalog.pg_notify('echovalue_webhook_test',
+                        echovalue._test_await(v_row.wallet_id, v_row.id, v_row.webhook_id));
+                end if;
+                continue;
+            end if;
+            delivery_id := v_row.id;
+            attempt := v_row.attempts;
+            wallet_id := v_row.wallet_id;
+            url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
+                                                   '^Bad Request: ', '');
+            webhook_id := v_row.webhook_id;
+            payload := case when v_row.kind = 'mail'
+                then echovalue._webhook_body(v_format, v_options, v_template,
+                                             echovalue._delivery_payload(v_row.wallet_id, v_row.message_id))
+                else v_row.body end;
+            v_returned := v_returned + 1;
+            return next;
+        end loop;
+        exit when v_claimed = 0 or v_returned > 0;
+    end loop;
+end;
+$$;
+
+create or replace function echovalue.alert_email_claim(batch int default 10, lease_seconds int default 60)
+returns table (delivery_id bigint, attempt int, message_id text, recipient text, subject text,
+               body text, wallet_id bigint)
+language plpgsql volatile security definer
+set search_path = echovalue, pg_catalog, pg_temp as $$
+begin
+    if alert_email_claim.batch is null or alert_email_claim.batch not between 1 and 10000
+       or alert_email_claim.lease_seconds is null
+       or alert_email_claim.lease_seconds not between 1 and 86400 then
+        raise exception 'echovalue: alert_email_claim needs batch 1..10000 and lease_seconds 1..86400'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return query
+        select l.id, l.attempts, l.webhook_id, (l.body::jsonb) ->> 'to', (l.body::jsonb) ->> 'subject',
+               (l.body::jsonb) ->> 'text', l.wallet_id
+          from echovalue._delivery_lease(alert_email_claim.batch, alert_email_claim.lease_seconds,
+                                         p_email => true) l;
+end;
+$$;
+
 -- Privileges, as in a fresh install (extension/src/sql/grants.sql).
 
 -- Privileges, last: PUBLIC gets nothing; echovalue_api (a SQL application, and through
@@ -242,7 +410,7 @@ grant execute on function
     echovalue.address_classify(inet),
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),
-    echovalue.delivery_record(bigint, int, text, int, text, int),
+    echovalue.delivery_record(bigint, int, text, int, text, int, bigint),
     echovalue.schedule_claim(int),
     echovalue.schedule_next_due(),
     echovalue.stripe_event_apply(),

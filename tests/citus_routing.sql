@@ -3,7 +3,8 @@
 -- the proxy calls it (a prepared statement with `wallet => echovalue.token_wallet($1)`), for
 -- a wallet on each worker; the mailhook's calls (`wallet => echovalue.recipient_wallet($1)`)
 -- for the wallet's mailbox address, and webhook_test_result (`wallet =>
--- echovalue.test_wallet($1)`) for an await value of the wallet. For each it prints `=<function>|<node of the wallet>`, then the
+-- echovalue.test_wallet($1)`) for an await value of the wallet, and delivery_record with a
+-- wallet's id as the mailhook passes its claim's. For each it prints `=<function>|<node of the wallet>`, then the
 -- EXPLAIN of the call; citus.sh checks that each shows one task on that node. The calls are
 -- top-level statements (\gexec), as the proxy's are: Citus delegates a call made inside a
 -- function or a transaction block only with force_delegation, which is not set.
@@ -43,14 +44,18 @@ select '=workers|' || pg_catalog.count(*) from routing_wallets;
 -- per function: prepare it (its first argument, NULL for every other argument without a
 -- default, the caller's hint), then per wallet a label and the plan, then deallocate
 with functions as (
-    select p.proname, p.proargnames[1] as first, pg_catalog.format(
+    select p.proname, p.proargnames[1] as first, case when p.proname = 'delivery_record'
+        -- (the mailhook's, with the claim's wallet as the hint; the delivery may not exist)
+        then 'prepare routing_call(text) as select * from echovalue.delivery_record(delivery_id => 0, '
+             'attempt => 1, outcome => ''failed'', wallet => echovalue.token_wallet($1))'
+        else pg_catalog.format(
                'prepare routing_call(text) as select * from echovalue.%I(%I => $1%s, wallet => echovalue.%s($1))',
                p.proname, p.proargnames[1],
                coalesce((select pg_catalog.string_agg(pg_catalog.format(', %I => null::%s', p.proargnames[i],
                                                                         pg_catalog.format_type(p.proargtypes[i - 1], null)), '' order by i)
                            from pg_catalog.generate_series(2, p.pronargs - p.pronargdefaults) i), ''),
                case p.proargnames[1] when 'recipient' then 'recipient_wallet'
-                                     when 'test' then 'test_wallet' else 'token_wallet' end) as prepare
+                                     when 'test' then 'test_wallet' else 'token_wallet' end) end as prepare
       from pg_catalog.pg_dist_object o
       join pg_catalog.pg_proc p on p.oid = o.objid
      where o.classid = 'pg_catalog.pg_proc'::regclass and o.distribution_argument_index is not null

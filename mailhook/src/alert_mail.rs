@@ -24,7 +24,8 @@ use crate::delivery::retry::{decide, Response};
 pub const CHANNEL: &str = "echovalue_alert_email";
 
 const REGISTER_SQL: &str = "select echovalue.relay_register(from_address => $1)";
-const CLAIM_SQL: &str = "select delivery_id, attempt, message_id, recipient, subject, body \
+const CLAIM_SQL: &str =
+    "select delivery_id, attempt, message_id, recipient, subject, body, wallet_id \
      from echovalue.alert_email_claim(batch => 1, lease_seconds => $1)";
 
 /// How the connection to the relay is secured.
@@ -109,6 +110,7 @@ struct Job {
     recipient: String,
     subject: String,
     body: String,
+    wallet: Option<i64>,
 }
 
 /// Registers the relay (trying again until the database answers), then sends alert emails
@@ -166,6 +168,7 @@ async fn claim(pool: &Pool, lease: i32) -> anyhow::Result<Option<Job>> {
         recipient: r.try_get("recipient")?,
         subject: r.try_get("subject")?,
         body: r.try_get("body")?,
+        wallet: r.try_get("wallet_id")?,
     }))
 }
 
@@ -240,6 +243,7 @@ async fn send(pool: &Pool, sender: &Sender, job: Job) {
         decision,
         status,
         error,
+        wallet: job.wallet,
     };
     if let Err(e) = attempt.record(pool).await {
         tracing::warn!(delivery = job.delivery_id, error = %format!("{e:#}"), "recording an alert email attempt failed; it will be tried again after its lease");

@@ -2,7 +2,10 @@
 -- echovalue.distribute() takes plan_cache_mode (default force_custom_plan) and sets it on every
 -- delegated API function: with generic plans, Citus 13.2.2's local execution plans each shard
 -- statement anew and keeps every such plan until the connection ends (distribute.sql says
--- why). On a distributed install, run echovalue.distribute() again after this update.
+-- why). delivery_claim and alert_email_claim return the delivery's wallet_id, and
+-- delivery_record takes it as the routing hint `wallet`, so on Citus it is delegated to the
+-- delivery's node instead of looking for the id on every shard. On a distributed install, run
+-- echovalue.distribute() again after this update.
 --
 -- Layout: this head changes tables and data; sql/build/upgrade.py appends the functions that
 -- are gone, new or changed, and the grants. tests/run.sh updates every earlier version and

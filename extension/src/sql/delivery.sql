@@ -159,14 +159,17 @@ $$;
 -- good). A test's end NOTIFYs echovalue_webhook_test with its await value (_test_await).
 -- A success always counts; a retry or failure from an attempt that is no longer the latest
 -- (its lease ran out and another dispatcher claimed the row) is only logged. Returns whether
--- the row changed.
+-- the row changed. `wallet` is a routing hint only (the mailhook passes the claim's `wallet`:
+-- on Citus the call then runs on the delivery's node); a delivery is looked for by its id
+-- alone when the hint is missing or names another wallet.
 create function echovalue.delivery_record(
     delivery_id bigint,
     attempt int,
     outcome text,
     status_code int default null,
     error text default null,
-    retry_seconds int default null
+    retry_seconds int default null,
+    wallet bigint default null
 ) returns boolean
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
@@ -185,10 +188,15 @@ begin
         raise exception 'echovalue: delivery_record needs outcome delivered, failed, or retry with retry_seconds >= 0'
             using errcode = 'invalid_parameter_value';
     end if;
-    -- The delivery's wallet first (on Citus a read of every shard's id index), then every
-    -- statement names it, so it runs on that wallet's shard alone.
+    -- The delivery's wallet first (with the hint, one shard's; else, on Citus, a read of every
+    -- shard's id index), then every statement names it, so it runs on that wallet's shard.
     select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
-      from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+      from echovalue.deliveries d
+     where d.wallet_id = delivery_record.wallet and d.id = delivery_record.delivery_id;
+    if not found then
+        select d.wallet_id, d.webhook_id, d.kind into v_wallet, v_webhook_id, v_kind
+          from echovalue.deliveries d where d.id = delivery_record.delivery_id;
+    end if;
     if not found then
         return false;   -- purged with its wallet or message
     end if;

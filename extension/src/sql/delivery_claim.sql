@@ -102,9 +102,10 @@ $$;
 -- signing secret and the body in the webhook's format (_webhook_body). A claimed delivery
 -- whose webhook is gone fails for good instead (logged); when a whole batch was such
 -- rows it claims the next one, so an empty result means nothing this caller may send is due.
+-- `wallet_id` is the delivery's wallet, for delivery_record's routing hint `wallet`.
 create function echovalue.delivery_claim(batch int default 50, lease_seconds int default 60)
 returns table (delivery_id bigint, attempt int, webhook_id text, url text, url_error text,
-               headers jsonb, secret text, payload text)
+               headers jsonb, secret text, payload text, wallet_id bigint)
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 declare
@@ -155,6 +156,7 @@ begin
             end if;
             delivery_id := v_row.id;
             attempt := v_row.attempts;
+            wallet_id := v_row.wallet_id;
             url_error := pg_catalog.regexp_replace(echovalue._webhook_url_error(url),
                                                    '^Bad Request: ', '');
             webhook_id := v_row.webhook_id;

@@ -17,8 +17,9 @@
 --   - every API function that takes a token is delegated to the node that holds its wallet:
 --     Citus routes a call by its `wallet` argument (the proxy passes
 --     echovalue.token_wallet(token), a constant once the token is bound; the mailhook passes
---     echovalue.recipient_wallet(recipient) to mail_rcpt_check and mail_receive, and the
---     proxy echovalue.test_wallet(test) to webhook_test_result), and the function
+--     echovalue.recipient_wallet(recipient) to mail_rcpt_check and mail_receive and its
+--     claim's wallet to delivery_record, and the proxy echovalue.test_wallet(test) to
+--     webhook_test_result), and the function
 --     runs there whole, each statement on that node's shards. A call without the argument,
 --     or with a wrong one (a token made before 0.9.0, whose key names no wallet), is answered
 --     right all the same: it runs where it was sent, or on the wrong node, and its statements

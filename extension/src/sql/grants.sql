@@ -77,7 +77,7 @@ grant execute on function
     echovalue.address_classify(inet),
     echovalue.delivery_addresses_error(inet[]),
     echovalue.delivery_claim(int, int),
-    echovalue.delivery_record(bigint, int, text, int, text, int),
+    echovalue.delivery_record(bigint, int, text, int, text, int, bigint),
     echovalue.schedule_claim(int),
     echovalue.schedule_next_due(),
     echovalue.stripe_event_apply(),

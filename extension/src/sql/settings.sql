@@ -145,10 +145,11 @@ $$;
 
 -- Leases up to `batch` due alert emails for `lease_seconds` (like delivery_claim) and returns
 -- what sending each needs: the delivery id and attempt (for delivery_record), its Message-ID
--- (the delivery's webhook_id, stable across retries), the recipient, subject and text.
+-- (the delivery's webhook_id, stable across retries), the recipient, subject and text, and
+-- the wallet (delivery_record's routing hint).
 create function echovalue.alert_email_claim(batch int default 10, lease_seconds int default 60)
 returns table (delivery_id bigint, attempt int, message_id text, recipient text, subject text,
-               body text)
+               body text, wallet_id bigint)
 language plpgsql volatile security definer
 set search_path = echovalue, pg_catalog, pg_temp as $$
 begin
@@ -160,7 +161,7 @@ begin
     end if;
     return query
         select l.id, l.attempts, l.webhook_id, (l.body::jsonb) ->> 'to', (l.body::jsonb) ->> 'subject',
-               (l.body::jsonb) ->> 'text'
+               (l.body::jsonb) ->> 'text', l.wallet_id
           from echovalue._delivery_lease(alert_email_claim.batch, alert_email_claim.lease_seconds,
                                          p_email => true) l;
 end;

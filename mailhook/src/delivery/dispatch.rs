@@ -19,10 +19,11 @@ use super::sign::signature;
 pub const CHANNEL: &str = "echovalue_mail";
 
 const CLAIM_SQL: &str =
-    "select delivery_id, attempt, webhook_id, url, url_error, headers, secret, payload \
+    "select delivery_id, attempt, webhook_id, url, url_error, headers, secret, payload, wallet_id \
      from echovalue.delivery_claim(batch => $1, lease_seconds => $2)";
+/// (`wallet`, the claim's, routes the call to the delivery's node on Citus)
 const RECORD_SQL: &str = "select echovalue.delivery_record(delivery_id => $1, attempt => $2, \
-     outcome => $3, status_code => $4, error => $5, retry_seconds => $6)";
+     outcome => $3, status_code => $4, error => $5, retry_seconds => $6, wallet => $7)";
 
 /// The dispatcher's settings (see `config.rs`).
 #[derive(Debug, Clone)]
@@ -46,6 +47,7 @@ struct Job {
     headers: serde_json::Value,
     secret: String,
     payload: String,
+    wallet: Option<i64>,
 }
 
 /// Runs until `stop` turns true, then lets in-flight deliveries finish (at most `grace`).
@@ -139,6 +141,7 @@ async fn claim(pool: &Pool, n: usize, lease: Duration) -> anyhow::Result<Vec<Job
                 headers: r.try_get("headers")?,
                 secret: r.try_get("secret")?,
                 payload: r.try_get("payload")?,
+                wallet: r.try_get("wallet_id")?,
             })
         })
         .collect()
@@ -194,6 +197,7 @@ async fn deliver(pool: &Pool, sender: &Sender, job: Job) {
         decision,
         status,
         error,
+        wallet: job.wallet,
     };
     if let Err(e) = attempt.record(pool).await {
         tracing::warn!(delivery = job.delivery_id, error = %format!("{e:#}"), "recording a delivery attempt failed; it will be retried after its lease");
@@ -208,6 +212,8 @@ pub struct Attempt {
     /// The HTTP status or SMTP reply code; None without a response.
     pub status: Option<i32>,
     pub error: Option<String>,
+    /// The delivery's wallet, as its claim gave it: a routing hint only.
+    pub wallet: Option<i64>,
 }
 
 impl Attempt {
@@ -227,6 +233,7 @@ impl Attempt {
                     &self.status,
                     &self.error,
                     &retry_secs,
+                    &self.wallet,
                 ],
             )
             .await?;
