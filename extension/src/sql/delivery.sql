@@ -159,7 +159,7 @@ $$;
 -- good). A test's end NOTIFYs echovalue_webhook_test with its await value (_test_await).
 -- A success always counts; a retry or failure from an attempt that is no longer the latest
 -- (its lease ran out and another dispatcher claimed the row) is only logged. Returns whether
--- the row changed. `wallet` is a routing hint only (the mailhook passes the claim's `wallet`:
+-- the row changed. `wallet` is a routing hint only (the mailhook passes the claim's `wallet_id`:
 -- on Citus the call then runs on the delivery's node); a delivery is looked for by its id
 -- alone when the hint is missing or names another wallet.
 create function echovalue.delivery_record(
