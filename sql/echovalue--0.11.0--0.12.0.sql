@@ -20,6 +20,21 @@ drop function if exists echovalue.distribute();
 
 -- Functions new or changed in 0.12.0.
 
+create or replace function echovalue._refusal_log_allowed(p_wallet bigint) returns boolean
+language plpgsql volatile as $$
+declare
+    v_entries int;
+begin
+    insert into echovalue.refusal_log_rate as r (wallet_id, minute, entries)
+    values (p_wallet, pg_catalog.date_trunc('minute', pg_catalog.now()), 1)
+    on conflict (wallet_id) do update
+       set minute = greatest(r.minute, excluded.minute),
+           entries = case when r.minute >= excluded.minute then r.entries + 1 else 1 end
+    returning r.entries into v_entries;
+    return v_entries <= echovalue._setting('refusal_logs_per_minute');
+end;
+$$;
+
 create or replace function echovalue._plan_cache_mode(p_mode text) returns int
 language plpgsql volatile as $$
 declare

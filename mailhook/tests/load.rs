@@ -86,10 +86,11 @@ async fn exact_accounting_while_idle_connections_and_slow_smtp_sessions_are_held
         CREDITS,
         "every charge logged once"
     );
-    assert!(Admin::refusals_logged_ok(
-        rows - rows_before - CREDITS,
-        refused
-    ));
+    let refusals_logged = rows - rows_before - CREDITS;
+    assert!(
+        Admin::refusals_logged_ok(refusals_logged, refused),
+        "{refusals_logged} of {refused} refusals logged"
+    );
 
     // Everything held is still held, and the stack still serves.
     assert_eq!(slow.len(), SLOW_SMTP);

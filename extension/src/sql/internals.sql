@@ -131,7 +131,10 @@ $$;
 
 -- Whether wallet p_wallet may log one more refusal that charged nothing this minute: at most
 -- echovalue.refusal_logs_per_minute (one counter row per wallet, taken under the wallet's
--- row lock, which every refusal already holds).
+-- row lock, which every refusal already holds). The counter's minute never goes back: a
+-- transaction that started in an earlier minute but takes the lock after one of a later minute
+-- counts against the later one (resetting there let refusals alternate across a minute's turn,
+-- each resetting the other's count, and log without bound).
 -- (plpgsql, and the comparison after RETURNING: Citus plans a SQL function's statement on
 -- its tables only without parameters, and takes only immutable functions in RETURNING)
 create function echovalue._refusal_log_allowed(p_wallet bigint) returns boolean
@@ -142,8 +145,8 @@ begin
     insert into echovalue.refusal_log_rate as r (wallet_id, minute, entries)
     values (p_wallet, pg_catalog.date_trunc('minute', pg_catalog.now()), 1)
     on conflict (wallet_id) do update
-       set minute = excluded.minute,
-           entries = case when r.minute = excluded.minute then r.entries + 1 else 1 end
+       set minute = greatest(r.minute, excluded.minute),
+           entries = case when r.minute >= excluded.minute then r.entries + 1 else 1 end
     returning r.entries into v_entries;
     return v_entries <= echovalue._setting('refusal_logs_per_minute');
 end;

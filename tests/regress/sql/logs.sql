@@ -136,4 +136,12 @@ update echovalue.refusal_log_rate set minute = minute - interval '1 minute' wher
 update echovalue.wallets set balance = 0 where id = :w;
 select (echovalue.kv_get(token => :'tok', grp => 'g', key => 'k')).status;
 select count(*) as logged from echovalue.logs where wallet_id = :w and id > :last;
+-- a refusal of an earlier minute that comes after the next minute's has filled it counts
+-- against that later minute (never resets it): not logged
+update echovalue.refusal_log_rate set minute = minute + interval '1 minute', entries = 3
+ where wallet_id = :w;
+select (echovalue.kv_get(token => :'tok', grp => 'g', key => 'k')).status;
+select count(*) as logged from echovalue.logs where wallet_id = :w and id > :last;
+select entries, minute > pg_catalog.now() as later_minute_kept
+  from echovalue.refusal_log_rate where wallet_id = :w;
 rollback;

@@ -158,7 +158,6 @@ impl Admin {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Log rows of a wallet: (all, charged ones).
     /// Whether `logged` entries for `refused` refusals that charged nothing, made within a
     /// few seconds, are what the default `echovalue.refusal_logs_per_minute` (60) allows: all
     /// of them up to 60 a minute, so up to 120 when the run spans the turn of a minute.
@@ -168,6 +167,7 @@ impl Admin {
         (refused.min(PER_MINUTE)..=refused.min(2 * PER_MINUTE)).contains(&logged)
     }
 
+    /// Log rows of a wallet: (all, charged ones).
     pub async fn log_counts(&self, w: &Wallet) -> Result<(i64, i64)> {
         let row = self
             .client
