@@ -41,21 +41,11 @@ end;
 $$;
 select '=workers|' || pg_catalog.count(*) from routing_wallets;
 
--- per function: prepare it (its first argument, NULL for every other argument without a
--- default, the caller's hint), then per wallet a label and the plan, then deallocate
+-- per function: prepare it (tests/citus_calls.sql), then per wallet a label and the plan,
+-- then deallocate
+\ir citus_calls.sql
 with functions as (
-    select p.proname, p.proargnames[1] as first, case when p.proname = 'delivery_record'
-        -- (the mailhook's, with the claim's wallet as the hint; the delivery may not exist)
-        then 'prepare routing_call(text) as select * from echovalue.delivery_record(delivery_id => 0, '
-             'attempt => 1, outcome => ''failed'', wallet => echovalue.token_wallet($1))'
-        else pg_catalog.format(
-               'prepare routing_call(text) as select * from echovalue.%I(%I => $1%s, wallet => echovalue.%s($1))',
-               p.proname, p.proargnames[1],
-               coalesce((select pg_catalog.string_agg(pg_catalog.format(', %I => null::%s', p.proargnames[i],
-                                                                        pg_catalog.format_type(p.proargtypes[i - 1], null)), '' order by i)
-                           from pg_catalog.generate_series(2, p.pronargs - p.pronargdefaults) i), ''),
-               case p.proargnames[1] when 'recipient' then 'recipient_wallet'
-                                     when 'test' then 'test_wallet' else 'token_wallet' end) end as prepare
+    select p.proname, 'prepare routing_call(text) as ' || pg_temp.routed_call(o.objid::regprocedure, '$1') as prepare
       from pg_catalog.pg_dist_object o
       join pg_catalog.pg_proc p on p.oid = o.objid
      where o.classid = 'pg_catalog.pg_proc'::regclass and o.distribution_argument_index is not null
@@ -67,8 +57,7 @@ select s from functions f
      select pg_catalog.format('select %L', '=' || f.proname || '|' || r.node), 1, r.node from routing_wallets r
      union all
      select pg_catalog.format('explain (costs off) execute routing_call(%L)',
-                              case f.first when 'recipient' then r.email when 'test' then r.await
-                                           else r.token end), 2, r.node
+                              pg_temp.routed_arg(f.proname, r.token, r.email, r.await)), 2, r.node
        from routing_wallets r
      union all
      select 'deallocate routing_call', 3, ''

@@ -107,9 +107,20 @@ begin
 end;
 $$;
 
--- Sets plan_cache_mode p_mode (force_custom_plan, or auto: the setting removed) on every API
--- function of this node that takes the `wallet` hint (distribute() runs it on every node; why:
--- the comment at the top). Returns how many functions changed.
+-- The API functions routed by their wallet: every function of echovalue, but the internal ones
+-- (`_…`), that takes the `wallet` hint. distribute() delegates them to their wallet's node and
+-- sets their plan_cache_mode (_plan_cache_mode).
+create function echovalue._routed_functions() returns setof regprocedure
+language sql stable as $$
+    select p.oid::regprocedure from pg_catalog.pg_proc p
+     where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
+       and 'wallet' = any (p.proargnames)
+     order by p.proname
+$$;
+
+-- Sets plan_cache_mode p_mode (force_custom_plan, or auto: the setting removed) on every
+-- routed API function of this node (_routed_functions; distribute() runs it on every node;
+-- why: the comment at the top). Returns how many functions changed.
 create function echovalue._plan_cache_mode(p_mode text) returns int
 language plpgsql volatile as $$
 declare
@@ -121,10 +132,8 @@ begin
     -- (this node only: distribute() runs it on each)
     perform pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
     for v_function, v_config in
-        select p.oid::regprocedure, p.proconfig from pg_catalog.pg_proc p
-         where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
-           and 'wallet' = any (p.proargnames)
-         order by p.proname
+        select f.f, p.proconfig from echovalue._routed_functions() f
+          join pg_catalog.pg_proc p on p.oid = f.f
     loop
         if p_mode = 'auto'
            and exists (select from pg_catalog.unnest(v_config) c where c like 'plan\_cache\_mode=%') then
@@ -212,12 +221,7 @@ begin
             v_done := v_done || v_table;
         end if;
     end loop;
-    for v_function in
-        select p.oid::regprocedure from pg_catalog.pg_proc p
-         where p.pronamespace = 'echovalue'::regnamespace and p.proname !~ '^_'
-           and 'wallet' = any (p.proargnames)
-         order by p.proname
-    loop
+    for v_function in select f.f from echovalue._routed_functions() f loop
         if not exists (select from pg_catalog.pg_dist_object o
                         where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = v_function
                           and o.distribution_argument_index is not null) then
