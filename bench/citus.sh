@@ -12,8 +12,15 @@
 # The proxies run with their defaults: on the cluster the extension turns group commit off
 # (echovalue.group_commit()), so the single node is measured with ECHOVALUE_BATCH_MAX=1 too.
 #
+# Then the floor: pgbench -M prepared with one client runs, on the single node, on the worker
+# that holds a wallet and through the coordinator, a statement that reads no table, one read
+# and one write of the wallet's row (each one statement Citus routes to the wallet's shard),
+# and the proxy's kv_get call (bench/pgbench/routed_*.sql), and prints ms per call: what one
+# routed statement adds, against what a whole call costs on one Postgres.
+#
 # Settings (env): BENCH_SECONDS (per measurement, default 6), BENCH_CLIENTS (wrk connections,
-# default 16), BENCH_OUT (also write the table to this file), BENCH_KEEP_TMP=1.
+# default 16), BENCH_OUT (also write the tables to this file), BENCH_KEEP_TMP=1,
+# BENCH_FLOOR_ONLY=1 (the floor only: no proxies, no wrk).
 set -euo pipefail
 
 # shellcheck source=bench/common.sh
@@ -28,7 +35,7 @@ for tool in wrk python3; do
 done
 
 bench_begin citus
-bench_build echovalue-proxy
+[ "${BENCH_FLOOR_ONLY:-0}" = 1 ] || bench_build echovalue-proxy
 
 section() { echo "bench: $*"; }
 # shellcheck source=tests/citus.sh
@@ -93,19 +100,50 @@ proxy() {
 }
 postmaster() { head -n 1 "$1/data/postmaster.pid"; }
 
-# (the proxies' defaults; on the cluster the extension turns group commit off by itself)
-read -r P_SINGLE PORT_SINGLE < <(proxy "$SINGLE_PORT")
-read -r P_SINGLE1 PORT_SINGLE1 < <(proxy "$SINGLE_PORT" ECHOVALUE_BATCH_MAX=1)
-read -r P_COORD PORT_COORD < <(proxy "$COORD_PORT")
-read -r P_W1 PORT_W1 < <(proxy "$W1_PORT")
-read -r P_W2 PORT_W2 < <(proxy "$W2_PORT")
+if [ "${BENCH_FLOOR_ONLY:-0}" != 1 ]; then
+    # (the proxies' defaults; on the cluster the extension turns group commit off by itself)
+    read -r P_SINGLE PORT_SINGLE < <(proxy "$SINGLE_PORT")
+    read -r P_SINGLE1 PORT_SINGLE1 < <(proxy "$SINGLE_PORT" ECHOVALUE_BATCH_MAX=1)
+    read -r P_COORD PORT_COORD < <(proxy "$COORD_PORT")
+    read -r P_W1 PORT_W1 < <(proxy "$W1_PORT")
+    read -r P_W2 PORT_W2 < <(proxy "$W2_PORT")
 
-python3 "$ROOT/bench/citus.py" \
-    --seconds "${BENCH_SECONDS:-6}" --clients "${BENCH_CLIENTS:-16}" \
-    --single "$(postmaster "${SINGLE[0]}")" "$P_SINGLE" "$PORT_SINGLE" "$TMP/tokens-single.txt" \
-    --single-unbatched "$P_SINGLE1" "$PORT_SINGLE1" \
-    --nodes "$(postmaster "$COORD_DIR")" "$(postmaster "$W1_DIR")" "$(postmaster "$W2_DIR")" \
-    --tokens "$TMP/tokens-cluster.txt" \
-    --coordinator "$P_COORD" "$PORT_COORD" \
-    --workers "$P_W1" "$PORT_W1" "$P_W2" "$PORT_W2" \
-    | tee "${BENCH_OUT:-/dev/null}"
+    python3 "$ROOT/bench/citus.py" \
+        --seconds "${BENCH_SECONDS:-6}" --clients "${BENCH_CLIENTS:-16}" \
+        --single "$(postmaster "${SINGLE[0]}")" "$P_SINGLE" "$PORT_SINGLE" "$TMP/tokens-single.txt" \
+        --single-unbatched "$P_SINGLE1" "$PORT_SINGLE1" \
+        --nodes "$(postmaster "$COORD_DIR")" "$(postmaster "$W1_DIR")" "$(postmaster "$W2_DIR")" \
+        --tokens "$TMP/tokens-cluster.txt" \
+        --coordinator "$P_COORD" "$PORT_COORD" \
+        --workers "$P_W1" "$PORT_W1" "$P_W2" "$PORT_W2" \
+        | tee "${BENCH_OUT:-/dev/null}"
+fi
+
+# The floor. A cluster wallet whose shard is on worker 1; ms per call of script $1 with token
+# $2 on port $3 (one client, so the latency is the work of a call plus the round trip).
+W1_TOKEN=
+while read -r token; do
+    node=$(EV_CLUSTER_DIR=$COORD_DIR EV_PORT=$COORD_PORT ev_psql echovalue -tA -v t="$token" \
+        <<<"select n.nodeport from pg_catalog.pg_dist_placement p join pg_catalog.pg_dist_node n on n.groupid = p.groupid where p.shardid = get_shard_id_for_distribution_column('echovalue.wallets', echovalue.token_wallet(:'t'))")
+    if [ "$node" = "$W1_PORT" ]; then W1_TOKEN=$token; break; fi
+done <"$TMP/tokens-cluster.txt"
+[ -n "$W1_TOKEN" ] || { echo "bench: no benchmark wallet on worker 1" >&2; exit 1; }
+SINGLE_TOKEN=$(head -n 1 "$TMP/tokens-single.txt")
+per_call() {
+    pgbench -n -M prepared -c 1 -T "${BENCH_SECONDS:-6}" -h 127.0.0.1 -p "$3" -U postgres \
+        -D token="$2" -f "$ROOT/bench/pgbench/routed_$1.sql" echovalue 2>&1 \
+        | awk '/^latency average/ { print $4; found = 1 } END { if (!found) print "failed" }'
+}
+{
+    echo
+    echo "| statement | 1 node | the wallet's worker | via coordinator | worker - 1 node |"
+    echo "| --- | ---: | ---: | ---: | ---: |"
+    for script in round_trip read write kv_get; do
+        one=$(per_call "$script" "$SINGLE_TOKEN" "$SINGLE_PORT")
+        worker=$(per_call "$script" "$W1_TOKEN" "$W1_PORT")
+        coord=$(per_call "$script" "$W1_TOKEN" "$COORD_PORT")
+        awk -v s="$script" -v a="$one" -v b="$worker" -v c="$coord" \
+            'BEGIN { printf "| %s | %.3f | %.3f | %.3f | %+.3f |\n", s, a, b, c, b - a }'
+    done
+    echo "(ms per call, pgbench -M prepared, one client, ${BENCH_SECONDS:-6} s each)"
+} | tee -a "${BENCH_OUT:-/dev/null}"
