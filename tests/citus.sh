@@ -13,9 +13,13 @@
 #            (tests/citus_maintenance.sql)
 #   memory   on each worker, no delegated API function makes its connection's memory grow
 #            with every call (tests/citus_memory.sql)
+#   update   the last released version, distributed and holding a wallet, updated with ALTER
+#            EXTENSION UPDATE and distributed again, in a database of its own: the wallet
+#            still works, every node has the fresh install's functions and settings, and
+#            every call is routed (tests/citus_update.sql, then tests/citus_routing.sql)
 # Skipped, and said so, where Citus is not installed for this Postgres.
 #
-# EV_CITUS_SUITES picks suites (default: all six). The HTTP tests' fault injection puts a
+# EV_CITUS_SUITES picks suites (default: all seven). The HTTP tests' fault injection puts a
 # trigger on echovalue.kv (Admin::fail_kv_writes_of), which Citus allows on a distributed table
 # only with citus.enable_unsafe_triggers; echovalue itself has no trigger on one.
 
@@ -70,7 +74,7 @@ run_citus() {
     fi
     # the main cluster's settings, given back at the end
     local saved=("$EV_CLUSTER_DIR" "$EV_PGDATA" "$EV_PORT" "$EV_PGLOG" "$PORT")
-    local rc=0 suites=" ${EV_CITUS_SUITES:-seeds cargo routing worker maintenance memory} "
+    local rc=0 suites=" ${EV_CITUS_SUITES:-seeds cargo routing worker maintenance memory update} "
     if ! citus__start >"$TMP/citus-start.log" 2>&1; then
         cat "$TMP/citus-start.log"
         citus__stop
@@ -117,6 +121,9 @@ run_citus() {
     if [[ $suites == *" memory "* ]]; then
         citus__memory || rc=1
     fi
+    if [[ $suites == *" update "* ]]; then
+        citus__update || rc=1
+    fi
     citus__stop
     EV_CLUSTER_DIR=${saved[0]} EV_PGDATA=${saved[1]} EV_PORT=${saved[2]} EV_PGLOG=${saved[3]} PORT=${saved[4]}
     return "$rc"
@@ -137,6 +144,50 @@ citus__memory() {
         "$TMP/citus-memory.log" | tee "$TMP/citus-memory.txt"
     count_suite "citus memory" "$TMP/citus-memory.txt" "$s"
     [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-memory.txt"
+}
+
+# The update suite (tests/citus_update.sql) in database ev_up, made with Citus on every node;
+# counted as "citus update".
+citus__update() {
+    local n s=0 old new ext_dir fresh updated
+    old=$(ls tests/upgrade/echovalue--*.sql | sed 's/.*echovalue--//; s/\.sql$//' | sort -V | tail -n 1)
+    new=$(ev_psql echovalue -tA -c "select extversion from pg_catalog.pg_extension where extname = 'echovalue'")
+    # (cargo pgrx installs the current version and the upgrade scripts, not old versions)
+    ext_dir="$("$EV_PG_CONFIG" --sharedir)/extension"
+    if ev_is_root; then install -m 0644 "tests/upgrade/echovalue--$old.sql" "$ext_dir/"
+    else sudo install -m 0644 "tests/upgrade/echovalue--$old.sql" "$ext_dir/"; fi
+    for n in 0 1 2; do
+        citus__use "$n"
+        ev_psql postgres -c 'create database ev_up' >/dev/null
+        ev_psql ev_up -c 'set client_min_messages = warning' -c 'create extension citus' >/dev/null
+    done
+    citus__use 0
+    ev_psql ev_up -tA -c "select citus_set_coordinator_host('127.0.0.1', $PORT)" \
+        -c "select citus_add_node('127.0.0.1', $(cut -d' ' -f2 <<<"${CITUS_NODES[1]}"))" \
+        -c "select citus_add_node('127.0.0.1', $(cut -d' ' -f2 <<<"${CITUS_NODES[2]}"))" >/dev/null
+    {
+        echo "update from $old to $new"
+        ev_psql ev_up -tA -v old="$old" -v new="$new" -f tests/citus_update.sql 2>&1 || s=1
+        # every node: the functions (definitions and settings) of the fresh install's
+        for n in 0 1 2; do
+            citus__use "$n"
+            fresh=$(ev_psql echovalue -tA -f tests/citus_functions.sql)
+            updated=$(ev_psql ev_up -tA -f tests/citus_functions.sql)
+            if [ -n "$fresh" ] && [ "$fresh" = "$updated" ]; then
+                echo "ok    node $n has the fresh install's functions and settings"
+            else
+                echo "FAIL  node $n: its functions or their settings differ from the fresh install's"
+            fi
+        done
+        citus__use 0
+        ev_psql ev_up -tA -f tests/citus_routing.sql >"$TMP/citus-update-routing.log" 2>&1 || s=1
+        citus__routing "$TMP/citus-update-routing.log" | grep -v '^citus routing:'
+    } >"$TMP/citus-update.log"
+    awk '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR|^update from/{ print }
+         END { print "citus update: " p + 0 " passed, " f + 0 " failed" }' \
+        "$TMP/citus-update.log" | tee "$TMP/citus-update.txt"
+    count_suite "citus update" "$TMP/citus-update.txt" "$s"
+    [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-update.txt"
 }
 
 # The seed snippets against a proxy connected to node $1 (0: the coordinator), counted as
