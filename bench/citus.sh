@@ -86,7 +86,7 @@ fill "$COORD_DIR" "$COORD_PORT" "$TMP/tokens-cluster.txt"
 echo "bench: 256 wallets in each"
 
 # A release proxy on database port $1, with the environment assignments after it; prints its
-# "pid port".
+# "pid port" (it runs in a subshell: the caller adds the pid to BENCH_PIDS, for bench_cleanup).
 proxy() {
     local db_port=$1 port
     shift
@@ -94,7 +94,6 @@ proxy() {
     env "$@" ECHOVALUE_LISTEN="127.0.0.1:$port" ECHOVALUE_LOG=warn \
         ECHOVALUE_DATABASE_URL="postgresql://echovalue_proxy@127.0.0.1:$db_port/echovalue" \
         "$TARGET_DIR/release/echovalue-proxy" >"$TMP/proxy-$db_port-$port.log" 2>&1 9>&- &
-    BENCH_PIDS+=($!)
     bench_wait_port "127.0.0.1:$port" proxy "$TMP/proxy-$db_port-$port.log" >&2
     echo "$! $port"
 }
@@ -107,6 +106,7 @@ if [ "${BENCH_FLOOR_ONLY:-0}" != 1 ]; then
     read -r P_COORD PORT_COORD < <(proxy "$COORD_PORT")
     read -r P_W1 PORT_W1 < <(proxy "$W1_PORT")
     read -r P_W2 PORT_W2 < <(proxy "$W2_PORT")
+    BENCH_PIDS+=("$P_SINGLE" "$P_SINGLE1" "$P_COORD" "$P_W1" "$P_W2")
 
     python3 "$ROOT/bench/citus.py" \
         --seconds "${BENCH_SECONDS:-6}" --clients "${BENCH_CLIENTS:-16}" \
