@@ -56,6 +56,7 @@ begin
     for v_function, v_config in
         select f.f, p.proconfig from echovalue._routed_functions() f
           join pg_catalog.pg_proc p on p.oid = f.f
+         order by p.proname
     loop
         if p_mode = 'auto'
            and exists (select from pg_catalog.unnest(v_config) c where c like 'plan\_cache\_mode=%') then

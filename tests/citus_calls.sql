@@ -14,7 +14,7 @@ set citus.enable_ddl_propagation = off;
 
 create function pg_temp.routed_arg(p_proname name, p_token text, p_email text, p_await text)
 returns text
-language sql immutable as $$
+language sql stable as $$
     select case (select p.proargnames[1] from pg_catalog.pg_proc p
                   where p.proname = p_proname and p.pronamespace = 'echovalue'::regnamespace)
                 when 'recipient' then p_email when 'test' then p_await else p_token end

@@ -49,7 +49,7 @@ $$;
 with functions as (
     select p.proname,
            pg_temp.routed_call(o.objid::regprocedure,
-                               pg_catalog.quote_literal(pg_temp.routed_arg(p.proname, w.token, w.email, w.await)))
+                               pg_catalog.quote_nullable(pg_temp.routed_arg(p.proname, w.token, w.email, w.await)))
                as call
       from pg_catalog.pg_dist_object o
       join pg_catalog.pg_proc p on p.oid = o.objid
