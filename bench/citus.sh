@@ -30,12 +30,19 @@ if [ ! -f "$("$EV_PG_CONFIG" --pkglibdir)/citus.so" ]; then
     echo "bench: Citus is not installed for this Postgres (bash ../shared/citus/build.sh)" >&2
     exit 1
 fi
-for tool in wrk python3; do
+tools=("$EV_PG_BIN/pgbench")
+[ "${BENCH_FLOOR_ONLY:-0}" = 1 ] || tools+=(wrk python3)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is missing; run bash .ci/setup first" >&2; exit 1; }
 done
 
 bench_begin citus
-[ "${BENCH_FLOOR_ONLY:-0}" = 1 ] || bench_build echovalue-proxy
+if [ "${BENCH_FLOOR_ONLY:-0}" = 1 ]; then
+    echo "bench: installing the extension (release)"
+    bench_install
+else
+    bench_build echovalue-proxy
+fi
 
 section() { echo "bench: $*"; }
 # shellcheck source=tests/citus.sh
@@ -102,11 +109,15 @@ postmaster() { head -n 1 "$1/data/postmaster.pid"; }
 if [ "${BENCH_FLOOR_ONLY:-0}" != 1 ]; then
     # (the proxies' defaults; on the cluster the extension turns group commit off by itself)
     read -r P_SINGLE PORT_SINGLE < <(proxy "$SINGLE_PORT")
+    BENCH_PIDS+=("$P_SINGLE")
     read -r P_SINGLE1 PORT_SINGLE1 < <(proxy "$SINGLE_PORT" ECHOVALUE_BATCH_MAX=1)
+    BENCH_PIDS+=("$P_SINGLE1")
     read -r P_COORD PORT_COORD < <(proxy "$COORD_PORT")
+    BENCH_PIDS+=("$P_COORD")
     read -r P_W1 PORT_W1 < <(proxy "$W1_PORT")
+    BENCH_PIDS+=("$P_W1")
     read -r P_W2 PORT_W2 < <(proxy "$W2_PORT")
-    BENCH_PIDS+=("$P_SINGLE" "$P_SINGLE1" "$P_COORD" "$P_W1" "$P_W2")
+    BENCH_PIDS+=("$P_W2")
 
     python3 "$ROOT/bench/citus.py" \
         --seconds "${BENCH_SECONDS:-6}" --clients "${BENCH_CLIENTS:-16}" \
@@ -130,9 +141,15 @@ done <"$TMP/tokens-cluster.txt"
 [ -n "$W1_TOKEN" ] || { echo "bench: no benchmark wallet on worker 1" >&2; exit 1; }
 SINGLE_TOKEN=$(head -n 1 "$TMP/tokens-single.txt")
 per_call() {
-    pgbench -n -M prepared -c 1 -T "${BENCH_SECONDS:-6}" -h 127.0.0.1 -p "$3" -U postgres \
-        -D token="$2" -f "$ROOT/bench/pgbench/routed_$1.sql" echovalue 2>&1 \
-        | awk '/^latency average/ { print $4; found = 1 } END { if (!found) print "failed" }'
+    local log=$TMP/pgbench-$1-$3.log
+    "$EV_PG_BIN/pgbench" -n -M prepared -c 1 -T "${BENCH_SECONDS:-6}" -h 127.0.0.1 -p "$3" \
+        -U "$EV_PG_SUPERUSER" -D token="$2" -f "$ROOT/bench/pgbench/routed_$1.sql" echovalue \
+        >"$log" 2>&1 || true
+    if ! awk '/^latency average/ { print $4; found = 1 } END { exit !found }' "$log"; then
+        echo "bench: pgbench of $1 on port $3 gave no latency; its output:" >&2
+        cat "$log" >&2
+        echo failed
+    fi
 }
 {
     echo
@@ -142,8 +159,9 @@ per_call() {
         one=$(per_call "$script" "$SINGLE_TOKEN" "$SINGLE_PORT")
         worker=$(per_call "$script" "$W1_TOKEN" "$W1_PORT")
         coord=$(per_call "$script" "$W1_TOKEN" "$COORD_PORT")
-        awk -v s="$script" -v a="$one" -v b="$worker" -v c="$coord" \
-            'BEGIN { printf "| %s | %.3f | %.3f | %.3f | %+.3f |\n", s, a, b, c, b - a }'
+        awk -v s="$script" -v a="$one" -v b="$worker" -v c="$coord" 'BEGIN {
+            d = (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/) ? sprintf("%+.3f", b - a) : "failed"
+            printf "| %s | %s | %s | %s | %s |\n", s, a, b, c, d }'
     done
     echo "(ms per call, pgbench -M prepared, one client, ${BENCH_SECONDS:-6} s each)"
 } | tee -a "${BENCH_OUT:-/dev/null}"

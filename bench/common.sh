@@ -38,12 +38,17 @@ bench_begin() {
     trap 'exit 130' INT TERM
 }
 
-bench_build() {
-    echo "bench: building (release)"
+# The extension, release build, into the system Postgres.
+bench_install() {
     ev_install_extension --release >"$TMP/install.log" 2>&1 || {
         tail -n 40 "$TMP/install.log"
         exit 1
     }
+}
+
+bench_build() {
+    echo "bench: building (release)"
+    bench_install
     local args=() pkg
     for pkg in "$@"; do args+=(-p "$pkg"); done
     cargo build --release -q "${args[@]}"
