@@ -40,20 +40,37 @@ citus__start() {
             EV_PG_EXTRA_CONF=$'max_connections = 300\ncitus.enable_unsafe_triggers = on' \
             ev_cluster_start "$TMP/citus/n$n" "$port" echovalue 9>&- || return 1
         CITUS_NODES+=("$EV_CLUSTER_DIR $port")
-        ev_psql postgres -c 'create database echovalue'
-        ev_psql echovalue -c 'set client_min_messages = warning' -c 'create extension citus'
     done
-    citus__use 0
-    local w1 w2
-    w1=$(cut -d' ' -f2 <<<"${CITUS_NODES[1]}")
-    w2=$(cut -d' ' -f2 <<<"${CITUS_NODES[2]}")
-    ev_psql echovalue -tA -c "select citus_set_coordinator_host('127.0.0.1', $PORT)" \
-        -c "select citus_add_node('127.0.0.1', $w1)" -c "select citus_add_node('127.0.0.1', $w2)" >/dev/null
+    citus__database echovalue || return 1
     ev_db_prepare echovalue
     ev_psql echovalue -tA -c 'select echovalue.distribute()'
     # As the README's "Scale-out on Citus" says: the proxy's lock_timeout on every node (Citus
     # passes ALTER ROLE … SET on to the workers), where a delegated call waits for its rows.
     ev_psql echovalue -tA -c "alter role echovalue_proxy set lock_timeout = '2s'" >/dev/null
+}
+
+# Database $1 on every node, with Citus, and the workers added to its coordinator (node 0,
+# where the helpers point afterwards).
+citus__database() {
+    local n
+    for n in 0 1 2; do
+        citus__use "$n"
+        ev_psql postgres -c "create database $1" >/dev/null || return 1
+        ev_psql "$1" -c 'set client_min_messages = warning' -c 'create extension citus' >/dev/null || return 1
+    done
+    citus__use 0
+    ev_psql "$1" -tA -c "select citus_set_coordinator_host('127.0.0.1', $PORT)" \
+        -c "select citus_add_node('127.0.0.1', $(cut -d' ' -f2 <<<"${CITUS_NODES[1]}"))" \
+        -c "select citus_add_node('127.0.0.1', $(cut -d' ' -f2 <<<"${CITUS_NODES[2]}"))" >/dev/null
+}
+
+# Counts the `ok`/`FAIL` lines of suite log $2 as "citus $1" ($3: the suite's exit status), prints
+# them, the errors and the count; fails when anything failed.
+citus__tally() {
+    awk -v suite="citus $1" '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR/{ print }
+        END { print suite ": " p + 0 " passed, " f + 0 " failed" }' "$2" | tee "$2.txt"
+    count_suite "citus $1" "$2.txt" "$3"
+    [ "$3" -eq 0 ] && ! grep -q '^FAIL' "$2.txt"
 }
 
 citus__stop() {
@@ -112,11 +129,7 @@ run_citus() {
     if [[ $suites == *" maintenance "* ]]; then
         local s=0
         ev_psql echovalue -tA -f tests/citus_maintenance.sql >"$TMP/citus-maintenance.log" 2>&1 || s=$?
-        awk '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR/{ print }
-             END { print "citus maintenance: " p + 0 " passed, " f + 0 " failed" }' \
-            "$TMP/citus-maintenance.log" | tee "$TMP/citus-maintenance.txt"
-        count_suite "citus maintenance" "$TMP/citus-maintenance.txt" "$s"
-        [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-maintenance.txt" || rc=1
+        citus__tally maintenance "$TMP/citus-maintenance.log" "$s" || rc=1
     fi
     if [[ $suites == *" memory "* ]]; then
         citus__memory || rc=1
@@ -139,34 +152,19 @@ citus__memory() {
         sed "s/\$/ (worker $n)/" "$TMP/citus-memory-$n.log" >>"$TMP/citus-memory.log"
     done
     citus__use 0
-    awk '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR/{ print }
-         END { print "citus memory: " p + 0 " passed, " f + 0 " failed" }' \
-        "$TMP/citus-memory.log" | tee "$TMP/citus-memory.txt"
-    count_suite "citus memory" "$TMP/citus-memory.txt" "$s"
-    [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-memory.txt"
+    citus__tally memory "$TMP/citus-memory.log" "$s"
 }
 
 # The update suite (tests/citus_update.sql) in database ev_up, made with Citus on every node;
 # counted as "citus update".
 citus__update() {
-    local n s=0 old new ext_dir fresh updated
+    local n s=0 old new fresh updated
     old=$(ls tests/upgrade/echovalue--*.sql | sed 's/.*echovalue--//; s/\.sql$//' | sort -V | tail -n 1)
     new=$(ev_psql echovalue -tA -c "select extversion from pg_catalog.pg_extension where extname = 'echovalue'")
-    # (cargo pgrx installs the current version and the upgrade scripts, not old versions)
-    ext_dir="$("$EV_PG_CONFIG" --sharedir)/extension"
-    if ev_is_root; then install -m 0644 "tests/upgrade/echovalue--$old.sql" "$ext_dir/"
-    else sudo install -m 0644 "tests/upgrade/echovalue--$old.sql" "$ext_dir/"; fi
-    for n in 0 1 2; do
-        citus__use "$n"
-        ev_psql postgres -c 'create database ev_up' >/dev/null
-        ev_psql ev_up -c 'set client_min_messages = warning' -c 'create extension citus' >/dev/null
-    done
-    citus__use 0
-    ev_psql ev_up -tA -c "select citus_set_coordinator_host('127.0.0.1', $PORT)" \
-        -c "select citus_add_node('127.0.0.1', $(cut -d' ' -f2 <<<"${CITUS_NODES[1]}"))" \
-        -c "select citus_add_node('127.0.0.1', $(cut -d' ' -f2 <<<"${CITUS_NODES[2]}"))" >/dev/null
+    echo "citus update: from $old to $new"
+    ev_install_old_version "tests/upgrade/echovalue--$old.sql"
+    citus__database ev_up || s=1
     {
-        echo "update from $old to $new"
         ev_psql ev_up -tA -v old="$old" -v new="$new" -f tests/citus_update.sql 2>&1 || s=1
         # every node: the functions (definitions and settings) of the fresh install's
         for n in 0 1 2; do
@@ -183,11 +181,7 @@ citus__update() {
         ev_psql ev_up -tA -f tests/citus_routing.sql >"$TMP/citus-update-routing.log" 2>&1 || s=1
         citus__routing "$TMP/citus-update-routing.log" | grep -v '^citus routing:'
     } >"$TMP/citus-update.log"
-    awk '/^ok /{ p++ } /^FAIL /{ f++ } /^(ok|FAIL) |ERROR|^update from/{ print }
-         END { print "citus update: " p + 0 " passed, " f + 0 " failed" }' \
-        "$TMP/citus-update.log" | tee "$TMP/citus-update.txt"
-    count_suite "citus update" "$TMP/citus-update.txt" "$s"
-    [ "$s" -eq 0 ] && ! grep -q '^FAIL' "$TMP/citus-update.txt"
+    citus__tally update "$TMP/citus-update.log" "$s"
 }
 
 # The seed snippets against a proxy connected to node $1 (0: the coordinator), counted as

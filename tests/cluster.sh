@@ -203,6 +203,15 @@ ev_take_install_lock() {
     fi
 }
 
+# Puts the install script $1 of an earlier version into Postgres's extension directory, so
+# that `create extension echovalue version '…'` can make it (cargo pgrx installs the current
+# version and the upgrade scripts, not old versions).
+ev_install_old_version() {
+    local ext_dir
+    ext_dir="$("$EV_PG_CONFIG" --sharedir)/extension"
+    if ev_is_root; then install -m 0644 "$1" "$ext_dir/"; else sudo install -m 0644 "$1" "$ext_dir/"; fi
+}
+
 # A TCP port on 127.0.0.1 that nothing listens on, preferring the given one.
 ev_free_port() {
     python3 - "${1:-0}" <<'PY'

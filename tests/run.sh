@@ -129,8 +129,7 @@ run_regress() {
 # no longer the webhook (SPEC section 15).
 run_upgrade() {
     section "extension upgrade"
-    local ext_dir base version passed=0 failed=0 token sub rights expect email
-    ext_dir="$("$EV_PG_CONFIG" --sharedir)/extension"
+    local base version passed=0 failed=0 token sub rights expect email
     ev_psql postgres -c 'drop database if exists ev_up_fresh' -c 'create database ev_up_fresh'
     ev_psql ev_up_fresh -c 'create extension echovalue'
     ev_psql ev_up_fresh -f tests/upgrade/catalog.sql >"$TMP/upgrade-fresh.txt"
@@ -138,8 +137,7 @@ run_upgrade() {
         [ -e "$base" ] || continue
         version=${base#tests/upgrade/echovalue--}
         version=${version%.sql}
-        # cargo pgrx installs the current version and the upgrade scripts, not old versions.
-        if ev_is_root; then install -m 0644 "$base" "$ext_dir/"; else sudo install -m 0644 "$base" "$ext_dir/"; fi
+        ev_install_old_version "$base"
         ev_psql postgres -c 'drop database if exists ev_up_old' -c 'create database ev_up_old'
         ev_psql ev_up_old -c "create extension echovalue version '$version'"
         token=$(ev_psql ev_up_old -tA -c "select body from echovalue.token_new(client_addr => '192.0.2.1')")
